@@ -1,0 +1,3 @@
+from wbsync.cli import main
+
+main()

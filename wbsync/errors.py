@@ -1,0 +1,66 @@
+"""One error base; each subclass carries the exit code DESIGN.md assigns to its kind.
+
+Only the CLI's handler turns these into exit codes; nothing else calls sys.exit.
+Every message is complete: what is wrong, where (file, line, field or reference),
+and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class WbsyncError(Exception):
+    """Base of every error wbsync reports to a user."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class CheckFailed(WbsyncError):
+    """A check found differences (lock --check, sync --locked, verify)."""
+
+    exit_code = 1
+
+
+class UsageError(WbsyncError):
+    """Bad input: flags, names, unsafe destinations."""
+
+    exit_code = 2
+
+
+class ManifestError(UsageError):
+    """artifacts.yaml is missing, unreadable or invalid."""
+
+
+class LockfileError(UsageError):
+    """artifacts.lock is unreadable, invalid or does not fit the request."""
+
+
+class RemoteError(WbsyncError):
+    """The source failed: network, server error after retries."""
+
+    exit_code = 3
+
+
+class AuthError(RemoteError):
+    """Credentials missing or refused."""
+
+
+class NotFoundError(RemoteError):
+    """A registry, collection, alias or version does not exist (any more)."""
+
+
+class IntegrityError(WbsyncError):
+    """Remote content rejected: digest mismatch, size mismatch."""
+
+    exit_code = 4
+
+
+class UnsafePathError(IntegrityError):
+    """An artifact names a file outside its destination (.., absolute, symlink escape)."""
+
+
+class Interrupted(WbsyncError):
+    exit_code = 130
