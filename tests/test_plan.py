@@ -1,0 +1,63 @@
+"""Planning is pure: the same lock, state and observations always give the same plan."""
+
+from __future__ import annotations
+
+from wbsync.models import FileRecord, Lock, LockedArtifact
+from wbsync.plan import digest_key, make_plan
+from wbsync.state import EntryState, PlacedFile, State
+
+A = FileRecord("a.txt", 3, "XUFAKrxLKna5cZ2REBfFkg==")
+B = FileRecord("sub/b.txt", 5, "Clls3/ckw82dP8Kl9MPf6g==")
+
+
+def lock_of(*files: FileRecord, path: str = "models/m") -> Lock:
+    art = LockedArtifact("m", "sha256:" + "0" * 64, "r", "acme-org/wandb-registry-model/c:v1", "v1",
+                         "model", "d", path, tuple(files))
+    return Lock({"m": art})
+
+
+def state_of(path: str = "models/m", **files: tuple[tuple[int, int, int], FileRecord]) -> State:
+    return State({"m": EntryState(path, {r.path: PlacedFile(st, digest_key(r)) for st, r in files.values()})})
+
+
+def test_missing_files_are_placed() -> None:
+    plan = make_plan(lock_of(A, B), State(), {"models/m/a.txt": None, "models/m/sub/b.txt": None})
+    assert [a.dest for a in plan.entries[0].place] == ["models/m/a.txt", "models/m/sub/b.txt"]
+    assert not plan.is_noop
+
+
+def test_files_whose_stat_matches_the_state_are_kept_without_rehashing() -> None:
+    st = (3, 111, 7)
+    plan = make_plan(lock_of(A), state_of(a=(st, A)), {"models/m/a.txt": st})
+    assert plan.is_noop and len(plan.entries[0].keep) == 1
+
+
+def test_a_file_touched_since_it_was_placed_is_rehashed_not_trusted() -> None:
+    plan = make_plan(lock_of(A), state_of(a=((3, 111, 7), A)), {"models/m/a.txt": (3, 222, 7)})
+    assert [a.dest for a in plan.entries[0].check] == ["models/m/a.txt"]
+
+
+def test_a_file_on_disk_that_wbsync_never_placed_is_checked() -> None:
+    plan = make_plan(lock_of(A), State(), {"models/m/a.txt": (3, 1, 1)})
+    assert len(plan.entries[0].check) == 1
+
+
+def test_files_placed_earlier_and_no_longer_locked_are_removed() -> None:
+    plan = make_plan(lock_of(A), state_of(a=((3, 1, 1), A), b=((5, 1, 2), B)), {"models/m/a.txt": (3, 1, 1)})
+    assert plan.entries[0].remove == ("models/m/sub/b.txt",)
+
+
+def test_moving_an_entry_removes_the_files_from_the_old_folder() -> None:
+    plan = make_plan(lock_of(A, path="new"), state_of(a=((3, 1, 1), A)), {"new/a.txt": None})
+    assert plan.entries[0].remove == ("models/m/a.txt",)
+    assert [a.dest for a in plan.entries[0].place] == ["new/a.txt"]
+
+
+def test_entries_dropped_from_the_lock_leave_orphans_to_remove() -> None:
+    plan = make_plan(Lock({}), state_of(a=((3, 1, 1), A)), {})
+    assert plan.orphans == ("models/m/a.txt",)
+
+
+def test_restricting_to_names_never_touches_other_entries_files() -> None:
+    plan = make_plan(Lock({}), state_of(a=((3, 1, 1), A)), {}, names=frozenset())
+    assert plan.orphans == () and plan.is_noop

@@ -1,0 +1,143 @@
+"""Results -> text for people, or one JSON document for machines. Deciding happens elsewhere."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wbsync.resolve import PinChange
+from wbsync.sync import LockResult, SyncResult
+from wbsync.verify import EntryReport
+
+
+def human_size(n: int) -> str:
+    sign = "-" if n < 0 else ""
+    value = float(abs(n))
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{sign}{value:.0f} {unit}" if unit == "B" else f"{sign}{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError
+
+
+def change_line(c: PinChange) -> str:
+    """e.g. `phi3  production  v3 -> v5  (+2 files, -1, 3 changed, +1.2 GB)`."""
+    d = c.delta
+    if c.new is None:
+        return f"{c.name}  removed from the manifest (was {c.old.version if c.old else '?'})"
+    if c.old is None:
+        return f"{c.name}  {c.selector}  new {c.new.version}  ({len(c.new.files)} files, {human_size(c.new.size)})"
+    sign = "+" if d.bytes >= 0 else ""
+    moved = f"{c.old.version} -> {c.new.version}" if c.old.version != c.new.version else f"{c.new.version} (content changed)"
+    return (f"{c.name}  {c.selector}  {moved}  "
+            f"(+{d.added} files, -{d.removed}, {d.changed} changed, {sign}{human_size(d.bytes)})")
+
+
+def change_json(c: PinChange) -> dict[str, Any]:
+    d = c.delta
+    return {
+        "name": c.name,
+        "selector": c.selector,
+        "old_version": c.old.version if c.old else None,
+        "new_version": c.new.version if c.new else None,
+        "old_resolved": c.old.resolved if c.old else None,
+        "new_resolved": c.new.resolved if c.new else None,
+        "files_added": d.added,
+        "files_removed": d.removed,
+        "files_changed": d.changed,
+        "bytes_delta": d.bytes,
+    }
+
+
+def lock_text(r: LockResult, lockfile: str) -> list[str]:
+    if not r.changes:
+        return [f"{lockfile} is up to date ({len(r.lock.artifacts)} entries)."]
+    verb = "Updated" if r.written else "Would update"
+    return [f"{verb} {lockfile}:"] + ["  " + change_line(c) for c in r.changes]
+
+
+def lock_json(r: LockResult, lockfile: str) -> dict[str, Any]:
+    return {
+        "lockfile": lockfile,
+        "written": r.written,
+        "changes": [change_json(c) for c in r.changes],
+        "entries": {n: {"version": a.version, "resolved": a.resolved, "files": len(a.files), "bytes": a.size}
+                    for n, a in sorted(r.lock.artifacts.items())},
+    }
+
+
+def sync_text(r: SyncResult, lockfile: str, verbose: bool) -> list[str]:
+    lines = lock_text(r.lock, lockfile) if r.lock and r.lock.changes else []
+    if r.noop:
+        return lines + [f"Up to date: {sum(len(e.keep) for e in r.plan.entries)} files in "
+                        f"{len(r.plan.entries)} entries match {lockfile}."]
+    for e in r.plan.entries:
+        if not e.changes and not verbose:
+            continue
+        what = []
+        if e.place:
+            what.append(f"{len(e.place)} to place ({human_size(sum(a.record.size for a in e.place))})")
+        if e.check:
+            what.append(f"{len(e.check)} to re-check")
+        if e.remove:
+            what.append(f"{len(e.remove)} to remove")
+        state = ", ".join(what) or "up to date"
+        lines.append(f"  {e.name}  {e.artifact.version}  -> {e.artifact.path}/  {state}")
+    if r.plan.orphans:
+        lines.append(f"  {len(r.plan.orphans)} file(s) of entries no longer locked to remove")
+    if r.dry_run:
+        return ["Dry run: nothing was changed. Plan:"] + lines
+    lines.append(f"Synced: fetched {r.fetched_files} files ({human_size(r.fetched_bytes)}), "
+                 f"placed {r.placed}, removed {r.removed}.")
+    for path in r.kept_modified:
+        lines.append(f"  kept {path}: wbsync placed it but it was edited since, so it is yours now")
+    return lines
+
+
+def sync_json(r: SyncResult, lockfile: str) -> dict[str, Any]:
+    return {
+        "noop": r.noop,
+        "dry_run": r.dry_run,
+        "lock": lock_json(r.lock, lockfile) if r.lock else None,
+        "fetched_files": r.fetched_files,
+        "fetched_bytes": r.fetched_bytes,
+        "placed": r.placed,
+        "removed": r.removed,
+        "kept_modified": r.kept_modified,
+        "entries": [
+            {"name": e.name, "version": e.artifact.version, "path": e.artifact.path,
+             "keep": len(e.keep), "check": len(e.check), "place": len(e.place), "remove": list(e.remove)}
+            for e in r.plan.entries
+        ],
+        "orphans": list(r.plan.orphans),
+    }
+
+
+def verify_text(reports: list[EntryReport]) -> list[str]:
+    lines = []
+    for r in reports:
+        if r.ok:
+            lines.append(f"  {r.name}  ok  ({r.path}/)")
+            continue
+        lines.append(f"  {r.name}  differs  ({r.path}/)")
+        lines += [f"    missing   {p}" for p in r.missing]
+        lines += [f"    modified  {p}" for p in r.modified]
+        lines += [f"    extra     {p}" for p in r.extra]
+    ok = all(r.ok for r in reports)
+    return lines + (["All files match the lock."] if ok else
+                    ["Differences found. `wbsync sync` restores missing and modified files; it never deletes "
+                     "extra files it did not place."])
+
+
+def verify_json(reports: list[EntryReport]) -> dict[str, Any]:
+    return {
+        "ok": all(r.ok for r in reports),
+        "entries": [{"name": r.name, "path": r.path, "ok": r.ok, "missing": r.missing,
+                     "modified": r.modified, "extra": r.extra} for r in reports],
+    }
+
+
+def outdated_text(changes: list[PinChange], checked: int) -> list[str]:
+    if not changes:
+        return [f"All {checked} alias entries still point at their locked versions."]
+    return ([change_line(c) for c in changes]
+            + ["Run `wbsync lock --upgrade [NAMES]` to move the pins, then `wbsync sync`."])

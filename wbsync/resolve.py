@@ -1,0 +1,152 @@
+"""Manifest + old lock + source -> new lock. Keeps every pin whose entry did not change."""
+
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from wbsync.errors import UnsafePathError
+from wbsync.models import Entry, FileRecord, Lock, LockedArtifact, Manifest, Resolved
+from wbsync.sources import Source
+
+RESOLVE_JOBS = 8
+
+
+@dataclass(frozen=True)
+class PinChange:
+    """One entry whose pin the lock run added, moved or dropped."""
+
+    name: str
+    selector: str  # the alias or version the manifest asks for
+    old: LockedArtifact | None
+    new: LockedArtifact | None
+
+    @property
+    def delta(self) -> "FileDelta":
+        return FileDelta.between(self.old, self.new)
+
+
+@dataclass(frozen=True)
+class FileDelta:
+    added: int
+    removed: int
+    changed: int
+    bytes: int  # new size minus old size
+
+    @classmethod
+    def between(cls, old: LockedArtifact | None, new: LockedArtifact | None) -> "FileDelta":
+        before = {f.path: f for f in old.files} if old else {}
+        after = {f.path: f for f in new.files} if new else {}
+        changed = sum(1 for p in before.keys() & after.keys() if before[p] != after[p])
+        size = (new.size if new else 0) - (old.size if old else 0)
+        return cls(len(after.keys() - before.keys()), len(before.keys() - after.keys()), changed, size)
+
+
+def stale_names(manifest: Manifest, lock: Lock | None) -> list[str]:
+    """Entries that are new or whose manifest entry changed since they were locked."""
+    locked = lock.artifacts if lock else {}
+    return [n for n, e in manifest.entries.items() if n not in locked or locked[n].entry_digest != e.digest()]
+
+
+def dropped_names(manifest: Manifest, lock: Lock | None) -> list[str]:
+    return sorted(set(lock.artifacts) - set(manifest.entries)) if lock else []
+
+
+def lock_manifest(manifest: Manifest, old: Lock | None, source: Source,
+                  upgrade: frozenset[str] = frozenset()) -> tuple[Lock, list[PinChange]]:
+    """Resolve what is stale or named in ``upgrade``; keep every other pin as it is."""
+    todo = sorted(set(stale_names(manifest, old)) | (upgrade & set(manifest.entries)))
+    resolved = _resolve_all([manifest.entries[n] for n in todo], source)
+    artifacts: dict[str, LockedArtifact] = {}
+    changes: list[PinChange] = []
+    for name, entry in manifest.entries.items():
+        before = old.artifacts.get(name) if old else None
+        after = resolved[name] if name in resolved else before
+        assert after is not None
+        artifacts[name] = after
+        if before is None or before.version != after.version or before.digest != after.digest or before.files != after.files:
+            changes.append(PinChange(name, entry.reference.selector, before, after))
+    for name in dropped_names(manifest, old):
+        changes.append(PinChange(name, "", old.artifacts[name] if old else None, None))
+    return Lock(artifacts), changes
+
+
+def _resolve_all(entries: list[Entry], source: Source) -> dict[str, LockedArtifact]:
+    """Resolution is latency-bound (several GraphQL round trips each): run entries concurrently."""
+    if not entries:
+        return {}
+    with ThreadPoolExecutor(min(RESOLVE_JOBS, len(entries)), thread_name_prefix="wbsync-resolve") as pool:
+        results = list(pool.map(lambda e: to_locked(e, source.resolve(e)), entries))
+    return {a.name: a for a in results}
+
+
+def to_locked(entry: Entry, res: Resolved) -> LockedArtifact:
+    files = tuple(sorted((f.record for f in res.files if selected(entry, f.record.path)), key=lambda r: r.path))
+    check_paths(entry.name, files)
+    return LockedArtifact(
+        name=entry.name,
+        entry_digest=entry.digest(),
+        requested=entry.reference.full_name(),
+        resolved=res.resolved,
+        version=res.version,
+        type=res.type,
+        digest=res.digest,
+        path=entry.path,
+        files=files,
+    )
+
+
+def selected(entry: Entry, path: str) -> bool:
+    """include/exclude are fnmatch globs over the artifact path (``*`` also crosses ``/``)."""
+    if entry.include and not any(fnmatch.fnmatchcase(path, g) for g in entry.include):
+        return False
+    return not any(fnmatch.fnmatchcase(path, g) for g in entry.exclude)
+
+
+def check_paths(name: str, files: tuple[FileRecord, ...]) -> None:
+    """Refuse artifact file lists that could write outside the destination or collide on disk,
+    before anything is written (the lock is the first thing written)."""
+    seen: dict[str, str] = {}
+    folders: set[str] = set()
+    for f in files:
+        problem = unsafe_reason(f.path)
+        if problem:
+            raise UnsafePathError(
+                f"{name}: the artifact lists a file at {f.path!r}, which {problem}. wbsync refuses "
+                "to write it; nothing was written. Report the artifact to its owner."
+            )
+        folded = f.path.casefold()
+        if folded in seen:
+            raise UnsafePathError(
+                f"{name}: the artifact lists {seen[folded]!r} and {f.path!r}, which differ only by case "
+                "and would overwrite each other on case-insensitive filesystems (macOS, Windows). "
+                "wbsync refuses it; nothing was written."
+            )
+        seen[folded] = f.path
+        parts = f.path.split("/")
+        folders.update("/".join(parts[:i]).casefold() for i in range(1, len(parts)))
+    for folded, path in seen.items():
+        if folded in folders:
+            raise UnsafePathError(
+                f"{name}: the artifact lists {path!r} both as a file and as a folder of other files. "
+                "wbsync refuses it; nothing was written."
+            )
+
+
+def unsafe_reason(path: str) -> str | None:
+    if not path or "\x00" in path:
+        return "is empty or holds a NUL byte"
+    if "\\" in path:
+        return "contains a backslash"
+    if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
+        return "is absolute"
+    parts = path.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return "has an empty, '.' or '..' segment"
+    if posixpath.normpath(path) != path:
+        return "is not a normalized path"
+    if any(len(p.encode()) > 255 for p in parts):
+        return "has a name longer than 255 bytes"
+    return None

@@ -1,0 +1,141 @@
+"""The W&B source: the only module that imports ``wandb``, and only inside functions, so that
+`wbsync --help`, manifest validation and a no-op sync never load the SDK (~1 s of imports).
+
+What the SDK does for us and what it does not (see shared/reference/wandb-protocol.md):
+* Resolution and listing go through ``wandb.Api().artifact(name)`` and ``artifact.manifest``:
+  that keeps W&B's own conventions for credentials (WANDB_API_KEY, ~/.netrc), the endpoint
+  (WANDB_BASE_URL), org lookup from a team or personal entity, and registry version numbering.
+* Bytes do NOT go through ``Artifact.download()``: it does not check md5 (wrong bytes are
+  written under the final name and kept in its cache), has no request timeout and retries for
+  about 20 minutes, and ``skip_cache=True`` leaks state between calls. We ask the SDK only for
+  each file's ``directUrl`` (``artifact.files()``) and fetch those ourselves (wbsync.fetch), with
+  timeouts, bounded retries and a digest check before a file gets its final name.
+* Reference entries (``ref: s3://...``) are refused: their bytes live outside W&B, their
+  ``digest`` is an ETag rather than a content hash, so wbsync could not keep its promise that
+  every byte is verified. The error names the entry and the file.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from wbsync.errors import AuthError, IntegrityError, NotFoundError, RemoteError, UsageError
+from wbsync.models import Entry, FileRecord, LockedArtifact, Reference, RemoteFile, Resolved
+
+_FILES_PAGE = 1000
+
+
+class WandbSource:
+    def __init__(self) -> None:
+        self._apis: dict[str | None, Any] = {}
+        base = os.environ.get("WANDB_BASE_URL")
+        self.description = f"W&B at {base}" if base else "W&B"
+
+    def resolve(self, entry: Entry) -> Resolved:
+        artifact = self._artifact(entry.reference.full_name(), entry.entity, entry)
+        if entry.type is not None and artifact.type != entry.type:
+            raise NotFoundError(
+                f"{entry.reference}: is a {artifact.type!r} artifact but artifacts.yaml entry "
+                f"{entry.name!r} says type: {entry.type}. Fix `type` or the reference."
+            )
+        collection = artifact.name.split(":")[0]
+        version = artifact.version
+        files = tuple(_remote_file(e, entry.name) for e in artifact.manifest.entries.values())
+        return Resolved(
+            resolved=f"{artifact.entity}/{artifact.project}/{collection}:{version}",
+            version=version,
+            type=artifact.type,
+            digest=artifact.digest,
+            files=files,
+        )
+
+    def file_urls(self, artifact: LockedArtifact) -> dict[str, str]:
+        remote = self._artifact(artifact.resolved, None, None)
+        return _call(lambda: {f.name: f.direct_url for f in remote.files(per_page=_FILES_PAGE)}, artifact.resolved)
+
+    def _api(self, entity: str | None) -> Any:
+        if entity not in self._apis:
+            self._apis[entity] = _call(lambda: _new_api(entity), None)
+        return self._apis[entity]
+
+    def _artifact(self, name: str, entity: str | None, entry: Entry | None) -> Any:
+        api = self._api(entity)
+        return _call(lambda: api.artifact(name), name, entry)
+
+
+def _new_api(entity: str | None) -> Any:
+    import wandb
+
+    overrides: dict[str, str] = {}
+    if entity:
+        overrides["entity"] = entity
+    # Read the endpoint and key from the environment on every construction: the SDK caches
+    # process-wide settings, and a long-lived process (tests, notebooks) may change them.
+    if os.environ.get("WANDB_BASE_URL"):
+        overrides["base_url"] = os.environ["WANDB_BASE_URL"]
+    return wandb.Api(overrides=overrides, api_key=os.environ.get("WANDB_API_KEY") or None)
+
+
+def _remote_file(entry: Any, name: str) -> RemoteFile:
+    path = str(entry.path)
+    if entry.ref is not None:
+        raise IntegrityError(
+            f"artifacts.yaml entry {name!r}: file {path!r} is a reference to {entry.ref}, stored "
+            "outside W&B. wbsync only syncs files stored in W&B, whose bytes it can verify; "
+            "use `include`/`exclude` to leave this file out, or log the file into the artifact."
+        )
+    algorithm = "xxh128" if str((entry.extra or {}).get("alg", "")).upper() == "XXH128" else "md5"
+    if entry.size is None:
+        raise IntegrityError(f"artifact entry {name!r}: file {path!r} has no size in the W&B manifest.")
+    return RemoteFile(FileRecord(path=path, size=int(entry.size), digest=entry.digest, algorithm=algorithm))
+
+
+def _call(fn: Any, name: str | None, entry: Entry | None = None) -> Any:
+    """Run an SDK call, turning its exceptions into wbsync errors with a complete message."""
+    import wandb.errors
+
+    try:
+        return fn()
+    except wandb.errors.AuthenticationError as exc:
+        raise AuthError(_auth_message(str(exc))) from None
+    except wandb.errors.UsageError as exc:
+        if "api key" in str(exc).lower():
+            raise AuthError(_auth_message(str(exc))) from None
+        raise UsageError(f"{name or 'W&B'}: {exc}") from None
+    except wandb.errors.CommError as exc:
+        raise _comm_error(str(exc), name, entry) from None
+    except ValueError as exc:
+        raise _comm_error(str(exc), name, entry) from None
+
+
+def _auth_message(detail: str) -> str:
+    base = os.environ.get("WANDB_BASE_URL", "your W&B server")
+    return (
+        f"W&B refused the credentials for {base} ({_first_line(detail)}). Log in with `wandb login` "
+        "(or set WANDB_API_KEY; WANDB_BASE_URL for a dedicated or self-hosted server) and run again."
+    )
+
+
+def _comm_error(detail: str, name: str | None, entry: Entry | None) -> RemoteError:
+    text = _first_line(detail)
+    where = f"{entry.name!r} ({name})" if entry else (name or "W&B")
+    lowered = detail.lower()
+    if "organization" in lowered:
+        return NotFoundError(
+            f"{where}: W&B could not tell which organization the registry belongs to ({text}). "
+            "Give the organization in the reference (`acme/wandb-registry-...`) or as `org:` in the "
+            "manifest's `defaults`, or a team `entity:`; a personal entity in several organizations "
+            "needs one of them."
+        )
+    if "not found" in lowered or "membership" in lowered:
+        return NotFoundError(
+            f"{where}: not found in W&B ({text}). Check the registry, collection and alias or version "
+            "in the W&B App (Registry > collection > version > Full Name), and that your account "
+            "can see that registry. A locked version that was deleted needs `wbsync lock --upgrade`."
+        )
+    return RemoteError(f"{where}: W&B request failed: {text}. Check your network and WANDB_BASE_URL, then retry.")
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "no detail"

@@ -1,0 +1,272 @@
+"""lock and sync: the flow manifest -> resolve -> lock -> plan -> fetch -> place.
+
+Deciding is pure (resolve.lock_manifest, plan.make_plan); this module observes the disk,
+carries a plan out and records what it placed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+from wbsync.errors import CheckFailed, WbsyncError
+from wbsync.fetch import Fetcher, FetchJob
+from wbsync.lockfile import write_lock
+from wbsync.models import Lock
+from wbsync.place import LinkMode, clean_temp_files, place, remove_placed, safe_join
+from wbsync.plan import EntryPlan, FileAction, Plan, dest_of, digest_key, make_plan
+from wbsync.project import Project, check_names
+from wbsync.resolve import PinChange, dropped_names, lock_manifest, stale_names
+from wbsync.sources import Source, open_source
+from wbsync.state import STATE_DIR, EntryState, PlacedFile, State, load_state, save_state, stat_of
+from wbsync.store import Store, default_store_dir
+from wbsync.digests import hash_file
+
+
+@dataclass
+class LockResult:
+    lock: Lock
+    changes: list[PinChange]
+    written: bool
+
+
+@dataclass
+class SyncResult:
+    lock: LockResult | None
+    plan: Plan
+    fetched_files: int = 0
+    fetched_bytes: int = 0
+    placed: int = 0
+    removed: int = 0
+    kept_modified: list[str] = field(default_factory=list)  # placed files edited since: not removed
+    dry_run: bool = False
+
+    @property
+    def noop(self) -> bool:
+        return self.plan.is_noop
+
+
+def run_lock(project: Project, names: tuple[str, ...] = (), upgrade: bool = False,
+             check: bool = False, source: Source | None = None) -> LockResult:
+    manifest = project.manifest()
+    old = project.lock()
+    selected = check_names(names, set(manifest.entries), str(project.manifest_path))
+    if check:
+        stale = stale_names(manifest, old) + dropped_names(manifest, old)
+        if old is None or stale:
+            raise CheckFailed(_stale_message(project, old is None, stale))
+        return LockResult(old, [], False)
+    upgrading = frozenset(manifest.entries if selected is None else selected) if upgrade else frozenset()
+    lock, changes = lock_manifest(manifest, old, source or _source(project, manifest.source), upgrading)
+    written = write_lock(project.lock_path, lock)
+    return LockResult(lock, changes, written)
+
+
+def _stale_message(project: Project, missing: bool, stale: list[str]) -> str:
+    if missing:
+        return f"{project.lock_path}: no lockfile. Run `wbsync lock` and commit {project.lock_path.name}."
+    return (f"{project.lock_path} is out of date with {project.manifest_path} for: {', '.join(stale)}. "
+            "Run `wbsync lock` and commit the lockfile.")
+
+
+def _source(project: Project, manifest_source: str | None) -> Source:
+    return open_source(project.source or manifest_source)
+
+
+def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = False, frozen: bool = False,
+             dry_run: bool = False, jobs: int = 16, link_mode: LinkMode = "auto",
+             progress: Callable[[int], None] | None = None, on_fetch_start: Callable[[int, int], None] | None = None,
+             source: Source | None = None) -> SyncResult:
+    lock_result: LockResult | None = None
+    manifest_source: str | None = None
+    if frozen:
+        lock = project.require_lock()
+    else:
+        manifest = project.manifest()
+        manifest_source = manifest.source
+        old = project.lock()
+        stale = stale_names(manifest, old) + dropped_names(manifest, old)
+        if old is None or stale:
+            if locked:
+                raise CheckFailed(_stale_message(project, old is None, stale)
+                                  + " (`--locked` never writes the lock.)")
+            source = source or _source(project, manifest_source)
+            lock, changes = lock_manifest(manifest, old, source)
+            written = False if dry_run else write_lock(project.lock_path, lock)
+            lock_result = LockResult(lock, changes, written)
+        else:
+            lock = old
+    selected = check_names(names, set(lock.artifacts), str(project.lock_path))
+    root = project.root
+    plan = _plan(root, lock, selected)
+    result = SyncResult(lock_result, plan, dry_run=dry_run)
+    if plan.is_noop or dry_run:
+        return result
+    with project_lock(root):
+        plan = _plan(root, lock, selected)  # another sync may have done part of it while we waited
+        result.plan = plan
+        actor = _Actor(root, Store(default_store_dir()), jobs, link_mode, progress, on_fetch_start,
+                       lambda: source or _source(project, manifest_source))
+        actor.apply(plan, result)
+    return result
+
+
+def _plan(root: Path, lock: Lock, names: frozenset[str] | None) -> Plan:
+    state = load_state(root)
+    observed = {
+        dest_of(a.path, f.path): stat_of(root / a.path / f.path)
+        for n, a in lock.artifacts.items() if names is None or n in names
+        for f in a.files
+    }
+    return make_plan(lock, state, observed, names)
+
+
+@contextmanager
+def project_lock(root: Path) -> Iterator[None]:
+    """One sync at a time per project: a second one waits here, then re-plans."""
+    folder = root / STATE_DIR
+    folder.mkdir(exist_ok=True)
+    with open(folder / "sync.lock", "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+class _Actor:
+    """Carries a plan out: re-hash doubtful files, fetch missing blobs, then place and prune."""
+
+    def __init__(self, root: Path, store: Store, jobs: int, link_mode: LinkMode,
+                 progress: Callable[[int], None] | None, on_fetch_start: Callable[[int, int], None] | None,
+                 source: Callable[[], Source]) -> None:
+        self.root, self.store, self.jobs, self.link_mode = root, store, jobs, link_mode
+        self.progress, self.on_fetch_start, self.source_factory = progress, on_fetch_start, source
+        self.state = load_state(root)  # updated as files are placed, saved at the end
+        self.before = load_state(root)  # what earlier syncs placed: decides what may be removed
+
+    def apply(self, plan: Plan, result: SyncResult) -> None:
+        entries = [self._settle_checks(e) for e in plan.entries]
+        failures = self._fetch(entries, result)
+        for entry in entries:
+            if entry.name not in failures:
+                self._place_entry(entry, result)
+        self._remove_orphans(plan.orphans, result)
+        save_state(self.root, self.state)
+        if failures:
+            raise next(iter(failures.values()))
+
+    def _settle_checks(self, entry: EntryPlan) -> EntryPlan:
+        """Files on disk that the state does not vouch for: re-hash; equal ones are kept (and
+        recorded, so the next sync trusts them), others are replaced."""
+        if not entry.check:
+            return entry
+        with ThreadPoolExecutor(min(self.jobs, 8)) as pool:
+            same = list(pool.map(self._matches, entry.check))
+        keep = [a for a, ok in zip(entry.check, same) if ok]
+        for action in keep:
+            self._record(action)
+        replace_ = [a for a, ok in zip(entry.check, same) if not ok]
+        return replace(entry, keep=entry.keep + tuple(keep), check=(), place=entry.place + tuple(replace_))
+
+    def _matches(self, action: FileAction) -> bool:
+        path = self.root / action.dest
+        try:
+            return hash_file(path, action.record.algorithm) == action.record.digest
+        except OSError:
+            return False
+
+    def _fetch(self, entries: list[EntryPlan], result: SyncResult) -> dict[str, WbsyncError]:
+        missing = [(e, [a for a in e.place if not self.store.has(a.record)]) for e in entries]
+        missing = [(e, acts) for e, acts in missing if acts]
+        if not missing:
+            return {}
+        source = self.source_factory()
+        jobs: list[FetchJob] = []
+        failures: dict[str, WbsyncError] = {}
+        for entry, actions in missing:
+            try:
+                urls = source.file_urls(entry.artifact)
+            except WbsyncError as exc:
+                failures[entry.name] = exc
+                continue
+            jobs.extend(FetchJob(entry.name, a.record, urls.get(a.record.path, "")) for a in actions)
+        unique = list({digest_key(j.record): j for j in jobs}.values())  # same bytes, fetch once
+        result.fetched_files = len(unique)
+        result.fetched_bytes = sum(j.record.size for j in unique)
+        if self.on_fetch_start:
+            self.on_fetch_start(len(unique), result.fetched_bytes)
+        fetcher = Fetcher(self.store, self.jobs, progress=self.progress)
+        failures.update(fetcher.fetch_all(j for j in unique if self._has_url(j, failures)))
+        return failures
+
+    def _has_url(self, job: FetchJob, failures: dict[str, WbsyncError]) -> bool:
+        if job.url:
+            return True
+        from wbsync.errors import NotFoundError
+
+        failures.setdefault(job.artifact, NotFoundError(
+            f"{job.artifact}: the source no longer lists {job.record.path!r} for this version. "
+            "Run `wbsync lock --upgrade` to re-resolve."))
+        return False
+
+    def _place_entry(self, entry: EntryPlan, result: SyncResult) -> None:
+        folder = self.root / entry.artifact.path
+        clean_temp_files(folder) if folder.is_dir() else None
+        for action in entry.place:
+            dest = safe_join(self.root, action.dest, context=entry.name)
+            place(self.store.blob_path(action.record), dest, self.link_mode)
+            self._record(action)
+            result.placed += 1
+        recorded = self.before.entries.get(entry.name)
+        for dest in entry.remove:
+            if self._remove_if_unchanged(dest, recorded):
+                result.removed += 1
+            else:
+                result.kept_modified.append(dest)
+        self._forget(entry)
+
+    def _record(self, action: FileAction) -> None:
+        state = self.state.entries.get(action.entry)
+        if state is None or state.path != action.base:
+            state = self.state.entries[action.entry] = EntryState(action.base, {})
+        stat = stat_of(self.root / action.dest)
+        if stat is not None:
+            state.files[action.record.path] = PlacedFile(stat, digest_key(action.record))
+
+    def _forget(self, entry: EntryPlan) -> None:
+        """After an entry is placed, its state holds exactly the locked files."""
+        locked = {f.path for f in entry.artifact.files}
+        state = self.state.entries.get(entry.name)
+        if state is not None:
+            state.files = {p: f for p, f in state.files.items() if p in locked}
+
+    def _remove_if_unchanged(self, dest: str, recorded: EntryState | None) -> bool:
+        """Remove a file wbsync placed, unless it was edited since (then it is the user's now)."""
+        path = self.root / dest
+        stat = stat_of(path)
+        if stat is None:
+            return True
+        if recorded is not None:
+            rel = os.path.relpath(dest, recorded.path).replace(os.sep, "/")
+            known = recorded.files.get(rel)
+            if known is not None and known.stat != stat:
+                return False
+        remove_placed(self.root, dest)
+        return True
+
+    def _remove_orphans(self, orphans: tuple[str, ...], result: SyncResult) -> None:
+        by_dest = {dest_of(e.path, p): (n, e) for n, e in self.before.entries.items() for p in e.files}
+        for dest in orphans:
+            entry = by_dest[dest][1] if dest in by_dest else None
+            if self._remove_if_unchanged(dest, entry):
+                result.removed += 1
+            else:
+                result.kept_modified.append(dest)
+        for name in {by_dest[d][0] for d in orphans if d in by_dest}:
+            self.state.entries.pop(name, None)

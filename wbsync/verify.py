@@ -1,0 +1,82 @@
+"""Offline checks against the lock: verify (re-hash everything) and outdated (ask the source)."""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wbsync.digests import hash_file
+from wbsync.models import FileRecord, Lock, Manifest
+from wbsync.resolve import PinChange, to_locked
+from wbsync.sources import Source
+
+
+@dataclass
+class EntryReport:
+    name: str
+    path: str
+    missing: list[str] = field(default_factory=list)
+    modified: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.modified or self.extra)
+
+
+def verify(root: Path, lock: Lock, names: frozenset[str] | None, jobs: int = 8) -> list[EntryReport]:
+    reports = []
+    for name in sorted(lock.artifacts):
+        if names is not None and name not in names:
+            continue
+        art = lock.artifacts[name]
+        folder = root / art.path
+        report = EntryReport(name, art.path)
+        with ThreadPoolExecutor(jobs) as pool:
+            states = list(pool.map(lambda f: _file_state(folder, f), art.files))
+        for f, st in zip(art.files, states):
+            if st == "missing":
+                report.missing.append(f.path)
+            elif st == "modified":
+                report.modified.append(f.path)
+        locked = {f.path for f in art.files}
+        report.extra = sorted(p for p in _walk(folder) if p not in locked)
+        reports.append(report)
+    return reports
+
+
+def _file_state(folder: Path, record: FileRecord) -> str:
+    path = folder / record.path
+    try:
+        if path.is_symlink() or not path.is_file():
+            return "missing"
+        if path.stat().st_size != record.size:
+            return "modified"
+        return "ok" if hash_file(path, record.algorithm) == record.digest else "modified"
+    except OSError:
+        return "missing"
+
+
+def _walk(folder: Path) -> list[str]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        rel = os.path.relpath(dirpath, folder)
+        for fn in filenames:
+            found.append(fn if rel == "." else f"{rel}/{fn}".replace(os.sep, "/"))
+    return found
+
+
+def outdated(manifest: Manifest, lock: Lock, source: Source, names: frozenset[str] | None) -> list[PinChange]:
+    """Entries locked by alias whose alias now points elsewhere (or whose content changed)."""
+    todo = [e for n, e in sorted(manifest.entries.items())
+            if (names is None or n in names) and n in lock.artifacts and e.reference.alias is not None]
+    with ThreadPoolExecutor(max(1, min(8, len(todo)))) as pool:
+        now = list(pool.map(lambda e: to_locked(e, source.resolve(e)), todo))
+    changes = []
+    for entry, new in zip(todo, now):
+        old = lock.artifacts[entry.name]
+        if (old.version, old.digest) != (new.version, new.digest):
+            changes.append(PinChange(entry.name, entry.reference.selector, old, new))
+    return changes
