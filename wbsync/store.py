@@ -1,0 +1,255 @@
+"""The content store: verified file contents, shared by every project on the machine.
+
+Layout under the root (``default_store_dir()``)::
+
+    blobs/<algorithm>/<hex[:2]>/<hex[2:]>    one read-only file per distinct content
+    tmp/<hex[:16]>.<pid>.<token>.part         bytes arriving, each locked by its writer
+    locks/<algorithm>-<hex>                   per-blob locks: fetch a blob once, not twice
+    locks/store                               shared while syncing, exclusive for a prune
+
+Invariants:
+
+* A blob gets its name only once its size and digest matched the lock and its bytes reached
+  the disk (fsync), by one atomic rename from ``tmp/`` (same filesystem). A blob that exists
+  therefore has the right content, and ``has()`` checks only its size; ``cache verify``
+  re-hashes, for bit rot or a hardlinked blob that someone made writable and edited.
+* Blobs are read-only (0o444). With hardlink placement the project file *is* the blob: an
+  editor writing into it in place then fails loudly instead of silently corrupting the
+  content every project shares.
+* Correctness under concurrency comes from that atomic rename alone: two writers of the same
+  blob both succeed, and the second rename replaces identical bytes. ``lock_blob()`` only
+  saves bandwidth: the second fetcher waits, then finds ``has()`` true.
+* The lock files under ``locks/`` are empty; a prune may delete them while it holds
+  ``exclusive()``, since fetchers hold ``shared()``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+import time
+from contextlib import AbstractContextManager
+from pathlib import Path
+from types import TracebackType
+from typing import BinaryIO
+
+from .digests import CHUNK_SIZE, b64, hex_of, new_hasher
+from .errors import IntegrityError
+from .filelock import hold, locked
+from .models import ALGORITHMS, FileRecord
+
+BLOB_MODE = 0o444
+
+
+def default_store_dir() -> Path:
+    """``WBSYNC_CACHE_DIR``, else ``$XDG_CACHE_HOME/wbsync``, else the platform's cache folder."""
+    override = os.environ.get("WBSYNC_CACHE_DIR")
+    if override:
+        return Path(override).expanduser().absolute()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    # The XDG spec says relative values are invalid and must be ignored.
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / "wbsync"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "wbsync"
+    return Path.home() / ".cache" / "wbsync"
+
+
+def blob_hex(record: FileRecord) -> str:
+    """The record's digest in hex. Both parts of a blob's name come from remote metadata,
+    so an unknown algorithm or a malformed digest is rejected, never joined into a path."""
+    if record.algorithm not in ALGORITHMS:
+        raise IntegrityError(f"{record.path}: unknown digest algorithm {record.algorithm!r}")
+    try:
+        return hex_of(record.digest)
+    except ValueError as e:
+        raise IntegrityError(f"{record.path}: unusable {record.algorithm} digest: {e}") from None
+
+
+class Store:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.blobs_dir = self.root / "blobs"
+        self.tmp_dir = self.root / "tmp"
+        self.locks_dir = self.root / "locks"
+
+    def blob_path(self, record: FileRecord) -> Path:
+        hexdigest = blob_hex(record)
+        return self.blobs_dir / record.algorithm / hexdigest[:2] / hexdigest[2:]
+
+    def has(self, record: FileRecord) -> bool:
+        """Whether the blob is present. Size only: its digest was checked when it entered
+        (``cache verify`` re-hashes, for bit rot or a hardlinked blob edited in place)."""
+        try:
+            return os.stat(self.blob_path(record)).st_size == record.size
+        except FileNotFoundError:
+            return False
+
+    def incoming(self, record: FileRecord) -> BlobWriter:
+        """A writer for streaming this record's bytes in; use it as a context manager."""
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        return BlobWriter(record, self.tmp_dir, self.blob_path(record))
+
+    def put_file(self, record: FileRecord, src: Path) -> Path:
+        """Bring a local file in (a mirror's file, or one already in a project), verified."""
+        with self.incoming(record) as writer, open(src, "rb") as f:
+            while chunk := f.read(CHUNK_SIZE):
+                writer.write(chunk)
+            return writer.commit()
+
+    def lock_blob(self, record: FileRecord) -> AbstractContextManager[None]:
+        """Exclusive per-blob lock. Re-check ``has()`` after taking it: another process may
+        have fetched the blob while this one waited."""
+        name = f"{record.algorithm}-{blob_hex(record)}"
+        return locked(self._locks_dir() / name)
+
+    def shared(self) -> AbstractContextManager[None]:
+        """Held by anything that reads or adds blobs; many at once."""
+        return locked(self._locks_dir() / "store", shared=True)
+
+    def exclusive(self) -> AbstractContextManager[None]:
+        """Held by a prune: waits until no sync holds ``shared()``."""
+        return locked(self._locks_dir() / "store")
+
+    def clean_tmp(self, min_age_s: float = 60.0) -> int:
+        """Remove temp files whose writer is gone; returns how many.
+
+        A writer holds a flock on its temp file from creation until commit or discard, and
+        the kernel drops it when the process dies, so a free lock marks a leftover of a killed
+        process (a PID in the name could be reused, or live in another container's PID
+        namespace). Files modified in the last ``min_age_s`` are kept: that covers the instant
+        between a writer creating its file and locking it.
+        """
+        try:
+            entries = list(os.scandir(self.tmp_dir))
+        except FileNotFoundError:
+            return 0
+        cutoff = time.time() - min_age_s
+        return sum(
+            1
+            for entry in entries
+            if entry.name.endswith(".part") and _remove_if_abandoned(entry.path, cutoff)
+        )
+
+    def _locks_dir(self) -> Path:
+        self.locks_dir.mkdir(parents=True, exist_ok=True)
+        return self.locks_dir
+
+
+def _remove_if_abandoned(path: str, cutoff: float) -> bool:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:  # committed or discarded meanwhile
+        return False
+    try:
+        if os.fstat(fd).st_mtime >= cutoff or not hold(fd, wait=False):
+            return False
+        # Unlink by name while holding the lock: if the writer committed in between, the
+        # name is gone (FileNotFoundError) and the blob, a different name, is untouched.
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
+    finally:
+        os.close(fd)
+
+
+class BlobWriter:
+    """Streams one file's bytes into the store: hashed as they arrive, named once verified.
+
+    ::
+
+        with store.incoming(record) as writer:
+            for chunk in response:
+                writer.write(chunk)
+            # Connection dropped? Request "Range: bytes={writer.offset}-" and write() on.
+            # Server ignored the Range (200, not 206)? writer.reset() and start over.
+            writer.commit()
+
+    Leaving the block without ``commit()`` (an error, an interrupt) deletes the temp file.
+    """
+
+    def __init__(self, record: FileRecord, tmp_dir: Path, blob_path: Path) -> None:
+        self.record = record
+        self.blob_path = blob_path
+        self.offset = 0  # bytes received so far, all hashed and written
+        token = f"{os.getpid()}.{secrets.token_hex(8)}"
+        self.temp_path = tmp_dir / f"{blob_path.parent.name}{blob_path.name[:14]}.{token}.part"
+        self._hasher = new_hasher(record.algorithm)
+        self._file: BinaryIO | None = None
+        self._committed = False
+
+    def __enter__(self) -> BlobWriter:
+        self._file = open(self.temp_path, "xb")
+        hold(self._file.fileno())  # a fresh file: nobody else holds it, no wait
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not self._committed:
+            self._discard()
+
+    def write(self, data: bytes | memoryview) -> None:
+        f = self._open_file()
+        if self.offset + len(data) > self.record.size:
+            raise IntegrityError(
+                f"{self.record.path}: received more than the {self.record.size} bytes the lock "
+                "records; the bytes were discarded."
+            )
+        f.write(data)
+        self._hasher.update(data)
+        self.offset += len(data)
+
+    def reset(self) -> None:
+        """Drop the bytes received so far, to start again from offset 0."""
+        f = self._open_file()
+        f.seek(0)
+        f.truncate()
+        self._hasher = new_hasher(self.record.algorithm)
+        self.offset = 0
+
+    def commit(self) -> Path:
+        """Check size and digest; if they match, give the bytes their blob name."""
+        f = self._open_file()
+        got = b64(self._hasher)
+        if self.offset != self.record.size or got != self.record.digest:
+            self._discard()
+            raise IntegrityError(self._mismatch(got))
+        f.flush()
+        # The store trusts a blob by its name and size alone, in every project, forever:
+        # its bytes must be on disk before the rename makes the name durable.
+        os.fsync(f.fileno())
+        os.fchmod(f.fileno(), BLOB_MODE)
+        self.blob_path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self.temp_path, self.blob_path)
+        # Close (releasing the lock) only after the rename, so clean_tmp never sees the
+        # temp file unlocked while it still matters.
+        self._close()
+        self._committed = True
+        return self.blob_path
+
+    def _mismatch(self, got: str) -> str:
+        r = self.record
+        return (
+            f"{r.path}: received {self.offset} bytes with {r.algorithm} digest {got}, "
+            f"but the lock records {r.size} bytes with digest {r.digest}; the bytes were discarded."
+        )
+
+    def _open_file(self) -> BinaryIO:
+        if self._file is None:
+            raise RuntimeError("use a BlobWriter inside `with store.incoming(record)`, once")
+        return self._file
+
+    def _discard(self) -> None:
+        self.temp_path.unlink(missing_ok=True)
+        self._close()
+
+    def _close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
