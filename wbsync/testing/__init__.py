@@ -1,0 +1,13 @@
+"""Test support: a fake W&B server that the real ``wandb`` SDK talks to over loopback.
+
+``FakeWandb`` serves an in-memory registry (``log_artifact``, ``set_alias``, ...), records
+every request (``requests``, ``operations()``, ``unhandled``) and injects ``Fault``s.
+It never imports wandb.
+"""
+
+from .faults import Fault
+from .fake_server import DEFAULT_FEATURES, FakeWandb
+from .routes import RecordedRequest
+from .world import LoggedVersion
+
+__all__ = ["DEFAULT_FEATURES", "FakeWandb", "Fault", "LoggedVersion", "RecordedRequest"]

@@ -1,0 +1,283 @@
+"""A fake W&B server on 127.0.0.1 for running the real ``wandb`` SDK in tests.
+
+It speaks only HTTP (it never imports wandb): the GraphQL operations, manifest and file GETs
+that wandb 0.31 sends (shared/reference/wandb-protocol.md), answered from an in-memory world
+each test builds; every request is recorded and faults can be injected.
+
+    with FakeWandb() as srv:
+        srv.log_artifact("acme", "model", "phi3", {"w.bin": b"..."}, aliases=["production"])
+        # WANDB_BASE_URL=srv.url WANDB_API_KEY=srv.api_key, then wandb.Api().artifact(...)
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterable, Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from socketserver import TCPServer
+from types import TracebackType
+from typing import Any
+
+from .faults import Fault
+from .graphql import blob_url
+from .routes import RecordedRequest, ServerState, route
+from .transport import error_response, send
+from .world import DigestAlgorithm, LoggedVersion, api_key_for, default_world
+
+DEFAULT_FEATURES = ("ARTIFACT_REGISTRY_SEARCH", "TOTAL_COUNT_IN_FILE_CONNECTION", "ARTIFACT_DIGEST_ALGORITHM")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: the SDK's 32 download threads reuse connections
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        # Nagle + delayed ACK would add ~40 ms to every small response on a kept-alive socket.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.track(self.connection)
+
+    def finish(self) -> None:
+        self.server.untrack(self.connection)
+        super().finish()
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    do_POST = do_PUT = do_GET
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+        """Silence the per-request stderr line; ``FakeWandb.requests`` has them all."""
+
+    def _dispatch(self) -> None:
+        state = self.server.state
+        request = RecordedRequest(self.command, self.path, {k.lower(): v for k, v in self.headers.items()})
+        try:
+            body = self._read_body()
+        except ValueError as error:
+            send(self, error_response(400, str(error)), None, state.hang_release)
+            self.close_connection = True
+            return
+        response, fault = route(state, request, body)
+        try:
+            request.status = send(self, response, fault, state.hang_release)
+        except OSError:  # the client went away mid-answer; nothing left to tell it
+            self.close_connection = True
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            return self._read_chunked()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _read_chunked(self) -> bytes:
+        """Go's HTTP client streams file uploads chunked when it doesn't know their size."""
+        parts = []
+        while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+            parts.append(self.rfile.read(size))
+            self.rfile.readline()
+        while self.rfile.readline().strip():  # trailers, up to the blank line
+            pass
+        return b"".join(parts)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False  # stop() must not wait for hung (faulted) handlers
+    request_queue_size = 128  # the SDK opens up to 32 download connections at once
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind calls getfqdn(), a DNS lookup that can stall for seconds.
+        TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
+
+    def track(self, connection: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.add(connection)
+
+    def untrack(self, connection: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.discard(connection)
+
+    def close_connections(self) -> None:
+        """Wake handler threads idling on kept-alive sockets so nothing outlives stop()."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class FakeWandb:
+    """A fake W&B server on 127.0.0.1 (random port) with an in-memory registry.
+
+    The default world: org "acme" (org entity "acme-org"), team entity "myteam" in it, user
+    "alice" (personal entity "alice", member of acme, key ``api_key``), registries "model"
+    and "dataset". ``org`` arguments take the display name or the org entity; registry names
+    are given without the ``wandb-registry-`` prefix.
+    """
+
+    def __init__(self, features: Iterable[str] = DEFAULT_FEATURES) -> None:
+        self._default_features = list(features)
+        self._state = ServerState(default_world(), "", list(self._default_features))
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> FakeWandb:
+        """Listen on a random loopback port and serve from a daemon thread."""
+        if self._server is not None:
+            return self
+        self._server = _Server(self._state)
+        self._state.base_url = f"http://127.0.0.1:{self._server.server_port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-wandb", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; hung (faulted) requests are released and their connections reset."""
+        if self._server is None:
+            return
+        self._state.release_hung()
+        self._server.shutdown()
+        self._server.close_connections()
+        self._server.server_close()
+        self._server = None
+
+    def __enter__(self) -> FakeWandb:
+        return self.start()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    def reset(self) -> None:
+        """Back to the default world and features; faults, request log and ``unhandled`` cleared.
+
+        Requests hung by a ``hang`` fault are released (reset), so a session-wide server starts
+        each test clean.
+        """
+        self._state.release_hung()
+        with self._state.lock:
+            self._state.world = default_world()
+            self._state.features[:] = self._default_features
+            self._state.faults.clear()
+            self._state.log.clear()
+            self._state.unhandled.clear()
+
+    @property
+    def url(self) -> str:
+        """``http://127.0.0.1:PORT`` (set by ``start()``)."""
+        if not self._state.base_url:
+            raise RuntimeError("FakeWandb is not started")
+        return self._state.base_url
+
+    @property
+    def api_key(self) -> str:
+        """The key of the default user "alice" (40 characters, as the SDK requires)."""
+        return api_key_for("alice")
+
+    @property
+    def features(self) -> list[str]:
+        """The server features advertised by ServerFeaturesQuery; edit the list in place."""
+        return self._state.features
+
+    # -- building the world ---------------------------------------------------------------
+
+    def add_org(self, name: str, entity: str) -> None:
+        with self._state.lock:
+            self._state.world.add_org(name, entity)
+
+    def add_team(self, team: str, org: str) -> None:
+        with self._state.lock:
+            self._state.world.add_team(team, org)
+
+    def add_user(self, username: str, orgs: Iterable[str] = (), api_key: str | None = None) -> str:
+        """Add a user (personal entity ``username``) in ``orgs``; returns the API key."""
+        with self._state.lock:
+            return self._state.world.add_user(username, orgs, api_key)
+
+    def add_registry(self, org: str, name: str) -> None:
+        """A registry such as "Fine-tuned Models" (project "wandb-registry-Fine-tuned Models")."""
+        with self._state.lock:
+            self._state.world.add_registry(org, name)
+
+    def log_artifact(
+        self,
+        org: str,
+        registry: str,
+        collection: str,
+        files: Mapping[str, bytes],
+        *,
+        type: str = "model",  # noqa: A002 - the SDK's own name for it
+        aliases: Iterable[str] = (),
+        digest_algorithm: DigestAlgorithm = "md5",
+        refs: Mapping[str, str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        source_entity: str = "myteam",
+        source_project: str = "training",
+        source_collection: str | None = None,
+    ) -> LoggedVersion:
+        """Log a source version and link it into the registry collection as its next vN.
+
+        ``latest`` and ``aliases`` move to the new version. ``refs`` adds reference entries
+        (``path -> "s3://bucket/key"``) that have an etag-like digest and no bytes.
+        ``source_collection`` defaults to ``<collection>-src``, so that code confusing the
+        source name with the registry name is caught.
+        """
+        with self._state.lock:
+            world = self._state.world
+            portfolio = world.ensure_collection(world.registry(org, registry), collection, "ArtifactPortfolio", type)
+            source = (source_entity, source_project, source_collection or f"{collection}-src")
+            return world.log_artifact(portfolio, source, files, refs or {}, digest_algorithm, aliases, metadata)
+
+    def set_alias(self, org: str, registry: str, collection: str, alias: str, version_index: int) -> None:
+        """Move (or create) ``alias`` to ``v{version_index}`` of the registry collection."""
+        with self._state.lock:
+            self._state.world.portfolio(org, registry, collection).set_alias(alias, version_index)
+
+    def delete_version(self, org: str, registry: str, collection: str, version_index: int) -> None:
+        """Remove ``v{version_index}`` from the collection: it and its aliases are "not found" after."""
+        with self._state.lock:
+            self._state.world.portfolio(org, registry, collection).remove_version(version_index)
+
+    def file_url(self, artifact_id: str, path: str) -> str:
+        """The directUrl the server hands out for file ``path`` of a logged artifact."""
+        with self._state.lock:
+            return blob_url(self.url, self._state.world.artifacts[artifact_id], path)
+
+    # -- observing ------------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A snapshot of every request so far, in arrival order, faulted ones included."""
+        return self._state.log.snapshot()
+
+    def clear_requests(self) -> None:
+        self._state.log.clear()
+
+    def operations(self) -> list[str]:
+        """The GraphQL operation names received so far, in order."""
+        return [r.operation or "<anonymous>" for r in self.requests if r.path == "/graphql"]
+
+    @property
+    def unhandled(self) -> list[str]:
+        """GraphQL operations the fake did not know (answered 400); a newer SDK shows up here."""
+        with self._state.lock:
+            return list(self._state.unhandled)
+
+    def inject(self, fault: Fault) -> None:
+        """Arm ``fault`` for the next matching requests (see ``Fault``)."""
+        self._state.faults.add(fault)
+
+    def pending_faults(self) -> list[Fault]:
+        """Injected faults that have not fired their ``times`` yet."""
+        return self._state.faults.pending()

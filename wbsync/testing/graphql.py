@@ -1,0 +1,406 @@
+"""GraphQL operations of wandb 0.31, answered from a ``World`` with fixed JSON shapes.
+
+No GraphQL engine: each operation name maps to a function that builds the ``data`` object
+the SDK's pydantic models accept (see shared/reference/wandb-protocol.md, §2-§6 and the traps
+in §8 and §10). Responses always carry the superset of fields the SDK may ask for, since it
+ignores extra ones; GraphQL aliases in the query text are copied on top afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+from urllib.parse import quote
+
+from .world import Artifact, Collection, Membership, Project, User, World, gql_id
+
+JSON = dict[str, Any]
+_OPERATION = re.compile(r"\b(?:query|mutation)\s+(\w+)")
+_ARGUMENTS = re.compile(r"\([^()]*\)")  # argument lists and variable definitions
+_FIELD_ALIAS = re.compile(r"\b(\w+)\s*:\s*(\w+)")
+
+
+class GraphQLError(Exception):
+    """Answered as HTTP 200 with a top-level ``errors`` array (the SDK fails at once)."""
+
+
+@dataclass(frozen=True)
+class Context:
+    world: World
+    user: User
+    base_url: str
+    features: Sequence[str]
+
+
+def operation_name(query: str) -> str | None:
+    """The operation name from the query text (``operationName`` is "" for SDK queries)."""
+    match = _OPERATION.search(query)
+    return match.group(1) if match else None
+
+
+def execute(name: str, variables: JSON, query: str, ctx: Context) -> JSON:
+    """The ``data`` object for operation ``name``; ``KeyError`` if the fake doesn't know it."""
+    data = OPERATIONS[name](ctx, variables)
+    aliases = _field_aliases(query)
+    if aliases:
+        _apply_aliases(data, aliases)
+    return data
+
+
+@lru_cache(maxsize=256)
+def _field_aliases(query: str) -> tuple[tuple[str, str], ...]:
+    """``(field, alias)`` pairs such as ``("defaultArtifactType", "type")``."""
+    selections = _ARGUMENTS.sub("", query)
+    return tuple((field, alias) for alias, field in _FIELD_ALIAS.findall(selections))
+
+
+def _apply_aliases(node: Any, aliases: tuple[tuple[str, str], ...]) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _apply_aliases(item, aliases)
+    elif isinstance(node, dict):
+        for value in node.values():
+            _apply_aliases(value, aliases)
+        for field, alias in aliases:
+            if field in node:
+                node[alias] = node[field]
+
+
+# -- shared shapes ------------------------------------------------------------------------
+
+
+def _time(value: Any) -> str:
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _page(items: Sequence[Any], variables: JSON, default_size: int | None) -> tuple[list[Any], JSON]:
+    """One page of ``items``; the cursor is the offset as a string (opaque to the SDK)."""
+    start = int(variables.get("cursor") or 0)
+    size = variables.get("perPage") or default_size or len(items)
+    end = min(start + size, len(items))
+    info = {"__typename": "PageInfo", "endCursor": str(end), "hasNextPage": end < len(items)}
+    return list(items[start:end]), info
+
+
+def _project(project: Project) -> JSON:
+    return {
+        "id": project.id,
+        "internalId": project.internal_id,
+        "name": project.name,
+        "entity": {"name": project.entity},
+    }
+
+
+def _collection_info(collection: Collection) -> JSON:
+    return {"__typename": collection.kind, "name": collection.name, "project": _project(collection.project)}
+
+
+def _alias(collection: Collection, alias: str, with_collection: bool) -> JSON:
+    node = {
+        "__typename": "ArtifactAlias",
+        "id": gql_id("ArtifactAlias", f"{collection.id}:{alias}"),
+        "alias": alias,
+    }
+    if with_collection:
+        node["artifactCollection"] = _collection_info(collection)
+    return node
+
+
+def _artifact(artifact: Artifact) -> JSON:
+    """ArtifactFragment, with ``aliases`` of every membership (each with its vN, §5.1)."""
+    return {
+        "__typename": "Artifact",
+        "id": artifact.id,
+        "artifactSequence": {**_collection_info(artifact.sequence), "__typename": "ArtifactSequence"},
+        "versionIndex": artifact.version_index,
+        "artifactType": {"name": artifact.type},
+        "description": None,
+        "metadata": None if artifact.metadata is None else json.dumps(artifact.metadata),
+        "ttlDurationSeconds": -2,  # "no TTL"; null fails validation
+        "ttlIsInherited": True,
+        "tags": [],
+        "historyStep": None,
+        "state": "COMMITTED",
+        "size": artifact.size,
+        "digest": artifact.digest,
+        "digestAlgorithm": "MANIFEST_XXH128" if artifact.algorithm == "xxh128" else "MANIFEST_MD5",
+        "commitHash": artifact.digest[:12],
+        "fileCount": len(artifact.contents),
+        "createdAt": _time(artifact.created_at),
+        "updatedAt": None,
+        "aliases": [
+            _alias(m.collection, alias, with_collection=True)
+            for m in artifact.memberships
+            for alias in m.aliases()
+        ],
+    }
+
+
+def _membership(membership: Membership) -> JSON:
+    return {
+        "__typename": "ArtifactCollectionMembership",
+        "id": membership.id,
+        "versionIndex": membership.index,
+        "createdAt": _time(membership.created_at),
+        "aliases": [_alias(membership.collection, a, with_collection=False) for a in membership.aliases()],
+        "artifactCollection": _collection_info(membership.collection),
+        "artifact": _artifact(membership.artifact),
+    }
+
+
+def _collection(collection: Collection) -> JSON:
+    """ArtifactCollectionFragment; ``type: defaultArtifactType`` comes from the query's alias."""
+    return {
+        "__typename": collection.kind,
+        "id": collection.id,
+        "name": collection.name,
+        "description": None,
+        "createdAt": _time(collection.created_at),
+        "updatedAt": None,
+        "project": _project(collection.project),
+        "defaultArtifactType": {"name": collection.type},
+        "tags": {"edges": []},
+    }
+
+
+def blob_url(base_url: str, artifact: Artifact, path: str) -> str:
+    return f"{base_url}/blobs/{artifact.id.encode().hex()}/{quote(path, safe='')}"
+
+
+def manifest_url(base_url: str, artifact: Artifact) -> str:
+    return f"{base_url}/manifests/{artifact.id.encode().hex()}.json"
+
+
+def _file(ctx: Context, artifact: Artifact, path: str) -> JSON:
+    entry = artifact.contents[path]
+    url = blob_url(ctx.base_url, artifact, path)
+    return {
+        "__typename": "File",
+        "id": gql_id("File", f"{artifact.id}:{path}"),
+        "name": path,  # must equal the manifest key: downloads follow this list
+        "displayName": path,
+        "url": url,
+        "sizeBytes": entry["size"],
+        "storagePath": None,
+        "mimetype": "application/octet-stream",
+        "updatedAt": _time(artifact.created_at),
+        "digest": entry["digest"],
+        "md5": entry["digest"] if artifact.algorithm == "md5" else None,
+        "directUrl": url,
+    }
+
+
+# -- operations ---------------------------------------------------------------------------
+
+
+def _viewer(ctx: Context, variables: JSON) -> JSON:
+    user = ctx.user
+    teams = [{"node": {"name": t}} for t in ctx.world.teams_of(user)]
+    return {
+        "viewer": {
+            "id": gql_id("User", user.username),
+            "entity": user.username,
+            "username": user.username,
+            "email": f"{user.username}@example.com",
+            "teams": {"edges": teams},
+        }
+    }
+
+
+def _default_entity(ctx: Context, variables: JSON) -> JSON:
+    return {"viewer": {"id": gql_id("User", ctx.user.username), "entity": ctx.user.username}}
+
+
+def _org_info(ctx: Context, variables: JSON) -> JSON:
+    team_org, user_orgs = ctx.world.orgs_of_entity(variables["entity"])
+
+    def info(org: Any) -> JSON:
+        return {"name": org.name, "orgEntity": {"name": org.entity}}
+
+    if team_org is None and user_orgs is None:
+        return {"entity": None}
+    return {
+        "entity": {
+            "organization": info(team_org) if team_org else None,
+            "user": None if user_orgs is None else {"organizations": [info(o) for o in user_orgs]},
+        }
+    }
+
+
+def _coreweave_org_id(ctx: Context, variables: JSON) -> JSON:
+    """Sent by ``wandb.init`` (not in the protocol notes); fake orgs have no CoreWeave id."""
+    team_org, user_orgs = ctx.world.orgs_of_entity(variables["entityName"])
+    if team_org is None and user_orgs is None:
+        return {"entity": None}
+    return {"entity": {"organization": team_org and {"coreWeaveOrganizationId": None}}}
+
+
+def _server_features(ctx: Context, variables: JSON) -> JSON:
+    features = [{"name": name, "isEnabled": True} for name in ctx.features]
+    return {"serverInfo": {"features": features}}
+
+
+def _membership_by_name(ctx: Context, variables: JSON) -> JSON:
+    project = ctx.world.project(variables["entity"], variables["project"])
+    if project is None:
+        return {"project": None}
+    name, _, selector = variables["name"].partition(":")
+    collection = project.collections.get(name)
+    membership = collection.resolve(selector) if collection else None
+    return {"project": {"artifactCollectionMembership": membership and _membership(membership)}}
+
+
+def _membership_files(ctx: Context, variables: JSON, build: Callable[[Membership], JSON]) -> JSON:
+    """``project.artifactCollection.artifactMembership(aliasName)`` with nulls where lookups fail."""
+    project = ctx.world.project(variables["entity"], variables["project"])
+    if project is None:
+        return {"project": None}
+    collection = project.collections.get(variables["collection"])
+    if collection is None:
+        return {"project": {"artifactCollection": None}}
+    membership = collection.resolve(variables["alias"])
+    node = {"__typename": collection.kind, "artifactMembership": membership and build(membership)}
+    return {"project": {"artifactCollection": node}}
+
+
+def _stored_paths(artifact: Artifact) -> list[str]:
+    """Stored files only: reference entries have no bytes and are not in the File connection."""
+    return sorted(artifact.blobs)
+
+
+def _file_urls(ctx: Context, variables: JSON) -> JSON:
+    def build(membership: Membership) -> JSON:
+        artifact = membership.artifact
+        paths, info = _page(_stored_paths(artifact), variables, default_size=None)
+        edges = [{"node": _file(ctx, artifact, p)} for p in paths]
+        return {"files": {"pageInfo": info, "edges": edges}}
+
+    return _membership_files(ctx, variables, build)
+
+
+def _files(ctx: Context, variables: JSON) -> JSON:
+    def build(membership: Membership) -> JSON:
+        artifact = membership.artifact
+        paths = _stored_paths(artifact)
+        if variables.get("fileNames") is not None:
+            wanted = set(variables["fileNames"])
+            paths = [p for p in paths if p in wanted]
+        page, info = _page(paths, variables, default_size=50)
+        edges = [{"node": _file(ctx, artifact, p)} for p in page]
+        return {"files": {"totalCount": len(paths), "pageInfo": info, "edges": edges}}
+
+    return _membership_files(ctx, variables, build)
+
+
+def _manifest(ctx: Context, variables: JSON) -> JSON:
+    artifact = ctx.world.artifacts.get(variables["id"])
+    if artifact is None:
+        return {"artifact": None}
+    url = manifest_url(ctx.base_url, artifact)
+    return {"artifact": {"currentManifest": {"file": {"directUrl": url}}}}
+
+
+def _typed_collection(ctx: Context, variables: JSON, name: str, build: Callable[[Collection], JSON]) -> JSON:
+    """``project.artifactType(type).artifactCollection(name)``, null at the level that fails."""
+    project = ctx.world.project(variables["entity"], variables["project"])
+    if project is None:
+        return {"project": None}
+    if not any(c.type == variables["type"] for c in project.collections.values()):
+        return {"project": {"artifactType": None}}
+    collection = project.collections.get(name)
+    found = collection is not None and collection.type == variables["type"]
+    return {"project": {"artifactType": {"artifactCollection": build(collection) if found else None}}}
+
+
+def _project_collection(ctx: Context, variables: JSON) -> JSON:
+    return _typed_collection(ctx, variables, variables["name"], _collection)
+
+
+def _project_artifacts(ctx: Context, variables: JSON) -> JSON:
+    def build(collection: Collection) -> JSON:
+        newest_first = [collection.versions[i] for i in sorted(collection.versions, reverse=True)]
+        page, info = _page(newest_first, variables, default_size=50)
+        edges = [{"version": m.version, "node": _artifact(m.artifact)} for m in page]
+        artifacts = {"totalCount": len(newest_first), "pageInfo": info, "edges": edges}
+        return {"__typename": collection.kind, "artifacts": artifacts}
+
+    return _typed_collection(ctx, variables, variables["collection"], build)
+
+
+def _collection_aliases(ctx: Context, variables: JSON) -> JSON:
+    collection = ctx.world.collections_by_id.get(variables["id"])
+    if collection is None:
+        return {"artifactCollection": None}
+    names = [f"v{i}" for i in sorted(collection.versions)] + sorted(collection.aliases)
+    page, info = _page(names, variables, default_size=1000)
+    edges = [{"node": _alias(collection, a, with_collection=False)} for a in page]
+    return {"artifactCollection": {"__typename": collection.kind, "aliases": {"pageInfo": info, "edges": edges}}}
+
+
+def _artifact_by_id(ctx: Context, variables: JSON) -> JSON:
+    artifact = ctx.world.artifacts.get(variables["id"])
+    return {"artifact": artifact and _artifact(artifact)}
+
+
+# -- runs and lineage (protocol §6) -------------------------------------------------------
+
+
+def _upsert_bucket(ctx: Context, variables: JSON) -> JSON:
+    name = variables.get("name") or "run"
+    entity = variables.get("entity") or ctx.user.username
+    project = ctx.world.ensure_project(entity, variables.get("project") or "uncategorized")
+    bucket = {
+        "id": gql_id("Run", f"{entity}/{project.name}/{name}"),
+        "name": name,
+        "displayName": variables.get("displayName") or name,
+        "description": variables.get("description"),
+        "config": variables.get("config") or "{}",
+        "sweepName": None,
+        "project": {"id": project.id, "name": project.name, "entity": {"id": gql_id("Entity", entity), "name": entity}},
+        "historyLineCount": 0,
+    }
+    return {"upsertBucket": {"bucket": bucket, "inserted": True}}
+
+
+def _use_artifact(ctx: Context, variables: JSON) -> JSON:
+    artifact = ctx.world.artifacts.get(variables.get("artifactID", ""))
+    if artifact is None:
+        raise GraphQLError(f"artifact {variables.get('artifactID')!r} not found")
+    node = _artifact(artifact)
+    keys = ("id", "digest", "description", "state", "createdAt", "metadata")
+    return {"useArtifact": {"artifact": {k: node[k] for k in keys}}}
+
+
+def _create_run_files(ctx: Context, variables: JSON) -> JSON:
+    """Must be answered: wandb-core panics on a missing ``createRunFiles`` at ``run.finish()``."""
+    run = variables.get("run", "run")
+    files = [
+        {"name": f, "uploadUrl": f"{ctx.base_url}/upload/{quote(run, safe='')}/{quote(f, safe='')}"}
+        for f in variables.get("files", [])
+    ]
+    run_id = gql_id("Run", f"{variables.get('entity')}/{variables.get('project')}/{run}")
+    return {"createRunFiles": {"runID": run_id, "uploadHeaders": [], "files": files}}
+
+
+OPERATIONS: dict[str, Callable[[Context, JSON], JSON]] = {
+    "Viewer": _viewer,
+    "GetDefaultEntity": _default_entity,
+    "FetchOrgInfoFromEntity": _org_info,
+    "ServerFeaturesQuery": _server_features,
+    "ArtifactMembershipByName": _membership_by_name,
+    "FetchArtifactManifest": _manifest,
+    "GetArtifactMembershipFileUrls": _file_urls,
+    "ArtifactMembershipFiles": _files,
+    "ProjectArtifactCollection": _project_collection,
+    "ProjectArtifacts": _project_artifacts,
+    "ArtifactCollectionAliases": _collection_aliases,
+    "ArtifactByID": _artifact_by_id,
+    "UpsertBucket": _upsert_bucket,
+    "UseArtifact": _use_artifact,
+    "CreateRunFiles": _create_run_files,
+    "OrganizationCoreWeaveOrganizationID": _coreweave_org_id,
+}

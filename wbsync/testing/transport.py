@@ -1,0 +1,108 @@
+"""Writing HTTP responses fast, and misbehaving on purpose when a fault says so.
+
+Speed: the stock ``http.server`` writes the header block and the body separately, which
+with Nagle's algorithm and delayed ACKs caps a keep-alive connection at ~180 small responses
+a second. Here the accepted socket has TCP_NODELAY (set by the handler) and a response's
+head and small body leave in one ``sendall``; large bodies are streamed from a memoryview
+in chunks, never copied whole.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+
+from .faults import Fault
+
+_ONE_WRITE_LIMIT = 256 * 1024  # bodies up to this size share a write with the head
+_CHUNK = 1024 * 1024
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes | memoryview = b""
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_response(status: int, payload: Any) -> Response:
+    return Response(status, json.dumps(payload).encode())
+
+
+def error_response(status: int, message: str) -> Response:
+    """The error shape W&B uses; the SDK shows ``errors[0].message`` to the user."""
+    return json_response(status, {"errors": [{"message": message}]})
+
+
+def send(
+    handler: BaseHTTPRequestHandler, response: Response, fault: Fault | None, hang_release: threading.Event
+) -> int | None:
+    """Answer ``response``, bent by ``fault``. Returns the status sent (None if none was).
+
+    A ``hang`` waits for ``hang_release`` (set by ``stop()`` or ``reset()``), then resets.
+    """
+    kind = fault.kind if fault else None
+    if kind == "hang":
+        hang_release.wait()
+        _abort(handler)
+        return None
+    if kind == "reset":
+        _abort(handler)
+        return None
+    if kind == "slow":
+        time.sleep(fault.delay)
+    if kind == "status":
+        response = _status_fault(fault)
+    body = memoryview(response.body)
+    head = _head(response, len(body))
+    if kind in ("reset_mid_body", "truncate"):
+        _write(handler, head, body[: len(body) // 2])
+        if kind == "reset_mid_body":
+            _abort(handler)
+        handler.close_connection = True  # closing sends FIN: the body just ends early
+        return response.status
+    _write(handler, head, body, corrupt=kind == "wrong_bytes")
+    return response.status
+
+
+def _status_fault(fault: Fault) -> Response:
+    response = error_response(fault.status, f"fake W&B server: injected HTTP {fault.status}")
+    if fault.retry_after is not None:
+        response.headers["Retry-After"] = f"{fault.retry_after:g}"
+    return response
+
+
+def _head(response: Response, length: int) -> bytes:
+    reason = HTTPStatus(response.status).phrase
+    lines = [f"HTTP/1.1 {response.status} {reason}", f"Content-Type: {response.content_type}", f"Content-Length: {length}"]
+    lines += [f"{name}: {value}" for name, value in response.headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _write(handler: BaseHTTPRequestHandler, head: bytes, body: memoryview, corrupt: bool = False) -> None:
+    """The head with the start of the body in one write, the rest in chunks straight from memory.
+
+    ``corrupt`` flips the first byte: same length, wrong bytes, no copy of a large body.
+    """
+    first = bytearray(body[:_ONE_WRITE_LIMIT])
+    if corrupt and first:
+        first[0] ^= 0xFF
+    handler.wfile.write(head + first)
+    for start in range(len(first), len(body), _CHUNK):
+        handler.wfile.write(body[start : start + _CHUNK])
+
+
+def _abort(handler: BaseHTTPRequestHandler) -> None:
+    """Close with SO_LINGER 0, so the peer sees a TCP RST rather than an orderly FIN."""
+    connection: socket.socket = handler.connection
+    connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    connection.close()  # the fd really closes once the handler's rfile/wfile are closed
+    handler.close_connection = True
