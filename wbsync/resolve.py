@@ -7,7 +7,7 @@ import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from wbsync.errors import UnsafePathError
+from wbsync.errors import IntegrityError, UnsafePathError
 from wbsync.models import Entry, FileRecord, Lock, LockedArtifact, Manifest, Resolved
 from wbsync.sources import Source
 
@@ -83,7 +83,17 @@ def _resolve_all(entries: list[Entry], source: Source) -> dict[str, LockedArtifa
 
 
 def to_locked(entry: Entry, res: Resolved) -> LockedArtifact:
-    files = tuple(sorted((f.record for f in res.files if selected(entry, f.record.path)), key=lambda r: r.path))
+    kept = [f for f in res.files if selected(entry, f.record.path)]
+    for f in kept:
+        if f.ref is not None:
+            # Reference entries keep their bytes outside W&B (s3://, gs://, https://) and their
+            # digest is an ETag, not a content hash: wbsync could not verify them, so it refuses.
+            raise IntegrityError(
+                f"{entry.name}: file {f.record.path!r} of {res.resolved} is a reference to {f.ref}, "
+                "stored outside W&B. wbsync only syncs files stored in W&B, whose bytes it can verify. "
+                f"Leave it out with `exclude: [{f.record.path!r}]` in the entry, or log the file into the artifact."
+            )
+    files = tuple(sorted((f.record for f in kept), key=lambda r: r.path))
     check_paths(entry.name, files)
     return LockedArtifact(
         name=entry.name,

@@ -147,15 +147,19 @@ class _Actor:
                  source: Callable[[], Source]) -> None:
         self.root, self.store, self.jobs, self.link_mode = root, store, jobs, link_mode
         self.progress, self.on_fetch_start, self.source_factory = progress, on_fetch_start, source
+        self.made_dirs: set[Path] = set()  # folders already created in this run
         self.state = load_state(root)  # updated as files are placed, saved at the end
         self.before = load_state(root)  # what earlier syncs placed: decides what may be removed
 
     def apply(self, plan: Plan, result: SyncResult) -> None:
-        entries = [self._settle_checks(e) for e in plan.entries]
-        failures = self._fetch(entries, result)
-        for entry in entries:
-            if entry.name not in failures:
-                self._place_entry(entry, result)
+        # A shared store lock: a prune (which takes it exclusively) cannot delete a blob
+        # between our has() and place().
+        with self.store.shared():
+            entries = [self._settle_checks(e) for e in plan.entries]
+            failures = self._fetch(entries, result)
+            for entry in entries:
+                if entry.name not in failures:
+                    self._place_entry(entry, result)
         self._remove_orphans(plan.orphans, result)
         save_state(self.root, self.state)
         if failures:
@@ -220,7 +224,7 @@ class _Actor:
         clean_temp_files(folder) if folder.is_dir() else None
         for action in entry.place:
             dest = safe_join(self.root, action.dest, context=entry.name)
-            place(self.store.blob_path(action.record), dest, self.link_mode)
+            place(self.store.blob_path(action.record), dest, self.link_mode, made_dirs=self.made_dirs)
             self._record(action)
             result.placed += 1
         recorded = self.before.entries.get(entry.name)

@@ -10,20 +10,21 @@ What the SDK does for us and what it does not (see shared/reference/wandb-protoc
   about 20 minutes, and ``skip_cache=True`` leaks state between calls. We ask the SDK only for
   each file's ``directUrl`` (``artifact.files()``) and fetch those ourselves (wbsync.fetch), with
   timeouts, bounded retries and a digest check before a file gets its final name.
-* Reference entries (``ref: s3://...``) are refused: their bytes live outside W&B, their
-  ``digest`` is an ETag rather than a content hash, so wbsync could not keep its promise that
-  every byte is verified. The error names the entry and the file.
+* Reference entries (``ref: s3://...``) are listed with their ref; wbsync.resolve refuses the
+  ones an entry's include/exclude keeps (see there for why).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+import threading
+from typing import Any, Callable, TypeVar
 
 from wbsync.errors import AuthError, IntegrityError, NotFoundError, RemoteError, UsageError
 from wbsync.models import Entry, FileRecord, LockedArtifact, Reference, RemoteFile, Resolved
 
 _FILES_PAGE = 1000
+T = TypeVar("T")
 
 
 class WandbSource:
@@ -41,7 +42,10 @@ class WandbSource:
             )
         collection = artifact.name.split(":")[0]
         version = artifact.version
-        files = tuple(_remote_file(e, entry.name) for e in artifact.manifest.entries.values())
+        # The SDK GETs the manifest with no timeout and ~20 minutes of retries: bound it.
+        manifest = _call(lambda: _with_deadline(lambda: artifact.manifest, _manifest_deadline(), entry.name),
+                         entry.reference.full_name(), entry)
+        files = tuple(_remote_file(e, entry.name) for e in manifest.entries.values())
         return Resolved(
             resolved=f"{artifact.entity}/{artifact.project}/{collection}:{version}",
             version=version,
@@ -64,6 +68,32 @@ class WandbSource:
         return _call(lambda: api.artifact(name), name, entry)
 
 
+def _manifest_deadline() -> float:
+    return float(os.environ.get("WBSYNC_MANIFEST_TIMEOUT", "120"))
+
+
+def _with_deadline(fn: Callable[[], T], seconds: float, what: str) -> T:
+    """Run an SDK call that has no timeout of its own in a daemon thread and stop waiting after
+    ``seconds``. The thread cannot be killed; it is abandoned and dies with the process."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True, name="wbsync-sdk-call")
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise RemoteError(f"{what}: W&B did not deliver the artifact manifest within {seconds:.0f} s. "
+                          "Check the network or the server's status and run again.")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 def _new_api(entity: str | None) -> Any:
     import wandb
 
@@ -79,16 +109,11 @@ def _new_api(entity: str | None) -> Any:
 
 def _remote_file(entry: Any, name: str) -> RemoteFile:
     path = str(entry.path)
-    if entry.ref is not None:
-        raise IntegrityError(
-            f"artifacts.yaml entry {name!r}: file {path!r} is a reference to {entry.ref}, stored "
-            "outside W&B. wbsync only syncs files stored in W&B, whose bytes it can verify; "
-            "use `include`/`exclude` to leave this file out, or log the file into the artifact."
-        )
     algorithm = "xxh128" if str((entry.extra or {}).get("alg", "")).upper() == "XXH128" else "md5"
-    if entry.size is None:
-        raise IntegrityError(f"artifact entry {name!r}: file {path!r} has no size in the W&B manifest.")
-    return RemoteFile(FileRecord(path=path, size=int(entry.size), digest=entry.digest, algorithm=algorithm))
+    if entry.size is None and entry.ref is None:
+        raise IntegrityError(f"{name}: file {path!r} has no size in the W&B manifest; wbsync cannot verify it.")
+    record = FileRecord(path=path, size=int(entry.size or 0), digest=entry.digest, algorithm=algorithm)
+    return RemoteFile(record, ref=entry.ref)
 
 
 def _call(fn: Any, name: str | None, entry: Entry | None = None) -> Any:
@@ -107,6 +132,8 @@ def _call(fn: Any, name: str | None, entry: Entry | None = None) -> Any:
         raise _comm_error(str(exc), name, entry) from None
     except ValueError as exc:
         raise _comm_error(str(exc), name, entry) from None
+    except OSError as exc:  # requests' errors from the SDK's manifest GET
+        raise RemoteError(f"{name or 'W&B'}: {_first_line(str(exc))}. Check the network and run again.") from None
 
 
 def _auth_message(detail: str) -> str:
