@@ -61,3 +61,9 @@ def test_entries_dropped_from_the_lock_leave_orphans_to_remove() -> None:
 def test_restricting_to_names_never_touches_other_entries_files() -> None:
     plan = make_plan(Lock({}), state_of(a=((3, 1, 1), A)), {}, names=frozenset())
     assert plan.orphans == () and plan.is_noop
+
+
+def test_an_untouched_file_whose_locked_digest_changed_is_replaced_without_rehashing() -> None:
+    new_a = FileRecord("a.txt", 3, "Clls3/ckw82dP8Kl9MPf6g==")
+    plan = make_plan(lock_of(new_a), state_of(a=((3, 1, 1), A)), {"models/m/a.txt": (3, 1, 1)})
+    assert [a.dest for a in plan.entries[0].place] == ["models/m/a.txt"] and not plan.entries[0].check

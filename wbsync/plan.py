@@ -83,8 +83,9 @@ def _plan_entry(name: str, art: LockedArtifact, state: State, observed: Mapping[
         known = placed.get(record.path)
         if stat is None:
             place.append(action)
-        elif known is not None and known.stat == stat and known.digest == digest_key(record):
-            keep.append(action)
+        elif known is not None and known.stat == stat:
+            # Untouched since wbsync placed it: its digest is known without hashing.
+            (keep if known.digest == digest_key(record) else place).append(action)
         else:
             check.append(action)
     locked_paths = {f.path for f in art.files}
