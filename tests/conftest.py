@@ -26,13 +26,16 @@ import pytest
 from wbsync.testing import FakeWandb
 
 _PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy")
-_FAST_FAILING = {
+_TEST_SETTINGS = {
     # wandb-core's GraphQL retries: one retry, one second apart (wait times are whole seconds).
     "WANDB__GRAPHQL_RETRY_MAX": "1",
     "WANDB__GRAPHQL_RETRY_WAIT_MIN_SECONDS": "1",
     "WANDB__GRAPHQL_RETRY_WAIT_MAX_SECONDS": "1",
     "WANDB_HTTP_TIMEOUT": "10",  # per attempt in wandb-core, and the Python-side cap of api.* calls
     "WANDB_SILENT": "true",
+    # No OpenTelemetry POSTs: they arrive whenever the shared wandb-core flushes, even during
+    # a later test, and would break assertions that a command sent no request at all.
+    "WANDB_ERROR_REPORTING": "false",
 }
 
 
@@ -57,12 +60,19 @@ def wandb_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_wandb_server
     """Every test: W&B and wbsync state under ``tmp_path``, nothing reachable off 127.0.0.1.
 
     Unsets every inherited ``WANDB_*`` variable (entity, organization, mode, ...), then sets the
-    fake server's URL and alice's key, and fast-failing GraphQL retries.
+    fake server's URL and alice's key, fast-failing GraphQL retries and no telemetry.
     """
     fake_wandb_server.reset()
     for name in [n for n in os.environ if n.startswith("WANDB_") or n in _PROXY_VARS]:
         monkeypatch.delenv(name)
-    for name in ("HOME", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_DIR", "WBSYNC_CACHE_DIR"):
+    for name in (
+        "HOME",
+        "WANDB_CACHE_DIR",
+        "WANDB_CONFIG_DIR",
+        "WANDB_DATA_DIR",
+        "WANDB_DIR",
+        "WBSYNC_CACHE_DIR",
+    ):
         path = tmp_path / "env" / name.lower()
         path.mkdir(parents=True)
         monkeypatch.setenv(name, str(path))
@@ -72,7 +82,7 @@ def wandb_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_wandb_server
     monkeypatch.setenv("no_proxy", "127.0.0.1,localhost")
     monkeypatch.setenv("WANDB_BASE_URL", fake_wandb_server.url)
     monkeypatch.setenv("WANDB_API_KEY", fake_wandb_server.api_key)
-    for name, value in _FAST_FAILING.items():
+    for name, value in _TEST_SETTINGS.items():
         monkeypatch.setenv(name, value)
 
 

@@ -35,7 +35,9 @@ def read_tree(root: str | Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
-def raw_request(srv: FakeWandb, method: str, url: str, body: bytes | None = None, **headers: str) -> tuple[int, dict[str, str], bytes]:
+def raw_request(
+    srv: FakeWandb, method: str, url: str, body: bytes | None = None, **headers: str
+) -> tuple[int, dict[str, str], bytes]:
     """One request through http.client, for what the SDK can't show (ranges, raw statuses)."""
     parts = urlsplit(url)
     connection = http.client.HTTPConnection(parts.netloc, timeout=5)
@@ -58,7 +60,9 @@ def graphql(srv: FakeWandb, query: str, variables: dict | None = None) -> tuple[
 @pytest.fixture
 def two_versions(fake_wandb: FakeWandb) -> tuple[LoggedVersion, LoggedVersion]:
     """phi3 v0 (production) and v1 (latest) in the model registry."""
-    v0 = fake_wandb.log_artifact("acme", "model", "phi3", FILES, aliases=["production"], metadata={"acc": 0.9})
+    v0 = fake_wandb.log_artifact(
+        "acme", "model", "phi3", FILES, aliases=["production"], metadata={"acc": 0.9}
+    )
     v1 = fake_wandb.log_artifact("acme", "model", "phi3", {**FILES, "model.txt": b"weights v1\n"})
     return v0, v1
 
@@ -70,10 +74,19 @@ def test_an_alias_resolves_to_the_registry_version_it_points_at(two_versions, fa
     v0, _ = two_versions
     artifact = make_api().artifact(REF)
     assert (artifact.version, artifact.name, artifact.id) == ("v0", "phi3:production", v0.artifact_id)
-    assert (artifact.entity, artifact.project, artifact.source_name) == ("acme-org", "wandb-registry-model", "phi3-src:v0")
+    assert (artifact.entity, artifact.project, artifact.source_name) == (
+        "acme-org",
+        "wandb-registry-model",
+        "phi3-src:v0",
+    )
     assert artifact.aliases == ["production"] and artifact.metadata == {"acc": 0.9} and artifact.is_link
     assert artifact.digest == v0.digest
-    assert fake_wandb.operations() == ["Viewer", "FetchOrgInfoFromEntity", "ServerFeaturesQuery", "ArtifactMembershipByName"]
+    assert fake_wandb.operations() == [
+        "Viewer",
+        "FetchOrgInfoFromEntity",
+        "ServerFeaturesQuery",
+        "ArtifactMembershipByName",
+    ]
 
 
 def test_a_version_number_or_no_alias_resolves_by_the_registry_numbering(two_versions):
@@ -175,7 +188,9 @@ def test_download_writes_every_xxh128_file_byte_for_byte(fake_wandb, tmp_path):
 
 
 def test_reference_entries_are_in_the_manifest_but_never_downloaded(fake_wandb, tmp_path):
-    fake_wandb.log_artifact("acme", "dataset", "eval", FILES, type="dataset", refs={"big.parquet": "s3://bucket/big.parquet"})
+    fake_wandb.log_artifact(
+        "acme", "dataset", "eval", FILES, type="dataset", refs={"big.parquet": "s3://bucket/big.parquet"}
+    )
     artifact = make_api().artifact("wandb-registry-dataset/eval:latest")
     assert artifact.manifest.entries["big.parquet"].ref == "s3://bucket/big.parquet"
     assert read_tree(artifact.download(tmp_path / "out")) == FILES
@@ -194,7 +209,10 @@ def test_artifact_by_id_answers_the_shape_the_sdk_validates(two_versions, fake_w
     status, payload = graphql(fake_wandb, ARTIFACT_BY_ID_GQL, {"id": two_versions[0].artifact_id})
     artifact = ArtifactByID.model_validate(payload["data"]).artifact
     assert status == 200 and artifact.digest == two_versions[0].digest
-    assert {(a.alias, a.artifact_collection.name) for a in artifact.aliases} >= {("v0", "phi3"), ("production", "phi3")}
+    assert {(a.alias, a.artifact_collection.name) for a in artifact.aliases} >= {
+        ("v0", "phi3"),
+        ("production", "phi3"),
+    }
 
 
 # -- changing the world -----------------------------------------------------------------
@@ -254,7 +272,11 @@ def test_a_graphql_body_cut_short_fails_the_call(two_versions, fake_wandb):
 
 @pytest.mark.parametrize(
     "fault",
-    [Fault("file", "status", status=503, match="model.txt"), Fault("file", "reset", match="model.txt"), Fault("file", "slow", delay=0.3)],
+    [
+        Fault("file", "status", status=503, match="model.txt"),
+        Fault("file", "reset", match="model.txt"),
+        Fault("file", "slow", delay=0.3),
+    ],
     ids=["503", "reset", "slow"],
 )
 def test_a_transient_file_fault_is_retried_by_the_download(two_versions, fake_wandb, tmp_path, fault):
@@ -270,7 +292,7 @@ def test_a_file_body_cut_short_fails_the_download(two_versions, fake_wandb, tmp_
     fake_wandb.inject(Fault("file", kind, match="model.txt"))
     with pytest.raises(requests.exceptions.ChunkedEncodingError):
         artifact.download(tmp_path / "out")
-    assert [(r.status, r.fault) for r in fake_wandb.requests if "model.txt" in r.path][0] == (200, kind)
+    assert next((r.status, r.fault) for r in fake_wandb.requests if "model.txt" in r.path) == (200, kind)
 
 
 def test_wrong_bytes_are_downloaded_silently_and_caught_by_verify(two_versions, fake_wandb, tmp_path):
@@ -305,14 +327,22 @@ def test_file_gets_honor_range_requests(fake_wandb):
     logged = fake_wandb.log_artifact("acme", "model", "phi3", {"w.bin": data})
     url = fake_wandb.file_url(logged.artifact_id, "w.bin")
     status, headers, body = raw_request(fake_wandb, "GET", url, Range="bytes=10-19")
-    assert (status, headers["Content-Range"], headers["Content-Length"], body) == (206, "bytes 10-19/1024", "10", data[10:20])
+    assert (status, headers["Content-Range"], headers["Content-Length"], body) == (
+        206,
+        "bytes 10-19/1024",
+        "10",
+        data[10:20],
+    )
     assert raw_request(fake_wandb, "GET", url, Range="bytes=-4")[2] == data[-4:]
     assert raw_request(fake_wandb, "GET", url, Range="bytes=2000-")[0] == 416
 
 
 def test_an_unknown_operation_is_answered_400_and_listed(fake_wandb):
     status, payload = graphql(fake_wandb, "query SomethingNew { viewer { id } }")
-    assert status == 400 and payload["errors"][0]["message"] == "fake W&B server: unhandled operation SomethingNew"
+    assert (
+        status == 400
+        and payload["errors"][0]["message"] == "fake W&B server: unhandled operation SomethingNew"
+    )
     assert fake_wandb.unhandled == ["SomethingNew"]
 
 
@@ -351,7 +381,9 @@ def test_the_installed_wandb_is_the_release_this_fake_server_speaks(fake_wandb, 
     )
     logged = fake_wandb.log_artifact("acme", "model", "phi3", FILES, aliases=["production"])
     artifact = make_api().artifact(f"acme/{REF}")
-    assert {p: e.digest for p, e in artifact.manifest.entries.items()} == {p: d for p, (_, d) in logged.files.items()}
+    assert {p: e.digest for p, e in artifact.manifest.entries.items()} == {
+        p: d for p, (_, d) in logged.files.items()
+    }
     assert len(artifact.files()) == len(FILES)
     assert read_tree(artifact.download(tmp_path / "out")) == FILES
     assert fake_wandb.unhandled == [], (

@@ -5,8 +5,8 @@ every request (``requests``, ``operations()``, ``unhandled``) and injects ``Faul
 It never imports wandb.
 """
 
-from .faults import Fault
 from .fake_server import DEFAULT_FEATURES, FakeWandb
+from .faults import Fault
 from .routes import RecordedRequest
 from .world import LoggedVersion
 

@@ -17,13 +17,16 @@ from collections.abc import Iterable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .faults import Fault
 from .graphql import blob_url
 from .routes import RecordedRequest, ServerState, route
 from .transport import error_response, send
 from .world import DigestAlgorithm, LoggedVersion, api_key_for, default_world
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 DEFAULT_FEATURES = ("ARTIFACT_REGISTRY_SEARCH", "TOTAL_COUNT_IN_FILE_CONNECTION", "ARTIFACT_DIGEST_ALGORITHM")
 
@@ -47,7 +50,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     do_POST = do_PUT = do_GET
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:
         """Silence the per-request stderr line; ``FakeWandb.requests`` has them all."""
 
     def _dispatch(self) -> None:
@@ -95,7 +98,7 @@ class _Server(ThreadingHTTPServer):
     def server_bind(self) -> None:
         # HTTPServer.server_bind calls getfqdn(), a DNS lookup that can stall for seconds.
         TCPServer.server_bind(self)
-        self.server_name, self.server_port = self.server_address[:2]
+        self.server_name, self.server_port = "127.0.0.1", self.socket.getsockname()[1]
 
     def track(self, connection: socket.socket) -> None:
         with self._connections_lock:
@@ -129,18 +132,18 @@ class FakeWandb:
         self._default_features = list(features)
         self._state = ServerState(default_world(), "", list(self._default_features))
         self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    def start(self) -> FakeWandb:
+    def start(self) -> Self:
         """Listen on a random loopback port and serve from a daemon thread."""
         if self._server is not None:
             return self
         self._server = _Server(self._state)
         self._state.base_url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-wandb", daemon=True)
-        self._thread.start()
+        threading.Thread(  # stop() waits for it through shutdown()
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-wandb", daemon=True
+        ).start()
         return self
 
     def stop(self) -> None:
@@ -153,10 +156,12 @@ class FakeWandb:
         self._server.server_close()
         self._server = None
 
-    def __enter__(self) -> FakeWandb:
+    def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     def reset(self) -> None:
@@ -169,7 +174,7 @@ class FakeWandb:
         with self._state.lock:
             self._state.world = default_world()
             self._state.features[:] = self._default_features
-            self._state.faults.clear()
+            self.clear_faults()
             self._state.log.clear()
             self._state.unhandled.clear()
 
@@ -217,7 +222,7 @@ class FakeWandb:
         collection: str,
         files: Mapping[str, bytes],
         *,
-        type: str = "model",  # noqa: A002 - the SDK's own name for it
+        type: str = "model",
         aliases: Iterable[str] = (),
         digest_algorithm: DigestAlgorithm = "md5",
         refs: Mapping[str, str] | None = None,
@@ -235,9 +240,13 @@ class FakeWandb:
         """
         with self._state.lock:
             world = self._state.world
-            portfolio = world.ensure_collection(world.registry(org, registry), collection, "ArtifactPortfolio", type)
+            portfolio = world.ensure_collection(
+                world.registry(org, registry), collection, "ArtifactPortfolio", type
+            )
             source = (source_entity, source_project, source_collection or f"{collection}-src")
-            return world.log_artifact(portfolio, source, files, refs or {}, digest_algorithm, aliases, metadata)
+            return world.log_artifact(
+                portfolio, source, files, refs or {}, digest_algorithm, aliases, metadata
+            )
 
     def set_alias(self, org: str, registry: str, collection: str, alias: str, version_index: int) -> None:
         """Move (or create) ``alias`` to ``v{version_index}`` of the registry collection."""
@@ -277,6 +286,10 @@ class FakeWandb:
     def inject(self, fault: Fault) -> None:
         """Arm ``fault`` for the next matching requests (see ``Fault``)."""
         self._state.faults.add(fault)
+
+    def clear_faults(self) -> None:
+        """Disarm every injected fault (requests already hung stay hung until reset or stop)."""
+        self._state.faults.clear()
 
     def pending_faults(self) -> list[Fault]:
         """Injected faults that have not fired their ``times`` yet."""

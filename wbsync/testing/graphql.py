@@ -100,7 +100,7 @@ def _collection_info(collection: Collection) -> JSON:
 
 
 def _alias(collection: Collection, alias: str, with_collection: bool) -> JSON:
-    node = {
+    node: JSON = {
         "__typename": "ArtifactAlias",
         "id": gql_id("ArtifactAlias", f"{collection.id}:{alias}"),
         "alias": alias,
@@ -312,8 +312,9 @@ def _typed_collection(ctx: Context, variables: JSON, name: str, build: Callable[
     if not any(c.type == variables["type"] for c in project.collections.values()):
         return {"project": {"artifactType": None}}
     collection = project.collections.get(name)
-    found = collection is not None and collection.type == variables["type"]
-    return {"project": {"artifactType": {"artifactCollection": build(collection) if found else None}}}
+    if collection is None or collection.type != variables["type"]:
+        return {"project": {"artifactType": {"artifactCollection": None}}}
+    return {"project": {"artifactType": {"artifactCollection": build(collection)}}}
 
 
 def _project_collection(ctx: Context, variables: JSON) -> JSON:
@@ -338,7 +339,9 @@ def _collection_aliases(ctx: Context, variables: JSON) -> JSON:
     names = [f"v{i}" for i in sorted(collection.versions)] + sorted(collection.aliases)
     page, info = _page(names, variables, default_size=1000)
     edges = [{"node": _alias(collection, a, with_collection=False)} for a in page]
-    return {"artifactCollection": {"__typename": collection.kind, "aliases": {"pageInfo": info, "edges": edges}}}
+    return {
+        "artifactCollection": {"__typename": collection.kind, "aliases": {"pageInfo": info, "edges": edges}}
+    }
 
 
 def _artifact_by_id(ctx: Context, variables: JSON) -> JSON:
@@ -360,7 +363,11 @@ def _upsert_bucket(ctx: Context, variables: JSON) -> JSON:
         "description": variables.get("description"),
         "config": variables.get("config") or "{}",
         "sweepName": None,
-        "project": {"id": project.id, "name": project.name, "entity": {"id": gql_id("Entity", entity), "name": entity}},
+        "project": {
+            "id": project.id,
+            "name": project.name,
+            "entity": {"id": gql_id("Entity", entity), "name": entity},
+        },
         "historyLineCount": 0,
     }
     return {"upsertBucket": {"bucket": bucket, "inserted": True}}

@@ -94,7 +94,9 @@ def route(state: ServerState, request: RecordedRequest, body: bytes) -> tuple[Re
     path = urlsplit(request.path).path
     if request.method == "POST" and path == "/graphql":
         return _graphql(state, request, body)
-    if request.method == "GET" and path.startswith(("/blobs/", "/manifests/", "/artifactsV2/", "/artifacts/")):
+    if request.method == "GET" and path.startswith(
+        ("/blobs/", "/manifests/", "/artifactsV2/", "/artifacts/")
+    ):
         return _file(state, request, path)
     return _run_plumbing(request, path), None
 
@@ -130,7 +132,7 @@ def _answer_graphql(state: ServerState, request: RecordedRequest, query: str) ->
             return json_response(200, {"data": execute(name, request.variables, query, ctx)})
         except GraphQLError as error:
             return json_response(200, {"errors": [{"message": str(error)}]})
-        except Exception as error:  # a bug in the fake: fail this call at once (400 is not retried)
+        except Exception as error:  # noqa: BLE001 - a bug in the fake: fail at once (400: no retry)
             traceback.print_exc()
             return error_response(400, f"fake W&B server: error in {name}: {error!r}")
 
@@ -217,7 +219,9 @@ def _run_plumbing(request: RecordedRequest, path: str) -> Response:
     return error_response(404, f"fake W&B server: no route for {request.method} {path}")
 
 
-def _take(state: ServerState, request: RecordedRequest, target: FaultTarget, subjects: list[str | None]) -> Fault | None:
+def _take(
+    state: ServerState, request: RecordedRequest, target: FaultTarget, subjects: list[str | None]
+) -> Fault | None:
     fault = state.faults.take(target, subjects)
     request.fault = fault.kind if fault else None
     return fault

@@ -49,27 +49,33 @@ def send(
 
     A ``hang`` waits for ``hang_release`` (set by ``stop()`` or ``reset()``), then resets.
     """
-    kind = fault.kind if fault else None
-    if kind == "hang":
-        hang_release.wait()
+    if fault is None:
+        _write(handler, _head(response, len(response.body)), memoryview(response.body))
+        return response.status
+    return _send_faulted(handler, response, fault, hang_release)
+
+
+def _send_faulted(
+    handler: BaseHTTPRequestHandler, response: Response, fault: Fault, hang_release: threading.Event
+) -> int | None:
+    if fault.kind in ("hang", "reset"):
+        if fault.kind == "hang":
+            hang_release.wait()
         _abort(handler)
         return None
-    if kind == "reset":
-        _abort(handler)
-        return None
-    if kind == "slow":
+    if fault.kind == "slow":
         time.sleep(fault.delay)
-    if kind == "status":
+    if fault.kind == "status":
         response = _status_fault(fault)
     body = memoryview(response.body)
     head = _head(response, len(body))
-    if kind in ("reset_mid_body", "truncate"):
+    if fault.kind in ("reset_mid_body", "truncate"):
         _write(handler, head, body[: len(body) // 2])
-        if kind == "reset_mid_body":
+        if fault.kind == "reset_mid_body":
             _abort(handler)
         handler.close_connection = True  # closing sends FIN: the body just ends early
         return response.status
-    _write(handler, head, body, corrupt=kind == "wrong_bytes")
+    _write(handler, head, body, corrupt=fault.kind == "wrong_bytes")
     return response.status
 
 
@@ -82,7 +88,11 @@ def _status_fault(fault: Fault) -> Response:
 
 def _head(response: Response, length: int) -> bytes:
     reason = HTTPStatus(response.status).phrase
-    lines = [f"HTTP/1.1 {response.status} {reason}", f"Content-Type: {response.content_type}", f"Content-Length: {length}"]
+    lines = [
+        f"HTTP/1.1 {response.status} {reason}",
+        f"Content-Type: {response.content_type}",
+        f"Content-Length: {length}",
+    ]
     lines += [f"{name}: {value}" for name, value in response.headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 

@@ -249,9 +249,7 @@ class World:
     def portfolio(self, org: str, registry: str, collection: str) -> Collection:
         return self.registry(org, registry).collections[collection]
 
-    def ensure_collection(
-        self, project: Project, name: str, kind: CollectionKind, type_: str
-    ) -> Collection:
+    def ensure_collection(self, project: Project, name: str, kind: CollectionKind, type_: str) -> Collection:
         existing = project.collections.get(name)
         if existing is not None:
             if existing.type != type_:
@@ -313,7 +311,6 @@ class World:
             self.blobs_by_hex[base64.b64decode(contents[path]["digest"]).hex()] = data
         self.link(sequence, artifact, ())
         return artifact
-
 
     def log_artifact(
         self,
