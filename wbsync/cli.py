@@ -7,38 +7,13 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import sys
 from typing import Any, Callable
 
 import click
 
 from wbsync import __version__
-from wbsync.errors import CheckFailed, WbsyncError
+from wbsync.errors import WbsyncError
 
-EPILOG_LOCK = """\b
-Examples:
-  wbsync lock                   # pin new or changed entries, keep the rest
-  wbsync lock --upgrade phi3    # move phi3 to where its alias points now
-  wbsync lock --check           # CI / pre-commit: exit 1 if the lock is stale
-"""
-EPILOG_SYNC = """\b
-Examples:
-  wbsync sync                   # lock what is stale, then fetch and place
-  wbsync sync --locked          # CI: fail (exit 1) instead of updating the lock
-  wbsync sync --frozen          # use the lock as is; never resolve
-  wbsync sync --dry-run --json  # print the plan
-"""
-EPILOG_VERIFY = """\b
-Examples:
-  wbsync verify                 # re-hash every locked file, offline
-  wbsync verify phi3 --json
-"""
-EPILOG_OUTDATED = """\b
-Examples:
-  wbsync outdated               # which aliases moved since locking?
-  wbsync outdated --json
-"""
 
 
 class Ctx:
@@ -115,87 +90,10 @@ def cli() -> None:
     """
 
 
-@cli.command(epilog=EPILOG_LOCK)
-@click.option("--upgrade", is_flag=True, help="Re-resolve aliases (all entries, or NAMES).")
-@click.option("--check", is_flag=True, help="Change nothing; exit 1 if the lock is missing or stale.")
-@common
-def lock(ctx: Ctx, names: tuple[str, ...], upgrade: bool, check: bool) -> None:
-    """Resolve new or changed entries to exact versions and write the lockfile."""
-    from wbsync import render
-    from wbsync.sync import run_lock
-
-    result = run_lock(ctx.project, names, upgrade=upgrade, check=check)
-    ctx.emit(render.lock_text(result, ctx.lockfile), render.lock_json(result, ctx.lockfile), "lock")
-
-
-@cli.command(epilog=EPILOG_SYNC)
-@click.option("--locked", is_flag=True, help="Never write the lock; exit 1 if it is stale.")
-@click.option("--frozen", is_flag=True, help="Use the lock as it is; do not read the manifest or resolve.")
-@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
-@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=16, show_default=True,
-              help="Parallel transfers.")
-@click.option("--link", "link_mode", type=click.Choice(["auto", "copy", "reflink", "hardlink"]),
-              default=lambda: os.environ.get("WBSYNC_LINK_MODE", "auto"), show_default="auto",
-              help="How files reach the directories from the store.")
-@common
-def sync(ctx: Ctx, names: tuple[str, ...], locked: bool, frozen: bool, dry_run: bool, jobs: int,
-         link_mode: str) -> None:
-    """Make the declared directories hold exactly the locked files."""
-    from wbsync import render
-    from wbsync.sync import run_sync
-
-    show = sys.stderr.isatty() and not ctx.quiet and not ctx.as_json
-    progress = None
-    if show:
-        from wbsync.progress import Progress
-
-        progress = Progress()
-    try:
-        result = run_sync(ctx.project, names, locked=locked, frozen=frozen, dry_run=dry_run, jobs=jobs,
-                          link_mode=link_mode,  # type: ignore[arg-type]
-                          progress=progress.advance if progress else None,
-                          on_fetch_start=progress.start if progress else None)
-    finally:
-        if progress:
-            progress.close()
-    ctx.emit(render.sync_text(result, ctx.lockfile, ctx.verbose), render.sync_json(result, ctx.lockfile), "sync")
-
-
-@cli.command(epilog=EPILOG_VERIFY)
-@common
-def verify(ctx: Ctx, names: tuple[str, ...]) -> None:
-    """Offline: re-hash the directories against the lock; exit 1 on any difference."""
-    from wbsync import render
-    from wbsync.project import check_names
-    from wbsync.verify import verify as run_verify
-
-    lock = ctx.project.require_lock()
-    selected = check_names(names, set(lock.artifacts), ctx.lockfile)
-    reports = run_verify(ctx.project.root, lock, selected)
-    ctx.emit(render.verify_text(reports), render.verify_json(reports), "verify")
-    if not all(r.ok for r in reports):
-        raise CheckFailed("")
-
-
-@cli.command(epilog=EPILOG_OUTDATED)
-@common
-def outdated(ctx: Ctx, names: tuple[str, ...]) -> None:
-    """Ask the source where each alias points now; list entries whose alias moved."""
-    from wbsync import render
-    from wbsync.project import check_names
-    from wbsync.sources import open_source
-    from wbsync.verify import outdated as run_outdated
-
-    manifest = ctx.project.manifest()
-    lock = ctx.project.require_lock()
-    selected = check_names(names, set(manifest.entries), str(ctx.project.manifest_path))
-    source = open_source(ctx.project.source or manifest.source)
-    changes = run_outdated(manifest, lock, source, selected)
-    checked = sum(1 for n, e in manifest.entries.items() if e.reference.alias and (selected is None or n in selected))
-    ctx.emit(render.outdated_text(changes, checked),
-             {"outdated": [render.change_json(c) for c in changes], "checked": checked}, "outdated")
-
-
 def main() -> None:
     """Console-script entry point."""
     cli(prog_name="wbsync")
+
+
+# Each command lives in its own module under wbsync/commands/ and registers itself on `cli`.
+from wbsync.commands import lock, outdated, sync, verify  # noqa: E402,F401

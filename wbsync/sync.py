@@ -23,7 +23,7 @@ from wbsync.plan import EntryPlan, FileAction, Plan, dest_of, digest_key, make_p
 from wbsync.project import Project, check_names
 from wbsync.resolve import PinChange, dropped_names, lock_manifest, stale_names
 from wbsync.sources import Source, open_source
-from wbsync.state import STATE_DIR, EntryState, PlacedFile, State, load_state, save_state, stat_of
+from wbsync.state import STATE_DIR, EntryState, PlacedFile, load_state, save_state, stat_of
 from wbsync.store import Store, default_store_dir
 from wbsync.digests import hash_file
 

@@ -1,0 +1,27 @@
+"""`wbsync lock`: pin new or changed entries; --upgrade moves pins; --check is for CI."""
+
+from __future__ import annotations
+
+import click
+
+from wbsync.cli import Ctx, cli, common
+
+EPILOG = """\b
+Examples:
+  wbsync lock                   # pin new or changed entries, keep the rest
+  wbsync lock --upgrade phi3    # move phi3 to where its alias points now
+  wbsync lock --check           # CI / pre-commit: exit 1 if the lock is stale
+"""
+
+
+@cli.command(epilog=EPILOG)
+@click.option("--upgrade", is_flag=True, help="Re-resolve aliases (all entries, or NAMES).")
+@click.option("--check", is_flag=True, help="Change nothing; exit 1 if the lock is missing or stale.")
+@common
+def lock(ctx: Ctx, names: tuple[str, ...], upgrade: bool, check: bool) -> None:
+    """Resolve new or changed entries to exact versions and write the lockfile."""
+    from wbsync import render
+    from wbsync.sync import run_lock
+
+    result = run_lock(ctx.project, names, upgrade=upgrade, check=check)
+    ctx.emit(render.lock_text(result, ctx.lockfile), render.lock_json(result, ctx.lockfile), "lock")

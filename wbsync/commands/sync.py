@@ -1,0 +1,51 @@
+"""`wbsync sync`: make the declared directories hold exactly the locked files."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from wbsync.cli import Ctx, cli, common
+
+EPILOG = """\b
+Examples:
+  wbsync sync                   # lock what is stale, then fetch and place
+  wbsync sync --locked          # CI: fail (exit 1) instead of updating the lock
+  wbsync sync --frozen          # use the lock as is; never resolve
+  wbsync sync --dry-run --json  # print the plan
+"""
+
+
+@cli.command(epilog=EPILOG)
+@click.option("--locked", is_flag=True, help="Never write the lock; exit 1 if it is stale.")
+@click.option("--frozen", is_flag=True, help="Use the lock as it is; do not read the manifest or resolve.")
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=16, show_default=True,
+              help="Parallel transfers.")
+@click.option("--link", "link_mode", type=click.Choice(["auto", "copy", "reflink", "hardlink"]),
+              default=lambda: os.environ.get("WBSYNC_LINK_MODE", "auto"), show_default="auto",
+              help="How files reach the directories from the store.")
+@common
+def sync(ctx: Ctx, names: tuple[str, ...], locked: bool, frozen: bool, dry_run: bool, jobs: int,
+         link_mode: str) -> None:
+    """Make the declared directories hold exactly the locked files."""
+    from wbsync import render
+    from wbsync.sync import run_sync
+
+    show = sys.stderr.isatty() and not ctx.quiet and not ctx.as_json
+    progress = None
+    if show:
+        from wbsync.progress import Progress
+
+        progress = Progress()
+    try:
+        result = run_sync(ctx.project, names, locked=locked, frozen=frozen, dry_run=dry_run, jobs=jobs,
+                          link_mode=link_mode,  # type: ignore[arg-type]
+                          progress=progress.advance if progress else None,
+                          on_fetch_start=progress.start if progress else None)
+    finally:
+        if progress:
+            progress.close()
+    ctx.emit(render.sync_text(result, ctx.lockfile, ctx.verbose), render.sync_json(result, ctx.lockfile), "sync")

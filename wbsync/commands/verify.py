@@ -1,0 +1,29 @@
+"""`wbsync verify`: re-hash the directories against the lock, offline."""
+
+from __future__ import annotations
+
+
+from wbsync.cli import Ctx, cli, common
+from wbsync.errors import CheckFailed
+
+EPILOG = """\b
+Examples:
+  wbsync verify                 # re-hash every locked file, offline
+  wbsync verify phi3 --json
+"""
+
+
+@cli.command(epilog=EPILOG)
+@common
+def verify(ctx: Ctx, names: tuple[str, ...]) -> None:
+    """Offline: re-hash the directories against the lock; exit 1 on any difference."""
+    from wbsync import render
+    from wbsync.project import check_names
+    from wbsync.verify import verify as run_verify
+
+    lock = ctx.project.require_lock()
+    selected = check_names(names, set(lock.artifacts), ctx.lockfile)
+    reports = run_verify(ctx.project.root, lock, selected)
+    ctx.emit(render.verify_text(reports), render.verify_json(reports), "verify")
+    if not all(r.ok for r in reports):
+        raise CheckFailed("")
