@@ -21,7 +21,7 @@ import threading
 from typing import Any, Callable, TypeVar
 
 from wbsync.errors import AuthError, IntegrityError, NotFoundError, RemoteError, UsageError
-from wbsync.models import Entry, FileRecord, LockedArtifact, Reference, RemoteFile, Resolved
+from wbsync.models import Entry, FileRecord, LockedArtifact, RemoteFile, Resolved
 
 _FILES_PAGE = 1000
 T = TypeVar("T")
