@@ -11,112 +11,21 @@ each test builds; every request is recorded and faults can be injected.
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Iterable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from socketserver import TCPServer
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from .faults import Fault
 from .graphql import blob_url
-from .routes import RecordedRequest, ServerState, route
-from .transport import error_response, send
+from .routes import RecordedRequest, ServerState
+from .server import LoopbackServer
 from .world import DigestAlgorithm, LoggedVersion, api_key_for, default_world
 
 if TYPE_CHECKING:
     from typing_extensions import Self
 
 DEFAULT_FEATURES = ("ARTIFACT_REGISTRY_SEARCH", "TOTAL_COUNT_IN_FILE_CONNECTION", "ARTIFACT_DIGEST_ALGORITHM")
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive: the SDK's 32 download threads reuse connections
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        # Nagle + delayed ACK would add ~40 ms to every small response on a kept-alive socket.
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.server.track(self.connection)
-
-    def finish(self) -> None:
-        self.server.untrack(self.connection)
-        super().finish()
-
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    do_POST = do_PUT = do_GET
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silence the per-request stderr line; ``FakeWandb.requests`` has them all."""
-
-    def _dispatch(self) -> None:
-        state = self.server.state
-        request = RecordedRequest(self.command, self.path, {k.lower(): v for k, v in self.headers.items()})
-        try:
-            body = self._read_body()
-        except ValueError as error:
-            send(self, error_response(400, str(error)), None, state.hang_release)
-            self.close_connection = True
-            return
-        response, fault = route(state, request, body)
-        try:
-            request.status = send(self, response, fault, state.hang_release)
-        except OSError:  # the client went away mid-answer; nothing left to tell it
-            self.close_connection = True
-
-    def _read_body(self) -> bytes:
-        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            return self._read_chunked()
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
-
-    def _read_chunked(self) -> bytes:
-        """Go's HTTP client streams file uploads chunked when it doesn't know their size."""
-        parts = []
-        while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
-            parts.append(self.rfile.read(size))
-            self.rfile.readline()
-        while self.rfile.readline().strip():  # trailers, up to the blank line
-            pass
-        return b"".join(parts)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False  # stop() must not wait for hung (faulted) handlers
-    request_queue_size = 128  # the SDK opens up to 32 download connections at once
-
-    def __init__(self, state: ServerState) -> None:
-        self.state = state
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind calls getfqdn(), a DNS lookup that can stall for seconds.
-        TCPServer.server_bind(self)
-        self.server_name, self.server_port = "127.0.0.1", self.socket.getsockname()[1]
-
-    def track(self, connection: socket.socket) -> None:
-        with self._connections_lock:
-            self._connections.add(connection)
-
-    def untrack(self, connection: socket.socket) -> None:
-        with self._connections_lock:
-            self._connections.discard(connection)
-
-    def close_connections(self) -> None:
-        """Wake handler threads idling on kept-alive sockets so nothing outlives stop()."""
-        with self._connections_lock:
-            connections = list(self._connections)
-        for connection in connections:
-            try:
-                connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 class FakeWandb:
@@ -131,7 +40,7 @@ class FakeWandb:
     def __init__(self, features: Iterable[str] = DEFAULT_FEATURES) -> None:
         self._default_features = list(features)
         self._state = ServerState(default_world(), "", list(self._default_features))
-        self._server: _Server | None = None
+        self._server: LoopbackServer | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -139,8 +48,8 @@ class FakeWandb:
         """Listen on a random loopback port and serve from a daemon thread."""
         if self._server is not None:
             return self
-        self._server = _Server(self._state)
-        self._state.base_url = f"http://127.0.0.1:{self._server.server_port}"
+        self._server = LoopbackServer(self._state)
+        self._state.base_url = f"http://127.0.0.1:{self._server.port}"
         threading.Thread(  # stop() waits for it through shutdown()
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-wandb", daemon=True
         ).start()

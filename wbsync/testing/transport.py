@@ -2,7 +2,7 @@
 
 Speed: the stock ``http.server`` writes the header block and the body separately, which
 with Nagle's algorithm and delayed ACKs caps a keep-alive connection at ~180 small responses
-a second. Here the accepted socket has TCP_NODELAY (set by the handler) and a response's
+a second. Here the accepted socket has TCP_NODELAY (see ``server.py``) and a response's
 head and small body leave in one ``sendall``; large bodies are streamed from a memoryview
 in chunks, never copied whole.
 """
@@ -16,13 +16,22 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler
-from typing import Any
+from io import BufferedIOBase
+from typing import Any, Protocol
 
 from .faults import Fault
 
 _ONE_WRITE_LIMIT = 256 * 1024  # bodies up to this size share a write with the head
 _CHUNK = 1024 * 1024
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
+
+
+class Channel(Protocol):
+    """The connection a response goes out on (the server's request handler)."""
+
+    connection: socket.socket
+    wfile: BufferedIOBase
+    close_connection: bool
 
 
 @dataclass
@@ -43,7 +52,7 @@ def error_response(status: int, message: str) -> Response:
 
 
 def send(
-    handler: BaseHTTPRequestHandler, response: Response, fault: Fault | None, hang_release: threading.Event
+    handler: Channel, response: Response, fault: Fault | None, hang_release: threading.Event
 ) -> int | None:
     """Answer ``response``, bent by ``fault``. Returns the status sent (None if none was).
 
@@ -56,7 +65,7 @@ def send(
 
 
 def _send_faulted(
-    handler: BaseHTTPRequestHandler, response: Response, fault: Fault, hang_release: threading.Event
+    handler: Channel, response: Response, fault: Fault, hang_release: threading.Event
 ) -> int | None:
     if fault.kind in ("hang", "reset"):
         if fault.kind == "hang":
@@ -87,7 +96,7 @@ def _status_fault(fault: Fault) -> Response:
 
 
 def _head(response: Response, length: int) -> bytes:
-    reason = HTTPStatus(response.status).phrase
+    reason = _REASONS.get(response.status, "")
     lines = [
         f"HTTP/1.1 {response.status} {reason}",
         f"Content-Type: {response.content_type}",
@@ -97,7 +106,7 @@ def _head(response: Response, length: int) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def _write(handler: BaseHTTPRequestHandler, head: bytes, body: memoryview, corrupt: bool = False) -> None:
+def _write(handler: Channel, head: bytes, body: memoryview, corrupt: bool = False) -> None:
     """The head with the start of the body in one write, the rest in chunks straight from memory.
 
     ``corrupt`` flips the first byte: same length, wrong bytes, no copy of a large body.
@@ -110,7 +119,7 @@ def _write(handler: BaseHTTPRequestHandler, head: bytes, body: memoryview, corru
         handler.wfile.write(body[start : start + _CHUNK])
 
 
-def _abort(handler: BaseHTTPRequestHandler) -> None:
+def _abort(handler: Channel) -> None:
     """Close with SO_LINGER 0, so the peer sees a TCP RST rather than an orderly FIN."""
     connection: socket.socket = handler.connection
     connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
