@@ -15,7 +15,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import BinaryIO, Callable, Iterable
 
 import urllib3
 
@@ -66,12 +66,15 @@ class _Retry(Exception):
 
 
 Progress = Callable[[int], None]  # called with a byte count as bytes arrive
+#: Opens a non-HTTP URL (a mirror's file or fsspec URL) at a byte offset, for sources that have them.
+Opener = Callable[[str, int], BinaryIO]
 
 
 class Fetcher:
     def __init__(self, store: Store, jobs: int, policy: RetryPolicy | None = None,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, opener: Opener | None = None) -> None:
         self.store = store
+        self.opener = opener
         self.jobs = max(1, jobs)
         self.policy = policy or RetryPolicy.from_env()
         self.progress = progress or (lambda n: None)
@@ -136,6 +139,8 @@ class Fetcher:
                 time.sleep(self.policy.wait(attempt - 1, exc.retry_after))
 
     def _stream(self, job: FetchJob, writer: "Writer") -> None:
+        if not job.url.startswith(("http://", "https://")):
+            return self._stream_opened(job, writer)
         offset = writer.offset
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         try:
@@ -154,6 +159,22 @@ class Fetcher:
             raise _Retry(_reason(exc)) from None
         finally:
             resp.release_conn()
+
+    def _stream_opened(self, job: FetchJob, writer: "Writer") -> None:
+        """Bytes from a source's own opener (mirrors): same resume, retry and verification."""
+        if self.opener is None:
+            raise RemoteError(f"{job.artifact}: no way to open {job.url!r} for {job.record.path!r}.")
+        try:
+            with self.opener(job.url, writer.offset) as fh:
+                while chunk := fh.read(CHUNK):
+                    if self._cancel.is_set():
+                        raise _Retry("cancelled")
+                    writer.write(chunk)
+                    self.progress(len(chunk))
+        except FileNotFoundError:
+            raise RemoteError(f"{job.artifact}: {job.record.path!r} is missing from the source at {job.url}.") from None
+        except OSError as exc:
+            raise _Retry(_reason(exc)) from None
 
     def _check_status(self, job: FetchJob, resp: urllib3.BaseHTTPResponse, offset: int,
                       writer: "Writer") -> None:

@@ -205,7 +205,7 @@ class _Actor:
         result.fetched_bytes = sum(j.record.size for j in unique)
         if self.on_fetch_start:
             self.on_fetch_start(len(unique), result.fetched_bytes)
-        fetcher = Fetcher(self.store, self.jobs, progress=self.progress)
+        fetcher = Fetcher(self.store, self.jobs, progress=self.progress, opener=source.open_file)
         failures.update(fetcher.fetch_all(j for j in unique if self._has_url(j, failures)))
         return failures
 

@@ -4,7 +4,7 @@ source it talks to."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 from wbsync.models import Entry, LockedArtifact, Resolved
 
@@ -18,8 +18,12 @@ class Source(Protocol):
         ...
 
     def file_urls(self, artifact: LockedArtifact) -> dict[str, str]:
-        """For a locked version: artifact path -> URL the fetcher GETs. Raises NotFoundError when
-        the version vanished."""
+        """For a locked version: artifact path -> URL. http(s) URLs are fetched by wbsync.fetch;
+        any other URL is handed to ``open_file``. Raises NotFoundError when the version vanished."""
+        ...
+
+    def open_file(self, url: str, offset: int) -> BinaryIO:
+        """Open a non-HTTP URL from ``file_urls`` positioned at ``offset`` (mirrors)."""
         ...
 
 

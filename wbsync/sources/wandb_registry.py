@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Callable, TypeVar
+from typing import Any, BinaryIO, Callable, TypeVar
 
 from wbsync.errors import AuthError, IntegrityError, NotFoundError, RemoteError, UsageError
 from wbsync.models import Entry, FileRecord, LockedArtifact, RemoteFile, Resolved
@@ -57,6 +57,9 @@ class WandbSource:
     def file_urls(self, artifact: LockedArtifact) -> dict[str, str]:
         remote = self._artifact(artifact.resolved, None, None)
         return _call(lambda: {f.name: f.direct_url for f in remote.files(per_page=_FILES_PAGE)}, artifact.resolved)
+
+    def open_file(self, url: str, offset: int) -> BinaryIO:
+        raise RemoteError(f"W&B returned a file URL wbsync cannot fetch: {url!r}.")
 
     def _api(self, entity: str | None) -> Any:
         if entity not in self._apis:
