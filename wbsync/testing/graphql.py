@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
@@ -73,7 +74,7 @@ def _apply_aliases(node: Any, aliases: tuple[tuple[str, str], ...]) -> None:
 # -- shared shapes ------------------------------------------------------------------------
 
 
-def _time(value: Any) -> str:
+def _time(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

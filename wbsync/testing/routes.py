@@ -114,7 +114,7 @@ def _graphql(state: ServerState, request: RecordedRequest, body: bytes) -> tuple
     request.variables = payload.get("variables") or {}
     fault = _take(state, request, "graphql", [request.operation])
     if fault and fault.kind in _PREEMPTIVE:
-        return Response(500), fault
+        return Response(500), fault  # a placeholder: the fault's answer (or silence) replaces it
     return _answer_graphql(state, request, query), fault
 
 
@@ -123,10 +123,10 @@ def _answer_graphql(state: ServerState, request: RecordedRequest, query: str) ->
     if user is None:
         return error_response(401, "user is not logged in")
     name = request.operation
-    if name not in OPERATIONS:
-        state.unhandled.append(name or "<anonymous>")
-        return error_response(400, f"fake W&B server: unhandled operation {name}")
     with state.lock:
+        if name not in OPERATIONS:
+            state.unhandled.append(name or "<anonymous>")
+            return error_response(400, f"fake W&B server: unhandled operation {name}")
         ctx = Context(state.world, user, state.base_url, tuple(state.features))
         try:
             return json_response(200, {"data": execute(name, request.variables, query, ctx)})
@@ -159,7 +159,7 @@ def _file(state: ServerState, request: RecordedRequest, path: str) -> tuple[Resp
     needs_auth = path.startswith("/artifacts")  # the fallback URLs; presigned ones need none
     fault = _take(state, request, "file", [request.path, file_path])
     if fault and fault.kind in _PREEMPTIVE:
-        return Response(500), fault
+        return Response(500), fault  # a placeholder, as above
     if data is None:
         return error_response(404, f"fake W&B server: nothing at {path}"), fault
     if needs_auth and _authenticated_user(state, request.headers) is None:

@@ -72,10 +72,6 @@ class Project:
     internal_id: str
     collections: dict[str, Collection] = field(default_factory=dict)
 
-    @property
-    def is_registry(self) -> bool:
-        return self.name.startswith(REGISTRY_PREFIX) and self.name != REGISTRY_PREFIX
-
 
 @dataclass
 class Artifact:
