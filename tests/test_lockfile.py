@@ -84,3 +84,22 @@ def test_a_lock_that_is_not_yaml_is_refused_with_its_line() -> None:
     with pytest.raises(LockfileError) as err:
         loads("lock_version: 1\nartifacts: [\n", "artifacts.lock")
     assert "artifacts.lock:" in err.value.message and err.value.exit_code == 2
+
+
+def test_the_fast_reader_and_the_validating_reader_agree_on_what_wbsync_wrote() -> None:
+    from wbsync.lockfile import _loads_canonical
+
+    text = dumps(sample_lock())
+    fast = _loads_canonical(text)
+    assert fast is not None and fast == loads(text.replace("# Generated", "#  Generated"))
+    assert _loads_canonical(dumps(Lock({}))) == Lock({})
+
+
+def test_a_hand_edited_lock_falls_back_to_full_validation() -> None:
+    from wbsync.lockfile import _loads_canonical
+
+    edited = dumps(sample_lock()).replace('version: "v3"', "version: v3")
+    assert _loads_canonical(edited) is None
+    assert loads(edited).artifacts["phi3"].version == "v3"
+    with pytest.raises(LockfileError):
+        loads(dumps(sample_lock()).replace('version: "v3"', 'version: "3"'))

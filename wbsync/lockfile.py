@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,12 @@ def read_lock(path: str | os.PathLike[str]) -> Lock | None:
 
 
 def loads(text: str, file: str = "artifacts.lock") -> Lock:
+    # A lock as wbsync wrote it parses on a fast path (a 10,000-file lock in ~20 ms instead of
+    # ~2.5 s through YAML + jsonschema), which a no-op sync needs. Anything else, e.g. a hand
+    # edit, takes the full YAML + schema path, which also gives the precise error messages.
+    fast = _loads_canonical(text)
+    if fast is not None:
+        return fast
     try:
         data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
@@ -87,6 +94,76 @@ def loads(text: str, file: str = "artifacts.lock") -> Lock:
         ) from None
     _validate(data, file)
     return Lock(artifacts={name: _artifact(name, a) for name, a in data["artifacts"].items()})
+
+
+_STR = r'"(?:[^"\\\x00-\x1f]|\\.)*"'
+_FILE_LINE = re.compile(rf'      - \{{path: ({_STR}), size: (0|[1-9][0-9]*), (md5|xxh128): "([A-Za-z0-9+/]{{22}}==)"\}}')
+_FIELD_LINE = re.compile(rf"    ({'|'.join(_FIELDS)}): ({_STR})")
+_NAME_LINE = re.compile(rf"  ({_STR}):")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_CHECKS = {"entry_digest": re.compile(r"sha256:[0-9a-f]{64}"), "version": re.compile(r"v[0-9]+"),
+           "requested": re.compile(r".+", re.S), "resolved": re.compile(r".+", re.S),
+           "digest": re.compile(r".+", re.S), "path": re.compile(r".+", re.S), "type": re.compile(r".*", re.S)}
+
+
+def _loads_canonical(text: str) -> Lock | None:
+    """Parse exactly the text ``dumps`` produces; None for anything else (no error here)."""
+    lines = text.split("\n")
+    if lines[:3] != [HEADER.rstrip("\n"), "lock_version: 1", "artifacts: {}"] and lines[:3] != [
+            HEADER.rstrip("\n"), "lock_version: 1", "artifacts:"]:
+        return None
+    if lines[2] == "artifacts: {}":
+        return Lock({}) if lines[3:] == [""] else None
+    artifacts: dict[str, LockedArtifact] = {}
+    i, end = 3, len(lines) - 1
+    if lines[end] != "":
+        return None
+    while i < end:
+        parsed = _canonical_artifact(lines, i, end)
+        if parsed is None:
+            return None
+        art, i = parsed
+        if art.name in artifacts:
+            return None
+        artifacts[art.name] = art
+    return Lock(artifacts)
+
+
+def _unquote(quoted: str) -> str:
+    """A JSON string literal's value; the common case (no escapes) without the JSON decoder."""
+    return quoted[1:-1] if "\\" not in quoted else json.loads(quoted)
+
+
+def _canonical_artifact(lines: list[str], i: int, end: int) -> tuple[LockedArtifact, int] | None:
+    m = _NAME_LINE.fullmatch(lines[i])
+    if not m or i + len(_FIELDS) + 1 >= end + 1:
+        return None
+    name = json.loads(m.group(1))
+    values: dict[str, str] = {}
+    for key, line in zip(_FIELDS, lines[i + 1: i + 1 + len(_FIELDS)]):
+        f = _FIELD_LINE.fullmatch(line)
+        if not f or f.group(1) != key:
+            return None
+        values[key] = json.loads(f.group(2))
+        if not _CHECKS[key].fullmatch(values[key]):
+            return None
+    i += 1 + len(_FIELDS)
+    if not _NAME.fullmatch(name) or i >= end:
+        return None
+    files: list[FileRecord] = []
+    if lines[i] == "    files: []":
+        i += 1
+    elif lines[i] == "    files:":
+        i += 1
+        match = _FILE_LINE.fullmatch
+        while i < end and (f := match(lines[i])):
+            files.append(FileRecord(_unquote(f.group(1)), int(f.group(2)), f.group(4), f.group(3)))  # type: ignore[arg-type]
+            i += 1
+        if not files:
+            return None
+    else:
+        return None
+    return LockedArtifact(name=name, files=tuple(files), **values), i
 
 
 def _validate(data: Any, file: str) -> None:

@@ -14,6 +14,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 
 from wbsync.atomic import write_atomic
 
@@ -78,8 +79,6 @@ def stat_of(path: str | os.PathLike[str]) -> Stat | None:
         st = os.lstat(path)
     except OSError:
         return None
-    import stat as _stat
-
-    if not _stat.S_ISREG(st.st_mode):
+    if not S_ISREG(st.st_mode):
         return None
     return (st.st_size, st.st_mtime_ns, st.st_ino)

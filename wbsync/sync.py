@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from wbsync.errors import CheckFailed, WbsyncError
-from wbsync.fetch import Fetcher, FetchJob
 from wbsync.lockfile import write_lock
 from wbsync.models import Lock
 from wbsync.place import LinkMode, clean_temp_files, place, remove_placed, safe_join
@@ -23,7 +22,7 @@ from wbsync.plan import EntryPlan, FileAction, Plan, dest_of, digest_key, make_p
 from wbsync.project import Project, check_names
 from wbsync.resolve import PinChange, dropped_names, lock_manifest, stale_names
 from wbsync.sources import Source, open_source
-from wbsync.state import STATE_DIR, EntryState, PlacedFile, load_state, save_state, stat_of
+from wbsync.state import STATE_DIR, Stat, EntryState, PlacedFile, load_state, save_state, stat_of
 from wbsync.store import Store, default_store_dir
 from wbsync.digests import hash_file
 
@@ -118,11 +117,15 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
 
 def _plan(root: Path, lock: Lock, names: frozenset[str] | None) -> Plan:
     state = load_state(root)
-    observed = {
-        dest_of(a.path, f.path): stat_of(root / a.path / f.path)
-        for n, a in lock.artifacts.items() if names is None or n in names
-        for f in a.files
-    }
+    observed: dict[str, Stat | None] = {}
+    for name, art in lock.artifacts.items():
+        if names is not None and name not in names:
+            continue
+        # Plain string concatenation: pathlib costs ~20 us per path, a third of a 10k-file no-op.
+        prefix = f"{art.path}/"
+        absolute = f"{root}{os.sep}{prefix}"
+        for f in art.files:
+            observed[prefix + f.path] = stat_of(absolute + f.path)
     return make_plan(lock, state, observed, names)
 
 
@@ -186,6 +189,8 @@ class _Actor:
             return False
 
     def _fetch(self, entries: list[EntryPlan], result: SyncResult) -> dict[str, WbsyncError]:
+        from wbsync.fetch import Fetcher, FetchJob  # urllib3: ~50 ms a no-op sync never pays
+
         missing = [(e, [a for a in e.place if not self.store.has(a.record)]) for e in entries]
         missing = [(e, acts) for e, acts in missing if acts]
         if not missing:
