@@ -24,6 +24,7 @@ from wbsync.models import FileRecord
 from wbsync.store import Store
 
 CHUNK = 1 << 20
+LOCK_THRESHOLD = 8 << 20  # bytes: below this, racing another process costs less than a lock
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
@@ -110,17 +111,24 @@ class Fetcher:
         process while we waited for its lock)."""
         if self.store.has(job.record):
             return
+        if job.record.size < LOCK_THRESHOLD:
+            # Small files: no cross-process lock (a lock file per blob costs as much as the
+            # download). Two processes may both fetch it; the atomic rename keeps it correct.
+            return self._fetch_into_store(job)
         with self.store.lock_blob(job.record):
             if self.store.has(job.record):
-                return
-            with self.store.incoming(job.record) as writer:
-                self._download(job, writer)
-                try:
-                    writer.commit()
-                except IntegrityError as exc:
-                    raise IntegrityError(f"{job.artifact}: {exc.message} The bad bytes were discarded; "
-                                         "nothing was placed. Run `wbsync sync` again; if it persists the "
-                                         "server holds corrupt data: report it.") from None
+                return  # another process fetched it while we waited
+            self._fetch_into_store(job)
+
+    def _fetch_into_store(self, job: FetchJob) -> None:
+        with self.store.incoming(job.record) as writer:
+            self._download(job, writer)
+            try:
+                writer.commit()
+            except IntegrityError as exc:
+                raise IntegrityError(f"{job.artifact}: {exc.message} The bad bytes were discarded; "
+                                     "nothing was placed. Run `wbsync sync` again; if it persists the "
+                                     "server holds corrupt data: report it.") from None
 
     def _download(self, job: FetchJob, writer: "Writer") -> None:
         attempt = 0

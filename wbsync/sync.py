@@ -104,6 +104,9 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
     root = project.root
     plan = _plan(root, lock, selected)
     result = SyncResult(lock_result, plan, dry_run=dry_run)
+    if not dry_run:  # no-op syncs too, where it writes nothing unless the lock changed
+        from wbsync.cache import register_lock
+        register_lock(Store(default_store_dir()), project.lock_path, lock, used=not plan.is_noop)
     if plan.is_noop or dry_run:
         return result
     with project_lock(root):
@@ -112,6 +115,8 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
         actor = _Actor(root, Store(default_store_dir()), jobs, link_mode, progress, on_fetch_start,
                        lambda: source or _source(project, manifest_source))
         actor.apply(plan, result)
+    from wbsync.cache import auto_prune  # does nothing unless WBSYNC_CACHE_MAX_SIZE is exceeded
+    auto_prune(Store(default_store_dir()))
     return result
 
 
@@ -227,9 +232,13 @@ class _Actor:
     def _place_entry(self, entry: EntryPlan, result: SyncResult) -> None:
         folder = self.root / entry.artifact.path
         clean_temp_files(folder) if folder.is_dir() else None
+        # Every destination is checked (symlink escapes) before the first file is written.
+        dests = [safe_join(self.root, a.dest, context=entry.name) for a in entry.place]
+        blobs = [self.store.blob_path(a.record) for a in entry.place]
+        # Placing is syscall-bound (create, copy, rename): threads overlap it.
+        with ThreadPoolExecutor(min(self.jobs, 8), thread_name_prefix="wbsync-place") as pool:
+            list(pool.map(lambda b, d: place(b, d, self.link_mode, made_dirs=self.made_dirs), blobs, dests))
         for action in entry.place:
-            dest = safe_join(self.root, action.dest, context=entry.name)
-            place(self.store.blob_path(action.record), dest, self.link_mode, made_dirs=self.made_dirs)
             self._record(action)
             result.placed += 1
         recorded = self.before.entries.get(entry.name)
