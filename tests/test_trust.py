@@ -161,3 +161,86 @@ def test_a_sync_killed_mid_download_leaves_no_partial_file_and_the_next_sync_com
     fake_wandb.reset_faults() if hasattr(fake_wandb, "reset_faults") else None
     run("sync")
     assert tree(folder) == big
+
+
+def test_a_dropped_transfer_resumes_with_a_range_request(fake_wandb: FakeWandb, project: Path) -> None:
+    big = {"big.bin": os.urandom(2 << 20)}
+    publish(fake_wandb, big)
+    write_manifest(project, PHI3)
+    run("lock")
+    fake_wandb.inject(Fault("file", "truncate", times=1, match="big.bin"))  # half the body, then FIN
+    run("sync")
+    ranges = [r.headers.get("Range") or r.headers.get("range") for r in fake_wandb.requests if "/blobs/" in r.path]
+    assert ranges[0] is None and ranges[-1] is not None and ranges[-1].startswith("bytes=") and ranges[-1] != "bytes=0-"
+    assert tree(project / "models/phi3") == big
+
+
+def test_a_server_that_stops_answering_times_out_and_exits_3(fake_wandb: FakeWandb, project: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WBSYNC_TIMEOUT", "0.5")
+    monkeypatch.setenv("WBSYNC_RETRIES", "2")
+    monkeypatch.setenv("WBSYNC_BACKOFF", "0.01")
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    run("lock")
+    fake_wandb.inject(Fault("file", "hang", times=None, match="config.json"))
+    start = time.monotonic()
+    err = run("sync", check=3).stderr
+    assert time.monotonic() - start < 30
+    assert "config.json" in err and "phi3" in err
+    assert not (project / "models/phi3").exists()
+
+
+def test_two_projects_sharing_the_store_sync_at_once_without_corruption(fake_wandb: FakeWandb, project: Path) -> None:
+    big = {"big.bin": os.urandom(12 << 20), **MODEL}
+    publish(fake_wandb, big)
+    others = []
+    for name in ("one", "two"):
+        folder = project / name
+        folder.mkdir()
+        write_manifest(folder, PHI3)
+        others.append(folder)
+    run("lock", "-m", str(others[0] / "artifacts.yaml"))
+    run("lock", "-m", str(others[1] / "artifacts.yaml"))
+    fake_wandb.inject(Fault("file", "slow", delay=0.2, times=None))
+    procs = [subprocess.Popen([sys.executable, "-m", "wbsync", "sync", "-q"], cwd=f, stderr=subprocess.PIPE, text=True)
+             for f in others]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    for folder in others:
+        assert tree(folder / "models/phi3") == big
+    # The large blob is locked across processes: it was downloaded once, not twice.
+    assert len([r for r in fake_wandb.requests if r.path.endswith("big.bin") or "big.bin" in r.path]) == 1
+
+
+def test_leftover_temp_files_of_a_killed_run_are_cleaned_up(fake_wandb: FakeWandb, project: Path) -> None:
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    run("sync")
+    stale = project / "models/phi3/.config.json.wbsync-999999-deadbeef.tmp"
+    stale.write_bytes(b"partial")
+    publish(fake_wandb, {"config.json": b"{}"})
+    run("lock", "--upgrade")
+    run("sync")
+    assert not stale.exists()
+
+
+def test_progress_shows_files_bytes_speed_and_eta() -> None:
+    import io
+
+    from wbsync.progress import Progress
+
+    progress = Progress(io.StringIO())
+    progress.start(3, 3000)
+    progress.advance(1000)
+    line = progress.line()
+    progress.close()
+    assert "3 files" in line and "1.0 kB / 3.0 kB" in line and "/s" in line and "ETA" in line
+
+
+def test_progress_is_quiet_when_not_a_terminal(fake_wandb: FakeWandb, project: Path) -> None:
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    result = run("sync")
+    assert "fetching" not in result.stderr

@@ -23,7 +23,7 @@ from wbsync.errors import IntegrityError, RemoteError, WbsyncError
 from wbsync.models import FileRecord
 from wbsync.store import Store
 
-CHUNK = 1 << 20
+CHUNK = 256 << 10  # small enough that a dropped connection loses little before a Range resume
 LOCK_THRESHOLD = 8 << 20  # bytes: below this, racing another process costs less than a lock
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 

@@ -200,6 +200,7 @@ class _Actor:
         missing = [(e, acts) for e, acts in missing if acts]
         if not missing:
             return {}
+        self.store.clean_tmp()  # leftovers of killed runs (only files no live process holds)
         source = self.source_factory()
         jobs: list[FetchJob] = []
         failures: dict[str, WbsyncError] = {}
