@@ -173,3 +173,18 @@ def test_a_destination_symlink_leading_outside_the_project_is_refused(fake_wandb
     (project / "models/phi3/weights").symlink_to(outside)
     run("sync", check=4)
     assert list(outside.iterdir()) == []
+
+
+def test_a_personal_entity_in_several_organizations_is_told_to_give_the_org_or_a_team_entity(
+        fake_wandb: FakeWandb, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake_wandb.add_org("globex", "globex-org")
+    key = fake_wandb.add_user("bob", orgs=["acme", "globex"])
+    monkeypatch.setenv("WANDB_API_KEY", key)
+    monkeypatch.delenv("WANDB_ENTITY", raising=False)
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    err = run("lock", check=3).stderr
+    assert "org" in err and "entity" in err
+    write_manifest(project, PHI3.replace("wandb-registry-model", "acme/wandb-registry-model"))
+    run("sync")
+    assert tree(project / "models/phi3") == MODEL
