@@ -6,6 +6,7 @@ Layout under the root (``default_store_dir()``)::
     tmp/<hex[:16]>.<pid>.<token>.part         bytes arriving, each locked by its writer
     locks/<algorithm>-<hex>                   per-blob locks: fetch a blob once, not twice
     locks/store                               shared while syncing, exclusive for a prune
+    lockfiles/<sha256 of a lock's path>.json  lockfiles that synced here (wbsync.cache)
 
 Invariants:
 
@@ -26,10 +27,13 @@ Invariants:
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import sys
 import time
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
@@ -37,9 +41,12 @@ from typing import BinaryIO
 from .digests import CHUNK_SIZE, b64, hex_of, new_hasher
 from .errors import IntegrityError
 from .filelock import hold, locked
-from .models import ALGORITHMS, FileRecord
+from .models import ALGORITHMS, Algorithm, FileRecord
 
 BLOB_MODE = 0o444
+# Both algorithms name a blob with 32 hex digits: 2 for the folder, 30 for the file.
+_FAN_OUT = re.compile(r"[0-9a-f]{2}")
+_REST = re.compile(r"[0-9a-f]{30}")
 
 
 def default_store_dir() -> Path:
@@ -67,16 +74,36 @@ def blob_hex(record: FileRecord) -> str:
         raise IntegrityError(f"{record.path}: unusable {record.algorithm} digest: {e}") from None
 
 
+@dataclass(frozen=True)
+class StoredBlob:
+    """One blob as a scan of the store found it."""
+
+    algorithm: Algorithm
+    hex: str
+    path: Path
+    size: int
+    atime_ns: int  # last use: see wbsync.cache for who sets it
+    nlinks: int  # above 1: hardlinked into a project too, so removing this name frees no disk
+
+    @property
+    def key(self) -> tuple[Algorithm, str]:
+        return (self.algorithm, self.hex)
+
+
 class Store:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.blobs_dir = self.root / "blobs"
         self.tmp_dir = self.root / "tmp"
         self.locks_dir = self.root / "locks"
+        self.lockfiles_dir = self.root / "lockfiles"
 
     def blob_path(self, record: FileRecord) -> Path:
-        hexdigest = blob_hex(record)
-        return self.blobs_dir / record.algorithm / hexdigest[:2] / hexdigest[2:]
+        return self.key_path(record.algorithm, blob_hex(record))
+
+    def key_path(self, algorithm: Algorithm, hexdigest: str) -> Path:
+        """The blob named by an already validated algorithm and hex digest."""
+        return self.blobs_dir / algorithm / hexdigest[:2] / hexdigest[2:]
 
     def has(self, record: FileRecord) -> bool:
         """Whether the blob is present. Size only: its digest was checked when it entered
@@ -112,6 +139,33 @@ class Store:
         """Held by a prune: waits until no sync holds ``shared()``."""
         return locked(self._locks_dir() / "store")
 
+    @contextmanager
+    def try_exclusive(self) -> Iterator[bool]:
+        """``exclusive()`` if nobody holds ``shared()`` right now; yields whether it got it.
+        For the prune after a sync, which must not make that sync wait for another one."""
+        fd = os.open(self._locks_dir() / "store", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            yield hold(fd, wait=False)
+        finally:
+            os.close(fd)  # closing releases the lock, if held
+
+    def scan(self) -> Iterator[StoredBlob]:
+        """Every blob, in no particular order. Names that are not blob names are skipped:
+        they are not ours to count or to remove."""
+        for algorithm in ALGORITHMS:
+            for folder in _subdirs(self.blobs_dir / algorithm, _FAN_OUT):
+                yield from _blobs_in(algorithm, folder)
+
+    def clean_blob_locks(self) -> int:
+        """Remove the per-blob lock files (one per blob ever fetched); returns how many.
+        Only while holding ``exclusive()``: fetchers take them under ``shared()``."""
+        removed = 0
+        for entry in _entries(self.locks_dir):
+            if entry.name != "store" and entry.is_file(follow_symlinks=False):
+                Path(entry.path).unlink(missing_ok=True)
+                removed += 1
+        return removed
+
     def clean_tmp(self, min_age_s: float = 60.0) -> int:
         """Remove temp files whose writer is gone; returns how many.
 
@@ -135,6 +189,32 @@ class Store:
     def _locks_dir(self) -> Path:
         self.locks_dir.mkdir(parents=True, exist_ok=True)
         return self.locks_dir
+
+
+def _entries(folder: Path) -> list[os.DirEntry[str]]:
+    try:
+        return list(os.scandir(folder))
+    except FileNotFoundError:
+        return []
+
+
+def _subdirs(folder: Path, name: re.Pattern[str]) -> Iterator[Path]:
+    for entry in _entries(folder):
+        if name.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+            yield Path(entry.path)
+
+
+def _blobs_in(algorithm: Algorithm, folder: Path) -> Iterator[StoredBlob]:
+    for entry in _entries(folder):
+        if not _REST.fullmatch(entry.name):
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except FileNotFoundError:  # removed since the listing
+            continue
+        if entry.is_file(follow_symlinks=False):
+            yield StoredBlob(algorithm, folder.name + entry.name, Path(entry.path), st.st_size,
+                             st.st_atime_ns, st.st_nlink)
 
 
 def _remove_if_abandoned(path: str, cutoff: float) -> bool:

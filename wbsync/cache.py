@@ -1,0 +1,392 @@
+"""The store's lifecycle: which lockfiles use it, what a prune removes, re-hashing every blob.
+
+The store (wbsync.store) is a cache: any blob can be fetched again. W&B users report caches of
+400 GB and 1.6 TB with only a cleanup by hand (wandb#2690, #8781), so a prune removes, in order:
+
+1. every blob that no existing lockfile names. Each sync registers its lockfile under
+   ``<store>/lockfiles/``; a prune reads each registered lockfile as it is on disk now. One that
+   is gone, or no longer parses, protects nothing.
+2. then, only while the store alone holds more than the max size, the least recently used
+   blobs, oldest first, even ones a lockfile names: a later sync fetches them again if needed.
+
+"Held by the store alone" leaves out blobs hardlinked into a project (``st_nlink > 1``): the
+project needs those bytes anyway, so they cost the store nothing, and removing their name frees
+no disk. They count in the store's size but never against the budget, and are never evicted.
+
+"Last used" is the blob's atime. A sync that places files sets it explicitly for every blob its
+lock names (mtime untouched, so hardlinked project files stay trusted by their recorded stat),
+which works on ``noatime`` mounts and for link modes that never read the blob (reflink,
+hardlink); reads (copies, training code reading a hardlinked file) may advance it too.
+
+Every removal happens under ``store.exclusive()``; syncs hold ``store.shared()`` from their
+first ``has()`` to their last placement, so no blob disappears under a running sync.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+
+from wbsync.atomic import write_atomic
+from wbsync.digests import hash_file, hex_of
+from wbsync.errors import IntegrityError, LockfileError, UsageError
+from wbsync.lockfile import read_lock
+from wbsync.models import Algorithm, Lock
+from wbsync.store import Store, StoredBlob, blob_hex
+
+MAX_SIZE_ENV = "WBSYNC_CACHE_MAX_SIZE"
+BlobKey = tuple[Algorithm, str]  # (algorithm, hex digest): a blob's name
+
+# -- sizes
+
+# GNU coreutils' convention (head -c, truncate -s): K and KiB are 1024, KB is 1000.
+_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(?:([kmgtp])(i?)(b?)|b?)", re.IGNORECASE)
+_POWERS = "kmgtp"
+
+
+def parse_size(text: str, where: str = "--max-size") -> int:
+    """Bytes in ``10GB`` (10**10), ``500MiB`` (500 * 2**20), ``1.5G`` (1.5 * 2**30) or ``1234``."""
+    match = _SIZE.fullmatch(text.strip())
+    if match is None:
+        raise UsageError(f"{where}: {text!r} is not a size. Use a number of bytes, or one with a unit: "
+                         "10GB (10^10 bytes), 500MiB or 500M (500 * 2^20), 1.5G.")
+    number, letter, binary, decimal = match.groups()
+    if not letter:
+        return int(Decimal(number))
+    base = 1000 if decimal and not binary else 1024
+    return int(Decimal(number) * base ** (_POWERS.index(letter.lower()) + 1))
+
+
+def configured_max_size() -> int | None:
+    """``WBSYNC_CACHE_MAX_SIZE``, in bytes; None when unset or empty."""
+    text = os.environ.get(MAX_SIZE_ENV, "").strip()
+    return parse_size(text, MAX_SIZE_ENV) if text else None
+
+
+# -- which lockfiles use the store
+
+
+@dataclass(frozen=True)
+class KnownLock:
+    """A registration: ``<store>/lockfiles/<sha256 of path>.json``."""
+
+    path: str  # the lockfile's real path
+    sha256: str  # of its bytes when it was registered
+    last_used: str  # ISO 8601 UTC: first registration, a change of its bytes, or a sync that placed files
+    record: Path
+
+
+@dataclass(frozen=True)
+class LockUse:
+    """A registered lockfile as it is on disk now, and the blobs it names."""
+
+    known: KnownLock
+    exists: bool
+    valid: bool
+    keys: frozenset[BlobKey] = frozenset()
+
+
+def register_lock(store: Store, lock_path: Path, lock: Lock, *, used: bool) -> bool:
+    """Tell the store that ``lock_path`` needs ``lock``'s blobs; returns whether it wrote anything.
+
+    Every sync but a dry run calls this, no-op ones included: a project that only no-op syncs
+    (synced before registration existed, or moved) must still protect its blobs. Cheap then:
+    hash one small file, read one smaller one, write nothing while the lock's bytes are the same.
+    ``used`` (the sync places files) also refreshes ``last_used`` and the blobs' atime.
+    Best effort: an unwritable store costs at most a re-download after a prune, never a sync.
+    """
+    try:
+        real = os.path.realpath(lock_path)
+        digest = hashlib.sha256(Path(real).read_bytes()).hexdigest()
+        record = store.lockfiles_dir / f"{hashlib.sha256(real.encode()).hexdigest()}.json"
+        if not used and _recorded_sha256(record) == digest:
+            return False
+        doc = {"path": real, "sha256": digest, "last_used": _now_iso()}
+        write_atomic(record, json.dumps(doc, indent=1, sort_keys=True).encode())
+        if used:
+            mark_used(store, needed_keys(lock))
+        return True
+    except OSError:
+        return False
+
+
+def _recorded_sha256(record: Path) -> str | None:
+    known = _read_record(record)
+    return known.sha256 if known else None
+
+
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def mark_used(store: Store, keys: Iterable[BlobKey]) -> None:
+    """Set the blobs' atime to now, keeping their mtime (hardlinked project files are trusted by
+    their recorded size, mtime and inode; ctime is not part of that)."""
+    now = time.time_ns()
+    for algorithm, hexdigest in keys:
+        path = store.key_path(algorithm, hexdigest)
+        try:
+            os.utime(path, ns=(now, os.stat(path).st_mtime_ns))
+        except OSError:  # not fetched yet (a fresh blob's atime is now anyway), or another user's
+            continue
+
+
+def needed_keys(lock: Lock) -> set[BlobKey]:
+    keys: set[BlobKey] = set()
+    for artifact in lock.artifacts.values():
+        for record in artifact.files:
+            try:
+                keys.add((record.algorithm, blob_hex(record)))
+            except IntegrityError:  # a malformed digest names no blob
+                continue
+    return keys
+
+
+def known_locks(store: Store) -> list[KnownLock]:
+    found = (_read_record(p) for p in _record_files(store))
+    return sorted((k for k in found if k is not None), key=lambda k: k.path)
+
+
+def _record_files(store: Store) -> list[Path]:
+    try:
+        return sorted(store.lockfiles_dir.glob("*.json"))
+    except OSError:
+        return []
+
+
+def _read_record(record: Path) -> KnownLock | None:
+    try:
+        doc = json.loads(record.read_bytes())
+        return KnownLock(str(doc["path"]), str(doc["sha256"]), str(doc["last_used"]), record)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def survey(store: Store) -> list[LockUse]:
+    """Read every registered lockfile as it is now."""
+    return [_use(known) for known in known_locks(store)]
+
+
+def _use(known: KnownLock) -> LockUse:
+    try:
+        lock = read_lock(known.path)
+    except LockfileError:  # edited by hand, a merge conflict, unreadable: it protects nothing
+        return LockUse(known, exists=True, valid=False)
+    if lock is None:
+        return LockUse(known, exists=False, valid=False)
+    return LockUse(known, exists=True, valid=True, keys=frozenset(needed_keys(lock)))
+
+
+# -- deciding what a prune removes (pure)
+
+
+@dataclass(frozen=True)
+class PrunePlan:
+    unreferenced: tuple[StoredBlob, ...]  # no existing lockfile names them
+    evicted: tuple[StoredBlob, ...]  # named, but least recently used while over the budget
+
+    @property
+    def freed_bytes(self) -> int:
+        """Disk actually released: a hardlinked blob's bytes stay, under the project's name."""
+        return held_bytes((*self.unreferenced, *self.evicted))
+
+
+def held_bytes(blobs: Iterable[StoredBlob]) -> int:
+    """Bytes the store alone holds: what the max size limits."""
+    return sum(b.size for b in blobs if b.nlinks == 1)
+
+
+def plan_prune(blobs: Iterable[StoredBlob], needed: set[BlobKey], max_size: int | None) -> PrunePlan:
+    blobs = list(blobs)
+    kept = [b for b in blobs if b.key in needed]
+    unreferenced = tuple(b for b in blobs if b.key not in needed)
+    return PrunePlan(unreferenced, _over_budget(kept, max_size))
+
+
+def _over_budget(blobs: list[StoredBlob], max_size: int | None) -> tuple[StoredBlob, ...]:
+    """Least recently used first (the path breaks ties, for a stable order) until under budget."""
+    if max_size is None:
+        return ()
+    excess = held_bytes(blobs) - max_size
+    evicted: list[StoredBlob] = []
+    for blob in sorted((b for b in blobs if b.nlinks == 1), key=lambda b: (b.atime_ns, str(b.path))):
+        if excess <= 0:
+            break
+        evicted.append(blob)
+        excess -= blob.size
+    return tuple(evicted)
+
+
+def _needed(uses: Iterable[LockUse]) -> set[BlobKey]:
+    return set().union(*(u.keys for u in uses))
+
+
+# -- pruning
+
+
+@dataclass
+class PruneResult:
+    max_size: int | None
+    dry_run: bool
+    plan: PrunePlan
+    locks: list[LockUse]
+    remaining: list[StoredBlob]  # the blobs left (or that would be left)
+    failed: int = 0  # removals the OS refused (e.g. a store folder of another user)
+    tmp_files: int = 0  # leftover temp files of killed syncs, removed
+
+    @property
+    def forgotten(self) -> list[str]:
+        """Registered lockfiles that no longer exist: their registrations are deleted."""
+        return [u.known.path for u in self.locks if not u.exists]
+
+    @property
+    def invalid(self) -> list[str]:
+        return [u.known.path for u in self.locks if u.exists and not u.valid]
+
+
+def prune(store: Store, max_size: int | None, *, dry_run: bool = False,
+          on_wait: Callable[[], None] | None = None) -> PruneResult:
+    """Remove what no existing lockfile needs, then least recently used blobs while over
+    ``max_size``. Waits for running syncs (``on_wait`` is told first). A dry run takes no lock:
+    it changes nothing, and must not wait behind a long sync."""
+    if dry_run:
+        return _prune(store, max_size, dry_run=True)
+    with _exclusive(store, on_wait):
+        return _prune(store, max_size, dry_run=False)
+
+
+def auto_prune(store: Store) -> PruneResult | None:
+    """After a sync: prune when ``WBSYNC_CACHE_MAX_SIZE`` is set and the store alone holds more.
+    Never waits: while another sync runs, this one leaves the prune to a later sync."""
+    max_size = configured_max_size()
+    if max_size is None or held_bytes(store.scan()) <= max_size:
+        return None
+    with store.try_exclusive() as got:
+        return _prune(store, max_size, dry_run=False) if got else None
+
+
+@contextmanager
+def _exclusive(store: Store, on_wait: Callable[[], None] | None) -> Iterator[None]:
+    with store.try_exclusive() as got:
+        if got:
+            yield
+            return
+    if on_wait is not None:
+        on_wait()
+    with store.exclusive():
+        yield
+
+
+def _prune(store: Store, max_size: int | None, *, dry_run: bool) -> PruneResult:
+    uses = survey(store)
+    blobs = list(store.scan())
+    plan = plan_prune(blobs, _needed(uses), max_size)
+    gone = {b.path for b in (*plan.unreferenced, *plan.evicted)}
+    result = PruneResult(max_size, dry_run, plan, uses, [b for b in blobs if b.path not in gone])
+    if dry_run:
+        return result
+    result.failed = sum(not _unlink(b.path) for b in (*plan.unreferenced, *plan.evicted))
+    result.tmp_files = store.clean_tmp()
+    store.clean_blob_locks()
+    _forget_missing(store)
+    return result
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        path.unlink(missing_ok=True)
+        return True
+    except OSError:
+        return False
+
+
+def _forget_missing(store: Store) -> None:
+    """Delete registrations of lockfiles that no longer exist (and unreadable registrations)."""
+    for record in _record_files(store):
+        known = _read_record(record)
+        if known is None or not os.path.lexists(known.path):
+            record.unlink(missing_ok=True)
+
+
+# -- cache info
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    root: Path
+    blobs: list[StoredBlob]
+    locks: list[LockUse]
+    max_size: int | None
+    tmp_files: int
+    tmp_bytes: int
+    would: PrunePlan  # what `wbsync cache prune` would remove now (with max_size)
+
+
+def cache_info(store: Store, max_size: int | None) -> CacheInfo:
+    """A snapshot; takes no lock, so a running sync or prune may change it meanwhile."""
+    uses = survey(store)
+    blobs = list(store.scan())
+    tmp = _tmp_sizes(store)
+    return CacheInfo(store.root, blobs, uses, max_size, len(tmp), sum(tmp),
+                     plan_prune(blobs, _needed(uses), max_size))
+
+
+def _tmp_sizes(store: Store) -> list[int]:
+    try:
+        entries = list(os.scandir(store.tmp_dir))
+    except FileNotFoundError:
+        return []
+    sizes = []
+    for entry in entries:
+        try:
+            sizes.append(entry.stat(follow_symlinks=False).st_size)
+        except FileNotFoundError:
+            continue
+    return sizes
+
+
+# -- cache verify
+
+
+@dataclass(frozen=True)
+class StoreCheck:
+    checked: list[StoredBlob] = field(default_factory=list)
+    corrupt: list[StoredBlob] = field(default_factory=list)  # removed
+
+
+def verify_store(store: Store, jobs: int = 4, on_wait: Callable[[], None] | None = None) -> StoreCheck:
+    """Re-hash every blob; remove those whose bytes no longer match their name.
+
+    Hashing takes no lock (a 1 TB store must not stop every sync for an hour); only the removal
+    does, and it re-hashes each suspect first, in case a sync replaced it meanwhile.
+    """
+    blobs = list(store.scan())
+    with ThreadPoolExecutor(max(1, jobs), thread_name_prefix="wbsync-verify") as pool:
+        verdicts = list(pool.map(_intact, blobs))
+    checked = [b for b, ok in zip(blobs, verdicts) if ok is not None]
+    suspects = [b for b, ok in zip(blobs, verdicts) if ok is False]
+    if not suspects:
+        return StoreCheck(checked)
+    with _exclusive(store, on_wait):
+        corrupt = [b for b in suspects if _intact(b) is False and _unlink(b.path)]
+    return StoreCheck(checked, corrupt)
+
+
+def _intact(blob: StoredBlob) -> bool | None:
+    """Whether the blob's bytes match its name; None when it is gone (a prune removed it)."""
+    try:
+        return hex_of(hash_file(blob.path, blob.algorithm)) == blob.hex
+    except FileNotFoundError:
+        return None
+    except OSError:  # unreadable (EIO, permissions): no sync can place it, so it counts as corrupt
+        return False
