@@ -126,6 +126,12 @@ def _call(fn: Any, name: str | None, entry: Entry | None = None) -> Any:
     try:
         return fn()
     except wandb.errors.AuthenticationError as exc:
+        # The SDK raises this for any failed Viewer check (500s, resets, its timeout); only a
+        # 401/403 from the server is a refused key.
+        cause = exc.__cause__
+        if hasattr(cause, "response") and getattr(getattr(cause, "response"), "http_status", None) not in (401, 403):
+            raise RemoteError(f"W&B did not answer the credentials check ({_first_line(str(exc))}). "
+                              "Check your network and WANDB_BASE_URL, then retry.") from None
         raise AuthError(_auth_message(str(exc))) from None
     except wandb.errors.UsageError as exc:
         if "api key" in str(exc).lower():
@@ -137,6 +143,12 @@ def _call(fn: Any, name: str | None, entry: Entry | None = None) -> Any:
         raise _comm_error(str(exc), name, entry) from None
     except OSError as exc:  # requests' errors from the SDK's manifest GET
         raise RemoteError(f"{name or 'W&B'}: {_first_line(str(exc))}. Check the network and run again.") from None
+    except Exception as exc:
+        # Paginated calls (artifact.files()) let wandb-core's WandbApiFailedError out unwrapped
+        # (retries exhausted, a reset, the per-call timeout); api.artifact() wraps it in CommError.
+        if type(exc).__name__ != "WandbApiFailedError":
+            raise
+        raise _comm_error(str(exc), name, entry) from None
 
 
 def _auth_message(detail: str) -> str:
@@ -149,6 +161,8 @@ def _auth_message(detail: str) -> str:
 
 def _comm_error(detail: str, name: str | None, entry: Entry | None) -> RemoteError:
     text = _first_line(detail)
+    if (cause := detail.strip().splitlines()[1:2]) and cause[0].startswith("while retrying"):
+        text = f"{text} ({cause[0].strip()})"  # wandb-core's "giving up after N attempt(s)" says why here
     where = f"{entry.name!r} ({name})" if entry else (name or "W&B")
     lowered = detail.lower()
     if "organization" in lowered:
