@@ -32,12 +32,37 @@ class Ctx:
         if self.as_json:
             click.echo(json.dumps({"command": command, **doc}, indent=2, sort_keys=True))
         elif not self.quiet:
+            from wbsync.style import colour
+
             for line in lines:
-                click.echo(line)
+                click.echo(line, color=colour())
 
 
 def common(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Options every command takes (DESIGN.md): -m, --lockfile, NAMES, --json, -q, -v."""
+
+    @project_options
+    @click.argument("names", nargs=-1, shell_complete=_complete_names)
+    @functools.wraps(fn)
+    def wrapper(ctx: Ctx, names: tuple[str, ...], **kwargs: Any) -> None:
+        fn(ctx, names, **kwargs)
+
+    return wrapper
+
+
+def _complete_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Shell completion of NAMES: the manifest's entry names (nothing if it cannot be read)."""
+    from wbsync.manifest import load_manifest
+
+    try:
+        manifest = load_manifest(ctx.params.get("manifest") or "artifacts.yaml")
+    except WbsyncError:
+        return []
+    return [name for name in manifest.entries if name.startswith(incomplete)]
+
+
+def project_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """-m, --lockfile, --json, -q, -v, turned into a Ctx (`add` takes these without NAMES)."""
 
     @click.option("-m", "--manifest", type=click.Path(dir_okay=False), default=None,
                   help="Manifest file (default: artifacts.yaml).")
@@ -46,13 +71,12 @@ def common(fn: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
     @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
     @click.option("-v", "--verbose", is_flag=True, help="Print unchanged entries too.")
-    @click.argument("names", nargs=-1)
     @functools.wraps(fn)
     def wrapper(manifest: str | None, lockfile: str | None, as_json: bool, quiet: bool, verbose: bool,
-                names: tuple[str, ...], **kwargs: Any) -> None:
+                **kwargs: Any) -> None:
         click.get_current_context().meta["wbsync_json"] = as_json
         ctx = Ctx(manifest, lockfile, as_json, quiet, verbose, kwargs.pop("source", None))
-        fn(ctx, names, **kwargs)
+        fn(ctx, **kwargs)
 
     return wrapper
 
@@ -60,20 +84,32 @@ def common(fn: Callable[..., Any]) -> Callable[..., Any]:
 class WbsyncGroup(click.Group):
     """Maps wbsync errors to the exit codes of DESIGN.md: the one place that decides an exit code."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # Known before the command parses its options, so a usage error gets its JSON document too.
+        ctx.meta["wbsync_json"] = "--json" in args
+        return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # click prints it and exits 2; --json also wants the document
+            if ctx.meta.get("wbsync_json"):
+                _report("", exc.exit_code, ctx, exc.format_message())
+            raise
         except WbsyncError as exc:
             ctx.exit(_report(exc.message, exc.exit_code, ctx))
         except KeyboardInterrupt:
             ctx.exit(_report("interrupted; verified files are kept and nothing half-written was left", 130, ctx))
 
 
-def _report(message: str, code: int, ctx: click.Context) -> int:
+def _report(message: str, code: int, ctx: click.Context, json_message: str | None = None) -> int:
+    from wbsync.style import bad, colour
+
     if message:
-        click.echo(f"wbsync: error: {message}", err=True)
+        click.echo(f"wbsync: {bad('error:')} {message}", err=True, color=colour())
     if ctx.meta.get("wbsync_json") and code != 1:
-        click.echo(json.dumps({"error": {"exit_code": code, "message": message}}, indent=2, sort_keys=True))
+        doc = {"error": {"exit_code": code, "message": message if json_message is None else json_message}}
+        click.echo(json.dumps(doc, indent=2, sort_keys=True))
     return code
 
 
@@ -96,4 +132,4 @@ def main() -> None:
 
 
 # Each command lives in its own module under wbsync/commands/ and registers itself on `cli`.
-from wbsync.commands import cache, lock, outdated, sync, verify  # noqa: E402,F401
+from wbsync.commands import add, cache, lock, outdated, sync, verify  # noqa: E402,F401

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from wbsync import style
+from wbsync.manifest_edit import AddResult
 from wbsync.resolve import PinChange
 from wbsync.sync import LockResult, SyncResult
 from wbsync.verify import EntryReport
@@ -23,12 +25,14 @@ def change_line(c: PinChange) -> str:
     """e.g. `phi3  production  v3 -> v5  (+2 files, -1, 3 changed, +1.2 GB)`."""
     d = c.delta
     if c.new is None:
-        return f"{c.name}  removed from the manifest (was {c.old.version if c.old else '?'})"
+        return f"{style.name(c.name)}  {style.warn('removed from the manifest')} (was {c.old.version if c.old else '?'})"
     if c.old is None:
-        return f"{c.name}  {c.selector}  new {c.new.version}  ({len(c.new.files)} files, {human_size(c.new.size)})"
+        return (f"{style.name(c.name)}  {c.selector}  {style.good('new ' + c.new.version)}  "
+                f"({len(c.new.files)} files, {human_size(c.new.size)})")
     sign = "+" if d.bytes >= 0 else ""
-    moved = f"{c.old.version} -> {c.new.version}" if c.old.version != c.new.version else f"{c.new.version} (content changed)"
-    return (f"{c.name}  {c.selector}  {moved}  "
+    moved = (style.version(f"{c.old.version} -> {c.new.version}") if c.old.version != c.new.version
+             else f"{style.version(c.new.version)} (content changed)")
+    return (f"{style.name(c.name)}  {c.selector}  {moved}  "
             f"(+{d.added} files, -{d.removed}, {d.changed} changed, {sign}{human_size(d.bytes)})")
 
 
@@ -68,7 +72,7 @@ def lock_json(r: LockResult, lockfile: str) -> dict[str, Any]:
 def sync_text(r: SyncResult, lockfile: str, verbose: bool) -> list[str]:
     lines = lock_text(r.lock, lockfile) if r.lock and r.lock.changes else []
     if r.noop:
-        return lines + [f"Up to date: {sum(len(e.keep) for e in r.plan.entries)} files in "
+        return lines + [style.good("Up to date:") + f" {sum(len(e.keep) for e in r.plan.entries)} files in "
                         f"{len(r.plan.entries)} entries match {lockfile}."]
     for e in r.plan.entries:
         if not e.changes and not verbose:
@@ -81,15 +85,15 @@ def sync_text(r: SyncResult, lockfile: str, verbose: bool) -> list[str]:
         if e.remove:
             what.append(f"{len(e.remove)} to remove")
         state = ", ".join(what) or "up to date"
-        lines.append(f"  {e.name}  {e.artifact.version}  -> {e.artifact.path}/  {state}")
+        lines.append(f"  {style.name(e.name)}  {style.version(e.artifact.version)}  -> {e.artifact.path}/  {state}")
     if r.plan.orphans:
         lines.append(f"  {len(r.plan.orphans)} file(s) of entries no longer locked to remove")
     if r.dry_run:
-        return ["Dry run: nothing was changed. Plan:"] + lines
-    lines.append(f"Synced: fetched {r.fetched_files} files ({human_size(r.fetched_bytes)}), "
+        return [style.warn("Dry run: nothing was changed.") + " Plan:"] + lines
+    lines.append(style.good("Synced:") + f" fetched {r.fetched_files} files ({human_size(r.fetched_bytes)}), "
                  f"placed {r.placed}, removed {r.removed}.")
     for path in r.kept_modified:
-        lines.append(f"  kept {path}: wbsync placed it but it was edited since, so it is yours now")
+        lines.append(f"  {style.warn('kept')} {path}: wbsync placed it but it was edited since, so it is yours now")
     return lines
 
 
@@ -116,15 +120,15 @@ def verify_text(reports: list[EntryReport]) -> list[str]:
     lines = []
     for r in reports:
         if r.ok:
-            lines.append(f"  {r.name}  ok  ({r.path}/)")
+            lines.append(f"  {style.name(r.name)}  {style.good('ok')}  ({r.path}/)")
             continue
-        lines.append(f"  {r.name}  differs  ({r.path}/)")
-        lines += [f"    missing   {p}" for p in r.missing]
-        lines += [f"    modified  {p}" for p in r.modified]
-        lines += [f"    extra     {p}" for p in r.extra]
+        lines.append(f"  {style.name(r.name)}  {style.bad('differs')}  ({r.path}/)")
+        lines += [f"    {style.warn('missing')}   {p}" for p in r.missing]
+        lines += [f"    {style.warn('modified')}  {p}" for p in r.modified]
+        lines += [f"    {style.warn('extra')}     {p}" for p in r.extra]
     ok = all(r.ok for r in reports)
-    return lines + (["All files match the lock."] if ok else
-                    ["Differences found. `wbsync sync` restores missing and modified files; it never deletes "
+    return lines + ([style.good("All files match the lock.")] if ok else
+                    [style.bad("Differences found.") + " `wbsync sync` restores missing and modified files; it never deletes "
                      "extra files it did not place."])
 
 
@@ -141,3 +145,16 @@ def outdated_text(changes: list[PinChange], checked: int) -> list[str]:
         return [f"All {checked} alias entries still point at their locked versions."]
     return ([change_line(c) for c in changes]
             + ["Run `wbsync lock --upgrade [NAMES]` to move the pins, then `wbsync sync`."])
+
+
+def add_text(r: AddResult, lockfile: str) -> list[str]:
+    e = r.entry
+    verb = "Created" if r.created else "Updated"
+    return ([f"{verb} {r.manifest}: added {style.name(e.name)}  {e.artifact}  -> {e.path}/"]
+            + lock_text(r.lock, lockfile)
+            + [f"Run `wbsync sync {e.name}` to fetch its files."])
+
+
+def add_json(r: AddResult, lockfile: str) -> dict[str, Any]:
+    return {"manifest": r.manifest, "created": r.created, "name": r.entry.name, "entry": r.entry.as_json(),
+            "lock": lock_json(r.lock, lockfile)}

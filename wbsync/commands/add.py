@@ -1,0 +1,40 @@
+"""`wbsync add`: add an entry to artifacts.yaml, keeping the rest of the file byte for byte, and lock it."""
+
+from __future__ import annotations
+
+import click
+
+from wbsync.cli import Ctx, cli, project_options
+
+EPILOG = """\b
+Examples:
+  wbsync add wandb-registry-model/phi3-finetuned:production --path models/phi3
+  wbsync add wandb-registry-dataset/eval-set:v12 --path data/eval --name eval
+  wbsync add acme/wandb-registry-model/llama:latest --path models/llama \\
+      --include '*.safetensors' --include config.json --exclude '*.md'
+
+\b
+The entry goes at the end of artifacts: (created with version: 1 if there is no
+manifest yet); comments and formatting elsewhere are kept. If locking it fails, the
+manifest is left as it was. Then run `wbsync sync NAME` to fetch the files.
+"""
+
+
+@cli.command(epilog=EPILOG)
+@click.argument("reference")
+@click.option("--path", "dest", required=True, metavar="DIR",
+              help="Folder for the files, relative to the manifest's folder.")
+@click.option("--name", default=None, help="Entry name (default: the collection name).")
+@click.option("--type", "kind", default=None, help="Fail if the artifact's type differs, e.g. model.")
+@click.option("--include", multiple=True, metavar="GLOB", help="Sync only files matching GLOB (repeatable).")
+@click.option("--exclude", multiple=True, metavar="GLOB", help="Leave out files matching GLOB (repeatable).")
+@project_options
+def add(ctx: Ctx, reference: str, dest: str, name: str | None, kind: str | None,
+        include: tuple[str, ...], exclude: tuple[str, ...]) -> None:
+    """Add REFERENCE (a registry artifact's full name) to the manifest and lock it."""
+    from wbsync import render
+    from wbsync.manifest_edit import new_entry, run_add
+
+    entry = new_entry(reference, dest, name, kind, include, exclude)
+    result = run_add(ctx.project, entry)
+    ctx.emit(render.add_text(result, ctx.lockfile), render.add_json(result, ctx.lockfile), "add")
