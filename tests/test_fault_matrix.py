@@ -27,13 +27,14 @@ docs/reliability.md has the table of outcomes.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from helpers import run, run_process, write_manifest
+from helpers import run, run_json, run_process, write_manifest
 from test_lock_and_sync import MODEL, PHI3, publish
 from wbsync.digests import hash_file
 from wbsync.testing import Fault, FakeWandb
@@ -302,3 +303,23 @@ def test_one_failing_entry_leaves_its_folder_as_it_was_and_the_others_are_synced
         "data/eval/e.txt": b"e1", "data/eval/f.txt": b"f1"}
     assert store_problems() == []
     assert_recovers(fake_wandb, project, with_entry(after, V1))
+
+
+def test_a_copied_project_still_removes_the_files_an_upgrade_dropped(
+        fake_wandb: FakeWandb, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found by the crash trials, which copy a synced project: every copied file has a new inode,
+    so the state's (size, mtime, inode) no longer vouched for it and a file dropped by the next
+    version was kept as "edited since" (verify then failed on it for ever). The bytes decide."""
+    publish(fake_wandb, V0)
+    write_manifest(project, PHI3)
+    run("sync")
+    copy = tmp_path / "copy"
+    shutil.copytree(project, copy, symlinks=True)  # CI cache restore, cp -r, a new worktree
+    (copy / DEST / "config.json").write_bytes(b"edited")  # a real edit is still kept
+    monkeypatch.chdir(copy)
+    publish(fake_wandb, {k: v for k, v in V1.items() if k != "config.json"})
+    run("lock", "--upgrade")
+    doc = run_json("sync")
+    assert doc["removed"] == 1 and doc["kept_modified"] == [f"{DEST}/config.json"]
+    assert not (copy / DEST / "README.md").exists()
+    assert (copy / DEST / "config.json").read_bytes() == b"edited"

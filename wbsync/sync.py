@@ -274,7 +274,8 @@ class _Actor:
         if recorded is not None:
             rel = os.path.relpath(dest, recorded.path).replace(os.sep, "/")
             known = recorded.files.get(rel)
-            if known is not None and known.stat != stat:
+            # A new stat with the placed bytes (a copied or restored project: new inodes) is not an edit.
+            if known is not None and known.stat != stat and not _holds(path, known.digest):
                 return False
         remove_placed(self.root, dest)
         return True
@@ -289,3 +290,12 @@ class _Actor:
                 result.kept_modified.append(dest)
         for name in {by_dest[d][0] for d in orphans if d in by_dest}:
             self.state.entries.pop(name, None)
+
+
+def _holds(path: Path, key: str) -> bool:
+    """Whether the file at ``path`` has the content of ``key`` (``digest_key``: "md5:<base64>")."""
+    algorithm, _, digest = key.partition(":")
+    try:
+        return hash_file(path, algorithm) == digest  # type: ignore[arg-type]
+    except (OSError, ValueError):
+        return False
