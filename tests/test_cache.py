@@ -35,7 +35,7 @@ def store() -> Store:
 
 
 def stored() -> set[Path]:
-    return {b.path for b in store().scan()}
+    return {Path(b.path) for b in store().scan()}
 
 
 def blobs_of(lock_path: Path) -> set[Path]:
@@ -200,7 +200,7 @@ def test_a_prune_beside_a_running_sync_waits_for_it_and_corrupts_nothing(fake_wa
             time.sleep(0.02)
         doc = run_json("cache", "prune", "--max-size", "0")
     finally:
-        out, err = sync.communicate(timeout=120)
+        _, err = sync.communicate(timeout=120)
     assert sync.returncode == 0, err
     # It ran once the sync had fetched everything: every blob existed, and was evicted.
     assert doc["evicted"]["blobs"] == 3 and doc["removed"]["blobs"] == 0 and stored() == set()

@@ -80,7 +80,7 @@ class StoredBlob:
 
     algorithm: Algorithm
     hex: str
-    path: Path
+    path: str  # not a pathlib.Path: a scan makes one per blob, and pathlib would double its cost
     size: int
     atime_ns: int  # last use: see wbsync.cache for who sets it
     nlinks: int  # above 1: hardlinked into a project too, so removing this name frees no disk
@@ -198,23 +198,22 @@ def _entries(folder: Path) -> list[os.DirEntry[str]]:
         return []
 
 
-def _subdirs(folder: Path, name: re.Pattern[str]) -> Iterator[Path]:
+def _subdirs(folder: Path, name: re.Pattern[str]) -> Iterator[os.DirEntry[str]]:
     for entry in _entries(folder):
         if name.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
-            yield Path(entry.path)
+            yield entry
 
 
-def _blobs_in(algorithm: Algorithm, folder: Path) -> Iterator[StoredBlob]:
-    for entry in _entries(folder):
-        if not _REST.fullmatch(entry.name):
+def _blobs_in(algorithm: Algorithm, folder: os.DirEntry[str]) -> Iterator[StoredBlob]:
+    for entry in _entries(Path(folder.path)):
+        if not _REST.fullmatch(entry.name) or not entry.is_file(follow_symlinks=False):
             continue
         try:
             st = entry.stat(follow_symlinks=False)
         except FileNotFoundError:  # removed since the listing
             continue
-        if entry.is_file(follow_symlinks=False):
-            yield StoredBlob(algorithm, folder.name + entry.name, Path(entry.path), st.st_size,
-                             st.st_atime_ns, st.st_nlink)
+        yield StoredBlob(algorithm, folder.name + entry.name, entry.path, st.st_size, st.st_atime_ns,
+                         st.st_nlink)
 
 
 def _remove_if_abandoned(path: str, cutoff: float) -> bool:

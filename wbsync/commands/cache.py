@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -108,6 +108,10 @@ def _size(n: int) -> str:
     return human_size(n)
 
 
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def _count(blobs: Sequence[StoredBlob]) -> dict[str, int]:
     return {"blobs": len(blobs), "bytes": sum(b.size for b in blobs)}
 
@@ -145,9 +149,9 @@ def _plan_json(plan: PrunePlan) -> dict[str, Any]:
 def _info_text(r: CacheInfo) -> list[str]:
     doc = _info_json(r)
     limit = f"max size {_size(r.max_size)}" if r.max_size is not None else "no max size"
+    held = f"{_size(doc['held_bytes'])} held by the store alone (not hardlinked into a project)"
     lines = [f"Store: {r.root}",
-             f"  {doc['blobs']} blobs, {_size(doc['bytes'])}; {_size(doc['held_bytes'])} held by the "
-             f"store alone (not hardlinked into a project); {limit}",
+             f"  {_n(doc['blobs'], 'blob')}, {_size(doc['bytes'])}; {held}; {limit}",
              f"  {r.tmp_files} temp files ({_size(r.tmp_bytes)})",
              f"Lockfiles ({len(r.locks)} known):"]
     lines += ["  " + _lock_line(d) for d in doc["locks"]]
@@ -165,7 +169,7 @@ def _lock_line(d: dict[str, Any]) -> str:
 
 def _plan_line(plan: PrunePlan, verb: str) -> str:
     removed, evicted = _count(plan.unreferenced), _count(plan.evicted)
-    line = f"{verb} {removed['blobs']} blobs no lockfile needs ({_size(removed['bytes'])})"
+    line = f"{verb} {_n(removed['blobs'], 'blob')} no lockfile needs ({_size(removed['bytes'])})"
     if evicted["blobs"]:
         line += f" and {evicted['blobs']} least recently used ({_size(evicted['bytes'])})"
     return line + f", freeing {_size(plan.freed_bytes)}."
@@ -193,13 +197,14 @@ def _prune_text(r: PruneResult) -> list[str]:
     doc = _prune_json(r)
     lines = [_plan_line(r.plan, "Would remove" if r.dry_run else "Removed")]
     if r.failed:
-        lines.append(f"  {r.failed} blobs could not be removed (permissions?)")
+        lines.append(f"  {_n(r.failed, 'blob')} could not be removed (permissions?)")
     if r.tmp_files:
         lines.append(f"  and {r.tmp_files} temp files left by killed syncs")
-    lines += [f"  lockfile gone, forgotten: {p}" for p in r.forgotten]
-    lines += [f"  lockfile does not parse, protected nothing: {p}" for p in r.invalid]
+    forgotten = "would be forgotten" if r.dry_run else "forgotten"
+    lines += [f"  lockfile gone, {forgotten}: {p}" for p in r.forgotten]
+    lines += [f"  lockfile does not parse, protects nothing: {p}" for p in r.invalid]
     left = doc["remaining"]
-    lines.append(f"Store: {left['blobs']} blobs, {_size(left['bytes'])} "
+    lines.append(f"{'Would leave' if r.dry_run else 'Left'} {_n(left['blobs'], 'blob')}, {_size(left['bytes'])} "
                  f"({_size(left['held_bytes'])} held by the store alone).")
     return lines
 
@@ -217,8 +222,8 @@ def _verify_json(r: StoreCheck) -> dict[str, Any]:
 
 
 def _verify_text(r: StoreCheck) -> list[str]:
-    lines = [f"Checked {len(r.checked)} blobs ({_size(sum(b.size for b in r.checked))}).",
-             f"{len(r.corrupt)} corrupt blobs removed; a sync fetches them again." if r.corrupt
+    lines = [f"Checked {_n(len(r.checked), 'blob')} ({_size(sum(b.size for b in r.checked))}).",
+             f"{_n(len(r.corrupt), 'corrupt blob')} removed; syncs fetch what they need again." if r.corrupt
              else "Every blob matches its digest."]
     for b in r.corrupt:
         note = "  (hardlinked into a project: run `wbsync verify` there)" if b.nlinks > 1 else ""
