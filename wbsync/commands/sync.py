@@ -27,11 +27,15 @@ Examples:
 @click.option("--link", "link_mode", type=click.Choice(["auto", "copy", "reflink", "hardlink"]),
               default=lambda: os.environ.get("WBSYNC_LINK_MODE", "auto"), show_default="auto",
               help="How files reach the directories from the store.")
+@click.option("--source", default=None, metavar="DIR|URL",
+              help="Use this mirror (folder or fsspec URL; `wandb` for W&B) instead of "
+                   "WBSYNC_SOURCE or the manifest's source:.")
 @common
 def sync(ctx: Ctx, names: tuple[str, ...], locked: bool, frozen: bool, dry_run: bool, jobs: int,
          link_mode: str) -> None:
     """Make the declared directories hold exactly the locked files."""
     from wbsync import render
+    from wbsync.sources import project_source
     from wbsync.sync import run_sync
 
     show = sys.stderr.isatty() and not ctx.quiet and not ctx.as_json
@@ -44,7 +48,8 @@ def sync(ctx: Ctx, names: tuple[str, ...], locked: bool, frozen: bool, dry_run: 
         result = run_sync(ctx.project, names, locked=locked, frozen=frozen, dry_run=dry_run, jobs=jobs,
                           link_mode=link_mode,  # type: ignore[arg-type]
                           progress=progress.advance if progress else None,
-                          on_fetch_start=progress.start if progress else None)
+                          on_fetch_start=progress.start if progress else None,
+                          source=project_source(ctx.project))
     finally:
         if progress:
             progress.close()
