@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 from wbsync.errors import CheckFailed, WbsyncError
 from wbsync.lockfile import write_lock
@@ -21,10 +21,14 @@ from wbsync.place import LinkMode, clean_temp_files, place, remove_placed, safe_
 from wbsync.plan import EntryPlan, FileAction, Plan, dest_of, digest_key, make_plan
 from wbsync.project import Project, check_names
 from wbsync.resolve import PinChange, dropped_names, lock_manifest, stale_names
-from wbsync.sources import Source, open_source
+from wbsync.sources import Source, project_source
 from wbsync.state import STATE_DIR, Stat, EntryState, PlacedFile, load_state, save_state, stat_of
 from wbsync.store import Store, default_store_dir
 from wbsync.digests import hash_file
+
+
+if TYPE_CHECKING:
+    from wbsync.fetch import FetchJob
 
 
 @dataclass
@@ -61,7 +65,7 @@ def run_lock(project: Project, names: tuple[str, ...] = (), upgrade: bool = Fals
             raise CheckFailed(_stale_message(project, old is None, stale))
         return LockResult(old, [], False)
     upgrading = frozenset(manifest.entries if selected is None else selected) if upgrade else frozenset()
-    lock, changes = lock_manifest(manifest, old, source or _source(project, manifest.source), upgrading)
+    lock, changes = lock_manifest(manifest, old, source or project_source(project, manifest), upgrading)
     written = write_lock(project.lock_path, lock)
     return LockResult(lock, changes, written)
 
@@ -73,28 +77,23 @@ def _stale_message(project: Project, missing: bool, stale: list[str]) -> str:
             "Run `wbsync lock` and commit the lockfile.")
 
 
-def _source(project: Project, manifest_source: str | None) -> Source:
-    return open_source(project.source or manifest_source)
-
-
 def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = False, frozen: bool = False,
              dry_run: bool = False, jobs: int = 16, link_mode: LinkMode = "auto",
              progress: Callable[[int], None] | None = None, on_fetch_start: Callable[[int, int], None] | None = None,
              source: Source | None = None) -> SyncResult:
     lock_result: LockResult | None = None
-    manifest_source: str | None = None
     if frozen:
         lock = project.require_lock()
+        source = source or project_source(project)  # deferred: a no-op reads nothing more
     else:
         manifest = project.manifest()
-        manifest_source = manifest.source
+        source = source or project_source(project, manifest)
         old = project.lock()
         stale = stale_names(manifest, old) + dropped_names(manifest, old)
         if old is None or stale:
             if locked:
                 raise CheckFailed(_stale_message(project, old is None, stale)
                                   + " (`--locked` never writes the lock.)")
-            source = source or _source(project, manifest_source)
             lock, changes = lock_manifest(manifest, old, source)
             written = False if dry_run else write_lock(project.lock_path, lock)
             lock_result = LockResult(lock, changes, written)
@@ -112,8 +111,7 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
     with project_lock(root):
         plan = _plan(root, lock, selected)  # another sync may have done part of it while we waited
         result.plan = plan
-        actor = _Actor(root, Store(default_store_dir()), jobs, link_mode, progress, on_fetch_start,
-                       lambda: source or _source(project, manifest_source))
+        actor = _Actor(root, Store(default_store_dir()), jobs, link_mode, progress, on_fetch_start, source)
         actor.apply(plan, result)
     from wbsync.cache import auto_prune  # does nothing unless WBSYNC_CACHE_MAX_SIZE is exceeded
     auto_prune(Store(default_store_dir()))
@@ -152,9 +150,9 @@ class _Actor:
 
     def __init__(self, root: Path, store: Store, jobs: int, link_mode: LinkMode,
                  progress: Callable[[int], None] | None, on_fetch_start: Callable[[int, int], None] | None,
-                 source: Callable[[], Source]) -> None:
+                 source: Source) -> None:
         self.root, self.store, self.jobs, self.link_mode = root, store, jobs, link_mode
-        self.progress, self.on_fetch_start, self.source_factory = progress, on_fetch_start, source
+        self.progress, self.on_fetch_start, self.source = progress, on_fetch_start, source
         self.made_dirs: set[Path] = set()  # folders already created in this run
         self.state = load_state(root)  # updated as files are placed, saved at the end
         self.before = load_state(root)  # what earlier syncs placed: decides what may be removed
@@ -201,7 +199,7 @@ class _Actor:
         if not missing:
             return {}
         self.store.clean_tmp()  # leftovers of killed runs (only files no live process holds)
-        source = self.source_factory()
+        source = self.source
         jobs: list[FetchJob] = []
         failures: dict[str, WbsyncError] = {}
         for entry, actions in missing:
