@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
+from wbsync.digests import hash_file
 from wbsync.errors import CheckFailed, WbsyncError
 from wbsync.lockfile import write_lock
 from wbsync.models import Lock
@@ -22,10 +23,16 @@ from wbsync.plan import EntryPlan, FileAction, Plan, dest_of, digest_key, make_p
 from wbsync.project import Project, check_names
 from wbsync.resolve import PinChange, dropped_names, lock_manifest, stale_names
 from wbsync.sources import Source, project_source
-from wbsync.state import STATE_DIR, Stat, EntryState, PlacedFile, load_state, save_state, stat_of
+from wbsync.state import (
+    STATE_DIR,
+    EntryState,
+    PlacedFile,
+    Stat,
+    load_state,
+    save_state,
+    stat_of,
+)
 from wbsync.store import Store, default_store_dir
-from wbsync.digests import hash_file
-
 
 if TYPE_CHECKING:
     from wbsync.fetch import FetchJob
@@ -113,7 +120,9 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
         result.plan = plan
         actor = _Actor(root, Store(default_store_dir()), jobs, link_mode, progress, on_fetch_start, source)
         actor.apply(plan, result)
-    from wbsync.cache import auto_prune  # does nothing unless WBSYNC_CACHE_MAX_SIZE is exceeded
+    from wbsync.cache import (
+        auto_prune,  # does nothing unless WBSYNC_CACHE_MAX_SIZE is exceeded
+    )
     auto_prune(Store(default_store_dir()))
     return result
 
@@ -192,7 +201,10 @@ class _Actor:
             return False
 
     def _fetch(self, entries: list[EntryPlan], result: SyncResult) -> dict[str, WbsyncError]:
-        from wbsync.fetch import Fetcher, FetchJob  # urllib3: ~50 ms a no-op sync never pays
+        from wbsync.fetch import (  # urllib3: ~50 ms a no-op sync never pays
+            Fetcher,
+            FetchJob,
+        )
 
         missing = [(e, [a for a in e.place if not self.store.has(a.record)]) for e in entries]
         missing = [(e, acts) for e, acts in missing if acts]
