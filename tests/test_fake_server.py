@@ -371,6 +371,19 @@ def test_an_online_run_records_its_use_of_an_artifact(two_versions, fake_wandb):
     assert fake_wandb.unhandled == []
 
 
+def test_a_run_is_found_by_id_once_it_exists_and_init_with_that_id_resumes_it(fake_wandb):
+    with pytest.raises(CommError, match="Could not find run"):
+        make_api().run("myteam/training/fixed-id")
+    for resumed in (False, True):
+        run = wandb.init(entity="myteam", project="training", id="fixed-id", resume="allow", job_type="eval",
+                         tags=["a"], mode="online")
+        assert run.resumed is resumed
+        run.finish()
+    found = make_api().run("myteam/training/fixed-id")
+    assert (found.state, found.job_type, found.tags) == ("finished", "eval", ["a"])
+    assert fake_wandb.operations().count("RunResumeStatus") == 2 and fake_wandb.unhandled == []
+
+
 # -- the canary -------------------------------------------------------------------------
 
 

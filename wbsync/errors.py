@@ -24,6 +24,10 @@ class CheckFailed(WbsyncError):
     exit_code = 1
 
 
+class NotSyncedError(CheckFailed):
+    """A locked entry's directory does not hold the locked files (wbsync.path, use_artifacts)."""
+
+
 class UsageError(WbsyncError):
     """Bad input: flags, names, unsafe destinations."""
 

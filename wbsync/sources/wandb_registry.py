@@ -17,11 +17,17 @@ What the SDK does for us and what it does not (see shared/reference/wandb-protoc
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
-from typing import Any, BinaryIO, Callable, TypeVar
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, TypeVar
 
 from wbsync.errors import AuthError, IntegrityError, NotFoundError, RemoteError, UsageError
 from wbsync.models import Entry, FileRecord, LockedArtifact, RemoteFile, Resolved
+
+if TYPE_CHECKING:
+    from wbsync.lineage import LineagePlan
 
 _FILES_PAGE = 1000
 T = TypeVar("T")
@@ -183,3 +189,77 @@ def _comm_error(detail: str, name: str | None, entry: Entry | None) -> RemoteErr
 
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else "no detail"
+
+
+# -- lineage: runs that record locked artifacts as inputs (wbsync.lineage decides what) -----
+
+
+def find_finished_run(entity: str | None, project: str, run_id: str) -> str | None:
+    """``entity/project/run_id`` when a finished run with this id exists, else None. A run that
+    exists but did not finish (crashed half-way, or running right now) counts as missing: the
+    caller resumes it rather than trusting inputs it may not have recorded."""
+    api = _call(lambda: _new_api(entity), None)
+    # As api.run() and wandb.init() pick it: --entity, else WANDB_ENTITY, else the user's default.
+    owner = api.settings["entity"] or _call(lambda: api.default_entity, None)
+    path = f"{owner}/{project}/{run_id}"
+    found: str | None = _call(lambda: _finished(api, path), path)
+    return found
+
+
+def _finished(api: Any, path: str) -> str | None:
+    try:
+        run = api.run(path)
+    except Exception as exc:
+        # wandb 0.31 wraps RunNotFoundError in CommError (normalize_exceptions); others raise it.
+        if any(type(e).__name__ == "RunNotFoundError" for e in (exc, getattr(exc, "exc", None))):
+            return None
+        raise
+    return path if run.state == "finished" else None
+
+
+@contextmanager
+def lineage_run(plan: LineagePlan) -> Iterator[Any]:
+    """An online run with ``plan``'s id (resumed if it exists), as light as wandb allows: no code,
+    console, system stats, metadata or requirements capture; finished on exit (exit code 1 on an
+    error). Its local files go to a temporary folder, not ./wandb of the project."""
+    import wandb
+
+    settings = wandb.Settings(save_code=False, console="off", x_disable_stats=True, x_disable_meta=True,
+                              x_save_requirements=False, disable_job_creation=True, disable_git=True,
+                              silent=True, git_commit=plan.commit)
+    where = f"{plan.entity + '/' if plan.entity else ''}{plan.project}/{plan.run_id}"
+    with tempfile.TemporaryDirectory(prefix="wbsync-lineage-", ignore_cleanup_errors=True) as folder:
+        run = _call(lambda: _init(wandb, plan, folder, settings, where), where)
+        try:
+            yield run
+        except BaseException:
+            run.finish(exit_code=1)
+            raise
+        run.finish()
+
+
+def _init(wandb: Any, plan: LineagePlan, folder: str, settings: Any, where: str) -> Any:
+    try:
+        return wandb.init(project=plan.project, entity=plan.entity, job_type=plan.job_type, id=plan.run_id,
+                          resume="allow", tags=list(plan.tags), config=plan.config, dir=folder, mode="online",
+                          settings=settings)
+    except (wandb.errors.CommError, wandb.errors.UsageError):
+        raise  # _call words these
+    except wandb.errors.Error as exc:  # e.g. the init timeout
+        raise RemoteError(f"{where}: W&B could not start the lineage run ({_first_line(str(exc))}). "
+                          "Check your network and WANDB_BASE_URL, then retry.") from None
+
+
+def use_pinned(run: Any, reference: str, digest: str) -> bool:
+    """``run.use_artifact(reference)`` for a pinned ``...:vN``; checks that W&B answered with the
+    locked artifact digest. False when the run is offline, where wandb cannot record inputs."""
+    try:
+        artifact = _call(lambda: run.use_artifact(reference), reference)
+    except TypeError as exc:  # "Cannot use artifact when in offline mode."
+        if "offline" not in str(exc):
+            raise
+        return False
+    if artifact is not None and artifact.digest != digest:  # None: mode="disabled"
+        raise IntegrityError(f"{reference}: W&B reports digest {artifact.digest} but the lock has {digest}. "
+                             "The version changed since it was locked; run `wbsync lock --upgrade`.")
+    return True

@@ -8,6 +8,7 @@ ignores extra ones; GraphQL aliases in the query text are copied on top afterwar
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Callable, Sequence
@@ -16,6 +17,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
+from weakref import WeakKeyDictionary
 
 from .world import Artifact, Collection, Membership, Project, User, World, gql_id
 
@@ -353,16 +355,31 @@ def _artifact_by_id(ctx: Context, variables: JSON) -> JSON:
 # -- runs and lineage (protocol §6) -------------------------------------------------------
 
 
+# Runs live beside the world rather than in it: a reset world forgets its runs with it.
+_RUNS: WeakKeyDictionary[World, dict[tuple[str, str, str], JSON]] = WeakKeyDictionary()
+_RUN_FIELDS = ("displayName", "description", "notes", "config", "jobType", "commit", "tags", "groupName")
+
+
+def _runs(world: World) -> dict[tuple[str, str, str], JSON]:
+    """Runs by (entity, project, name), as UpsertBucket left them (later non-null values win)."""
+    return _RUNS.setdefault(world, {})
+
+
 def _upsert_bucket(ctx: Context, variables: JSON) -> JSON:
     name = variables.get("name") or "run"
     entity = variables.get("entity") or ctx.user.username
     project = ctx.world.ensure_project(entity, variables.get("project") or "uncategorized")
+    runs = _runs(ctx.world)
+    key = (entity, project.name, name)
+    inserted = key not in runs
+    run = runs.setdefault(key, {"user": ctx.user.username})
+    run.update({k: variables[k] for k in _RUN_FIELDS if variables.get(k) is not None})
     bucket = {
         "id": gql_id("Run", f"{entity}/{project.name}/{name}"),
         "name": name,
-        "displayName": variables.get("displayName") or name,
-        "description": variables.get("description"),
-        "config": variables.get("config") or "{}",
+        "displayName": run.get("displayName") or name,
+        "description": run.get("description"),
+        "config": run.get("config") or "{}",
         "sweepName": None,
         "project": {
             "id": project.id,
@@ -371,7 +388,80 @@ def _upsert_bucket(ctx: Context, variables: JSON) -> JSON:
         },
         "historyLineCount": 0,
     }
-    return {"upsertBucket": {"bucket": bucket, "inserted": True}}
+    return {"upsertBucket": {"bucket": bucket, "inserted": inserted}}
+
+
+def _run_node(ctx: Context, entity: str, project: Project, name: str) -> JSON | None:
+    """RunFragment (``api.run()``), or None for an unknown run. The fake does not follow
+    file_stream, so every run it knows reports state "finished"."""
+    run = _runs(ctx.world).get((entity, project.name, name))
+    if run is None:
+        return None
+    user = run["user"]
+    return {
+        "id": gql_id("Run", f"{entity}/{project.name}/{name}"),
+        "projectId": int(base64.b64decode(project.internal_id).decode().rpartition(":")[2]),
+        "name": name,
+        "displayName": run.get("displayName") or name,
+        "tags": run.get("tags") or [],
+        "sweepName": None,
+        "state": "finished",
+        "config": run.get("config") or "{}",
+        "group": run.get("groupName"),
+        "jobType": run.get("jobType"),
+        "commit": run.get("commit"),
+        "readOnly": False,
+        "createdAt": "2026-01-01T00:00:00Z",
+        "heartbeatAt": None,
+        "description": run.get("description"),
+        "notes": run.get("notes"),
+        "systemMetrics": "{}",
+        "summaryMetrics": "{}",
+        "historyLineCount": 0,
+        "historyKeys": None,
+        "user": {"name": user, "username": user},
+    }
+
+
+def _run(ctx: Context, variables: JSON) -> JSON:
+    """``api.run("entity/project/id")``: ``run`` is null when the run does not exist."""
+    project = ctx.world.project(variables["entity"], variables["project"])
+    if project is None:
+        return {"project": None}
+    return {"project": {"run": _run_node(ctx, variables["entity"], project, variables["name"])}}
+
+
+def _wandb_config(config: str) -> str:
+    """``wandbConfig(keys: ["t"])``: wandb-core treats a run without ``t`` (the SDK's telemetry
+    in ``config._wandb``) as never initialized, and resumes nothing."""
+    telemetry = json.loads(config).get("_wandb", {}).get("value", {}).get("t")
+    return json.dumps({} if telemetry is None else {"t": telemetry})
+
+
+def _run_resume_status(ctx: Context, variables: JSON) -> JSON:
+    """Sent by ``wandb.init(id=..., resume=...)``: ``bucket`` is null for a new run."""
+    entity = variables.get("entity") or ctx.user.username
+    project = ctx.world.project(entity, variables.get("project") or "uncategorized")
+    if project is None:
+        return {"model": None}
+    node = _run_node(ctx, entity, project, variables["name"])
+    bucket = node and {
+        **{k: node[k] for k in ("id", "name", "displayName", "summaryMetrics", "config", "tags", "notes")},
+        "logLineCount": 0,
+        "historyLineCount": 0,
+        "eventsLineCount": 0,
+        "historyTail": "[]",
+        "eventsTail": "[]",
+        "wandbConfig": _wandb_config(node["config"]),
+    }
+    return {
+        "model": {
+            "id": project.id,
+            "name": project.name,
+            "entity": {"id": gql_id("Entity", entity), "name": entity},
+            "bucket": bucket,
+        }
+    }
 
 
 def _use_artifact(ctx: Context, variables: JSON) -> JSON:
@@ -408,6 +498,8 @@ OPERATIONS: dict[str, Callable[[Context, JSON], JSON]] = {
     "ArtifactCollectionAliases": _collection_aliases,
     "ArtifactByID": _artifact_by_id,
     "UpsertBucket": _upsert_bucket,
+    "Run": _run,
+    "RunResumeStatus": _run_resume_status,
     "UseArtifact": _use_artifact,
     "CreateRunFiles": _create_run_files,
     "OrganizationCoreWeaveOrganizationID": _coreweave_org_id,

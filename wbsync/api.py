@@ -1,0 +1,210 @@
+"""The Python API: what training code and scripts call instead of the CLI.
+
+    import wbsync
+    weights = wbsync.path("phi3")          # Path of the synced, intact directory, or NotSyncedError
+    entry = wbsync.locked("phi3")          # the lock entry: resolved ...:vN, digest, files
+    wbsync.sync()                          # `wbsync sync` as a function: a SyncResult, no printing
+    wbsync.use_artifacts(run)              # run.use_artifact() with each pinned ...:vN
+
+Every function finds ``artifacts.yaml`` the same way (``discover``): the nearest folder, from
+the current one upwards, that holds ``artifacts.yaml`` (or only ``artifacts.lock``, as in an
+image that ships the lock and the files). The CLI reads ``./artifacts.yaml`` only; training
+code runs from notebooks/, scripts/ or a launcher's folder, which is why this searches.
+
+Errors are ``wbsync.WbsyncError`` subclasses; nothing here prints or exits. ``path`` and
+``locked`` never import ``wandb`` (nor read the network).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+from wbsync.errors import ManifestError, NotSyncedError, UsageError
+from wbsync.lockfile import default_lock_path
+from wbsync.models import Lock, LockedArtifact
+from wbsync.place import LINK_MODES, LinkMode
+from wbsync.plan import EntryPlan
+from wbsync.project import Project, check_names
+from wbsync.resolve import dropped_names, stale_names
+from wbsync.sync import LockResult, SyncResult, _plan, run_lock, run_sync
+
+__all__ = ["LockResult", "LockedArtifact", "SyncResult", "lock", "locked", "path", "sync", "use_artifacts"]
+
+MANIFEST = "artifacts.yaml"
+PathLike = str | os.PathLike[str]
+Names = str | Iterable[str] | None
+
+
+class Run(Protocol):
+    """What ``use_artifacts`` needs of a ``wandb.Run`` (typed without importing wandb)."""
+
+    def use_artifact(self, artifact_or_name: str, /) -> Any: ...
+
+
+def path(name: str, *, manifest: PathLike | None = None, lockfile: PathLike | None = None) -> Path:
+    """The absolute directory of locked entry ``name``, after checking that it holds exactly the
+    locked files (by the state the last sync recorded: a stat per file, no hashing, no network).
+
+    Raises NotSyncedError naming the command to run (``wbsync sync NAME``) when a file is
+    missing, changed or left over, or when artifacts.yaml changed the entry since it was locked.
+    """
+    return paths((name,), manifest=manifest, lockfile=lockfile)[name]
+
+
+def paths(names: Names = None, *, manifest: PathLike | None = None,
+          lockfile: PathLike | None = None) -> dict[str, Path]:
+    """``path`` for several entries (all when ``names`` is None): ``{name: directory}``."""
+    project = discover(manifest, lockfile)
+    return checked_paths(project, locked_entries(project, _names(names)))
+
+
+def locked(name: str, *, manifest: PathLike | None = None, lockfile: PathLike | None = None) -> LockedArtifact:
+    """The lock entry of ``name`` as artifacts.lock records it (``resolved`` is the pinned
+    ``org-entity/wandb-registry-R/collection:vN``). Reads only the lock."""
+    project = discover(manifest, lockfile)
+    lock = project.require_lock()
+    check_names((name,), set(lock.artifacts), str(project.lock_path))
+    return lock.artifacts[name]
+
+
+def lock(names: Names = None, *, upgrade: bool = False, check: bool = False, manifest: PathLike | None = None,
+         lockfile: PathLike | None = None, source: str | None = None) -> LockResult:
+    """``wbsync lock``: resolve new or changed entries (``upgrade``: re-resolve aliases) and write
+    the lock. ``check``: change nothing, raise CheckFailed if the lock is missing or stale."""
+    from wbsync.sources import project_source
+
+    project = discover(manifest, lockfile, source)
+    return run_lock(project, _names(names), upgrade=upgrade, check=check, source=project_source(project))
+
+
+def sync(names: Names = None, *, locked: bool = False, frozen: bool = False, dry_run: bool = False,
+         jobs: int = 16, link_mode: LinkMode | None = None, manifest: PathLike | None = None,
+         lockfile: PathLike | None = None, source: str | None = None, progress: bool = False) -> SyncResult:
+    """``wbsync sync``: lock what is stale, then make the directories hold exactly the locked files.
+
+    ``locked``: never write the lock (CheckFailed if stale). ``frozen``: use the lock as it is.
+    ``link_mode``: WBSYNC_LINK_MODE or "auto" by default. ``progress``: a one-line display on stderr.
+    """
+    from wbsync.sources import project_source
+
+    project = discover(manifest, lockfile, source)
+    mode = link_mode or os.environ.get("WBSYNC_LINK_MODE", "auto")
+    if mode not in LINK_MODES:
+        raise UsageError(f"link mode {mode!r} (link_mode= or WBSYNC_LINK_MODE): use one of {', '.join(LINK_MODES)}.")
+    bar = None
+    if progress:
+        from wbsync.progress import Progress
+
+        bar = Progress()
+    try:
+        return run_sync(project, _names(names), locked=locked, frozen=frozen, dry_run=dry_run, jobs=jobs,
+                        link_mode=mode, progress=bar.advance if bar else None,
+                        on_fetch_start=bar.start if bar else None, source=project_source(project))
+    finally:
+        if bar:
+            bar.close()
+
+
+def use_artifacts(run: Run, names: Names = None, *, manifest: PathLike | None = None,
+                  lockfile: PathLike | None = None) -> dict[str, Path]:
+    """Record each locked entry (all when ``names`` is None) as an input of ``run`` by its pinned
+    ``...:vN`` (the lock's ``resolved``, never the alias, which may have moved since), after the
+    same check as ``path``; returns ``{name: directory}``.
+
+    An offline run cannot record inputs (a wandb limitation): the paths are returned with a
+    warning. In ``mode="disabled"`` nothing is recorded, silently, as wandb does.
+    """
+    from wbsync.sources.wandb_registry import use_pinned
+
+    project = discover(manifest, lockfile)
+    entries = locked_entries(project, _names(names))
+    found = checked_paths(project, entries)
+    recorded = [use_pinned(run, art.resolved, art.digest) for art in entries.values()]
+    if not all(recorded):
+        warnings.warn("wbsync.use_artifacts: the run is offline, so W&B cannot record its inputs; "
+                      "the files were checked and their paths returned. Run online to record lineage, "
+                      "or record it from CI with `wbsync lineage`.", stacklevel=2)
+    return found
+
+
+# -- shared with wbsync.lineage -------------------------------------------------------------
+
+
+def discover(manifest: PathLike | None = None, lockfile: PathLike | None = None,
+             source: str | None = None, start: Path | None = None) -> Project:
+    """The project of an explicit ``manifest``, else of the nearest ``artifacts.yaml`` (or lone
+    ``artifacts.lock``) in ``start`` (the current folder) or a folder above it."""
+    if manifest is None:
+        manifest = _find_manifest(start or Path.cwd(), lockfile)
+    return Project.find(manifest, lockfile, source)
+
+
+def _find_manifest(start: Path, lockfile: PathLike | None) -> Path:
+    for folder in (start, *start.parents):
+        candidate = folder / MANIFEST
+        if candidate.is_file() or default_lock_path(candidate).is_file():
+            return candidate
+    if lockfile is not None:  # a lock given on its own: entries are relative to the current folder
+        return start / MANIFEST
+    raise ManifestError(f"no {MANIFEST} (or {default_lock_path(MANIFEST)}) in {start} or any folder above it. "
+                        "Pass manifest= (and lockfile=), or run from the project; "
+                        f"`wbsync add` or an {MANIFEST} starts one.")
+
+
+def locked_entries(project: Project, names: tuple[str, ...]) -> dict[str, LockedArtifact]:
+    """The lock's entries for ``names`` (all when empty), refusing entries that artifacts.yaml
+    (when there is one) added, changed or dropped since they were locked: what a no-op
+    ``wbsync sync`` would accept without locking."""
+    lock = project.require_lock()
+    if project.manifest_path.exists():
+        manifest = project.manifest()
+        known = set(lock.artifacts) | set(manifest.entries)
+        selected = check_names(names, known, str(project.manifest_path))
+        stale = [n for n in stale_names(manifest, lock) + dropped_names(manifest, lock)
+                 if selected is None or n in selected]
+        if stale:
+            raise NotSyncedError(
+                f"{project.manifest_path} has changes to {', '.join(stale)} that {project.lock_path} does not "
+                f"have yet. Run `{_command(project, stale)}` to lock and sync them.")
+    selected = check_names(names, set(lock.artifacts), str(project.lock_path))
+    return {n: a for n, a in sorted(lock.artifacts.items()) if selected is None or n in selected}
+
+
+def checked_paths(project: Project, entries: dict[str, LockedArtifact]) -> dict[str, Path]:
+    """``{name: directory}`` once the plan a sync would make for ``entries`` has nothing to do."""
+    root = project.root
+    plan = _plan(root, Lock(entries), frozenset(entries))
+    behind = [e for e in plan.entries if e.changes]
+    if behind:
+        detail = "; ".join(f"{e.name} ({e.artifact.path}: {_what(e)})" for e in behind)
+        raise NotSyncedError(f"not in sync with {project.lock_path}: {detail}. "
+                             f"Run `{_command(project, [e.name for e in behind])}`.")
+    return {name: root / art.path for name, art in entries.items()}
+
+
+def _what(entry: EntryPlan) -> str:
+    parts = [(len(entry.place), "missing"), (len(entry.check), "changed or not verified since the last sync"),
+             (len(entry.remove), "left over from an earlier version")]
+    return ", ".join(f"{n} file{'s' * (n != 1)} {what}" for n, what in parts if n)
+
+
+def _command(project: Project, names: list[str]) -> str:
+    """The `wbsync sync` command line that fixes ``names`` from the current folder."""
+    words = ["wbsync", "sync"]
+    manifest = Path(os.path.abspath(project.manifest_path))
+    if manifest != Path.cwd() / MANIFEST:
+        words += ["-m", os.path.relpath(manifest)]
+    if Path(os.path.abspath(project.lock_path)) != default_lock_path(manifest):
+        words += ["--lockfile", os.path.relpath(project.lock_path)]
+    return shlex.join(words + names)
+
+
+def _names(names: Names) -> tuple[str, ...]:
+    if names is None:
+        return ()
+    return (names,) if isinstance(names, str) else tuple(names)
