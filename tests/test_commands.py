@@ -86,3 +86,4 @@ def test_a_json_error_document_is_printed_on_stdout(project: Path) -> None:
     write_manifest(project, "version: 7\nartifacts: {}\n")
     doc = run_json("lock", check=2)
     assert doc["error"]["exit_code"] == 2
+

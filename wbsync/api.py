@@ -29,13 +29,12 @@ from wbsync.lockfile import default_lock_path
 from wbsync.models import Lock, LockedArtifact
 from wbsync.place import LINK_MODES, LinkMode
 from wbsync.plan import EntryPlan
-from wbsync.project import Project, check_names
+from wbsync.project import MANIFEST, Project, check_names, find_manifest
 from wbsync.resolve import dropped_names, stale_names
 from wbsync.sync import LockResult, SyncResult, _plan, run_lock, run_sync
 
 __all__ = ["LockResult", "LockedArtifact", "SyncResult", "lock", "locked", "path", "sync", "use_artifacts"]
 
-MANIFEST = "artifacts.yaml"
 PathLike = str | os.PathLike[str]
 Names = str | Iterable[str] | None
 
@@ -145,10 +144,9 @@ def discover(manifest: PathLike | None = None, lockfile: PathLike | None = None,
 
 
 def _find_manifest(start: Path, lockfile: PathLike | None) -> Path:
-    for folder in (start, *start.parents):
-        candidate = folder / MANIFEST
-        if candidate.is_file() or default_lock_path(candidate).is_file():
-            return candidate
+    found = find_manifest(start)
+    if found is not None:
+        return found
     if lockfile is not None:  # a lock given on its own: entries are relative to the current folder
         return start / MANIFEST
     raise ManifestError(f"no {MANIFEST} (or {default_lock_path(MANIFEST)}) in {start} or any folder above it. "

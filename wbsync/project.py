@@ -12,6 +12,19 @@ from wbsync.manifest import load_manifest
 from wbsync.models import Lock, Manifest
 
 
+MANIFEST = "artifacts.yaml"
+
+
+def find_manifest(start: Path) -> Path | None:
+    """The nearest artifacts.yaml (or lone artifacts.lock) in ``start`` or a folder above it, as
+    git and uv find their project (the Python API's discovery: training code runs anywhere)."""
+    for folder in (start, *start.parents):
+        candidate = folder / MANIFEST
+        if candidate.is_file() or default_lock_path(candidate).is_file():
+            return candidate
+    return None
+
+
 @dataclass(frozen=True)
 class Project:
     manifest_path: Path
@@ -21,7 +34,8 @@ class Project:
     @classmethod
     def find(cls, manifest: str | os.PathLike[str] | None = None,
              lockfile: str | os.PathLike[str] | None = None, source: str | None = None) -> "Project":
-        m = Path(manifest) if manifest else Path("artifacts.yaml")
+        # The CLI's default is ./artifacts.yaml (DESIGN.md); only the Python API searches upwards.
+        m = Path(manifest) if manifest else Path(MANIFEST)
         lock = Path(lockfile) if lockfile else default_lock_path(m)
         return cls(m, lock, source or os.environ.get("WBSYNC_SOURCE") or None)
 
