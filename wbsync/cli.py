@@ -12,7 +12,7 @@ from typing import Any, Callable
 import click
 
 from wbsync import __version__
-from wbsync.errors import WbsyncError
+from wbsync.errors import WbsyncError, local_io_error
 
 
 
@@ -98,6 +98,8 @@ class WbsyncGroup(click.Group):
             raise
         except WbsyncError as exc:
             ctx.exit(_report(exc.message, exc.exit_code, ctx))
+        except OSError as exc:  # a local write no layer named (they turn theirs into LocalIOError)
+            ctx.exit(_report(local_io_error(exc).message, 2, ctx))
         except KeyboardInterrupt:
             ctx.exit(_report("interrupted; verified files are kept and nothing half-written was left", 130, ctx))
 

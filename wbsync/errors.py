@@ -68,3 +68,24 @@ class UnsafePathError(IntegrityError):
 
 class Interrupted(WbsyncError):
     exit_code = 130
+
+
+class LocalIOError(WbsyncError):
+    """A local file could not be written: disk full, read-only filesystem, permissions. Exit 2,
+    like other problems on this side: nothing remote is wrong, and a retry alone will not help."""
+
+    exit_code = 2
+
+
+def local_io_error(exc: OSError, where: object = None) -> LocalIOError:
+    """The complete message for ``exc``, raised while writing ``where`` (a path, or a phrase)."""
+    import errno
+
+    target = where if where is not None else (exc.filename or "a local file")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        head = f"the disk is full: could not write {target} ({exc.strerror})"
+        fix = "Free some space (`wbsync cache prune` trims the content store, WBSYNC_CACHE_DIR moves it) and run again."
+    else:
+        head = f"could not write {target}: {exc.strerror or exc}"
+        fix = "Check the permissions and the filesystem, then run again."
+    return LocalIOError(f"{head}. Nothing half-written got a final name, and files already in place are whole. {fix}")

@@ -19,7 +19,7 @@ from typing import BinaryIO, Callable, Iterable
 
 import urllib3
 
-from wbsync.errors import IntegrityError, RemoteError, WbsyncError
+from wbsync.errors import IntegrityError, RemoteError, WbsyncError, local_io_error
 from wbsync.models import FileRecord
 from wbsync.store import Store
 
@@ -111,14 +111,21 @@ class Fetcher:
         process while we waited for its lock)."""
         if self.store.has(job.record):
             return
-        if job.record.size < LOCK_THRESHOLD:
-            # Small files: no cross-process lock (a lock file per blob costs as much as the
-            # download). Two processes may both fetch it; the atomic rename keeps it correct.
-            return self._fetch_into_store(job)
-        with self.store.lock_blob(job.record):
-            if self.store.has(job.record):
-                return  # another process fetched it while we waited
-            self._fetch_into_store(job)
+        try:
+            if job.record.size < LOCK_THRESHOLD:
+                # Small files: no cross-process lock (a lock file per blob costs as much as the
+                # download). Two processes may both fetch it; the atomic rename keeps it correct.
+                return self._fetch_into_store(job)
+            with self.store.lock_blob(job.record):
+                if self.store.has(job.record):
+                    return  # another process fetched it while we waited
+                self._fetch_into_store(job)
+        except OSError as exc:  # the store's disk: full, read-only, ... (network errors are urllib3's)
+            raise self._local(exc, job) from None
+
+    def _local(self, exc: OSError, job: FetchJob) -> WbsyncError:
+        return local_io_error(exc, f"the content store at {self.store.root} (receiving {job.record.path!r} "
+                                   f"of {job.artifact})")
 
     def _fetch_into_store(self, job: FetchJob) -> None:
         with self.store.incoming(job.record) as writer:
@@ -177,7 +184,10 @@ class Fetcher:
                 while chunk := fh.read(CHUNK):
                     if self._cancel.is_set():
                         raise _Retry("cancelled")
-                    writer.write(chunk)
+                    try:
+                        writer.write(chunk)
+                    except OSError as exc:  # our disk, not the source: no retry
+                        raise self._local(exc, job) from None
                     self.progress(len(chunk))
         except FileNotFoundError:
             raise RemoteError(f"{job.artifact}: {job.record.path!r} is missing from the source at {job.url}.") from None

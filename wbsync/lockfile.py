@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from wbsync.errors import LockfileError
+from wbsync.errors import LockfileError, local_io_error
 from wbsync.models import FileRecord, Lock, LockedArtifact
 from wbsync.schemas import validator
 from wbsync.atomic import write_atomic
@@ -31,8 +31,20 @@ def default_lock_path(manifest_path: str | os.PathLike[str]) -> Path:
     return Path(manifest_path).with_suffix(".lock")
 
 
+def _quote(value: str) -> str:
+    """A JSON string literal that is also valid YAML: JSON spells a character beyond U+FFFF (an
+    emoji in a file name) as a surrogate pair, which YAML refuses, so those are written as is."""
+    if value.isascii():
+        return json.dumps(value)
+    parts = _ASTRAL.split(value)  # odd parts: one character beyond U+FFFF each
+    return '"' + "".join(p if i % 2 else json.dumps(p)[1:-1] for i, p in enumerate(parts)) + '"'
+
+
+_ASTRAL = re.compile("([\U00010000-\U0010FFFF])")
+
+
 def dumps(lock: Lock) -> str:
-    q = json.dumps
+    q = _quote
     out = [HEADER, "lock_version: 1\n"]
     if not lock.artifacts:
         out.append("artifacts: {}\n")
@@ -61,7 +73,10 @@ def write_lock(path: str | os.PathLike[str], lock: Lock) -> bool:
             return False
     except (FileNotFoundError, UnicodeDecodeError):
         pass
-    write_atomic(target, text.encode("utf-8"))
+    try:
+        write_atomic(target, text.encode("utf-8"))
+    except OSError as exc:  # disk full, read-only, ...: the old lock is untouched
+        raise local_io_error(exc, target) from None
     return True
 
 
@@ -80,7 +95,10 @@ def loads(text: str, file: str = "artifacts.lock") -> Lock:
     # A lock as wbsync wrote it parses on a fast path (a 10,000-file lock in ~20 ms instead of
     # ~2.5 s through YAML + jsonschema), which a no-op sync needs. Anything else, e.g. a hand
     # edit, takes the full YAML + schema path, which also gives the precise error messages.
-    fast = _loads_canonical(text)
+    try:
+        fast = _loads_canonical(text)
+    except ValueError:  # a string escape JSON refuses (e.g. "\q"): the YAML path says where
+        fast = None
     if fast is not None:
         return fast
     try:

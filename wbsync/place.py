@@ -57,6 +57,7 @@ _NO_HARDLINK = {errno.EXDEV, errno.EMLINK}
 # The temp names place() gives: .<name>.wbsync-<pid>-<8 hex>.tmp
 _TEMP_NAME = re.compile(r"\..*\.wbsync-(\d+)-[0-9a-f]{8}\.tmp", re.DOTALL)
 _DRIVE = re.compile(r"[A-Za-z]:")
+_PATH_MAX = 4096 if not hasattr(os, "pathconf") else os.pathconf("/", "PC_PATH_MAX")  # with its NUL
 
 
 def safe_join(root: Path, rel: str, context: str = "") -> Path:
@@ -70,6 +71,9 @@ def safe_join(root: Path, rel: str, context: str = "") -> Path:
     parts = rel.split("/")
     if problem is None:
         problem = _symlink_escape(root, parts[:-1])
+    joined = root.joinpath(*parts)
+    if problem is None and len(os.fsencode(joined)) >= _PATH_MAX:  # ENAMETOOLONG, found before any write
+        problem = f"it is too long: with the destination folder it exceeds the system's {_PATH_MAX} bytes"
     if problem is not None:
         where = f" in {context}" if context else ""
         raise UnsafePathError(
@@ -77,7 +81,7 @@ def safe_join(root: Path, rel: str, context: str = "") -> Path:
             "destination folder; leave the file out with `exclude:` in the manifest entry, "
             "or fix the artifact."
         )
-    return root.joinpath(*parts)
+    return joined
 
 
 def _path_problem(rel: str) -> str | None:
@@ -86,6 +90,8 @@ def _path_problem(rel: str) -> str | None:
         return "it is empty"
     if "\0" in rel:
         return "it contains a NUL character"
+    if not rel.isascii() and any("\ud800" <= c <= "\udfff" for c in rel):
+        return "it is not valid Unicode (a lone surrogate)"
     if "\\" in rel:
         return "it contains a backslash (a Windows separator)"
     if rel.startswith("/"):

@@ -148,6 +148,8 @@ def check_paths(name: str, files: tuple[FileRecord, ...]) -> None:
 def unsafe_reason(path: str) -> str | None:
     if not path or "\x00" in path:
         return "is empty or holds a NUL byte"
+    if not path.isascii() and any("\ud800" <= c <= "\udfff" for c in path):
+        return "is not valid Unicode (it holds a lone surrogate)"
     if "\\" in path:
         return "contains a backslash"
     if path.startswith("/") or (len(path) > 1 and path[1] == ":"):
@@ -159,4 +161,6 @@ def unsafe_reason(path: str) -> str | None:
         return "is not a normalized path"
     if any(len(p.encode()) > 255 for p in parts):
         return "has a name longer than 255 bytes"
+    if len(path.encode()) >= 4096:  # PATH_MAX: no folder could hold it (placement checks the full path)
+        return "is longer than 4095 bytes"
     return None

@@ -66,11 +66,16 @@ def save_state(root: str | os.PathLike[str], state: State) -> None:
         },
     }
     folder = Path(root) / STATE_DIR
-    folder.mkdir(exist_ok=True)
-    ignore = folder / ".gitignore"
-    if not ignore.exists():
-        ignore.write_text("# Created by wbsync: local state, never commit it.\n*\n")
-    write_atomic(state_path(root), json.dumps(data, separators=(",", ":")).encode())
+    try:
+        folder.mkdir(exist_ok=True)
+        ignore = folder / ".gitignore"
+        if not ignore.exists():  # atomic too: an empty one (a full disk) would never be rewritten
+            write_atomic(ignore, b"# Created by wbsync: local state, never commit it.\n*\n")
+        write_atomic(state_path(root), json.dumps(data, separators=(",", ":")).encode())
+    except OSError as exc:
+        from wbsync.errors import local_io_error
+
+        raise local_io_error(exc, state_path(root)) from None
 
 
 def stat_of(path: str | os.PathLike[str]) -> Stat | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from wbsync.digests import hash_file
-from wbsync.errors import CheckFailed, WbsyncError
+from wbsync.errors import CheckFailed, WbsyncError, local_io_error
 from wbsync.lockfile import write_lock
 from wbsync.models import Lock
 from wbsync.place import LinkMode, clean_temp_files, place, remove_placed, safe_join
@@ -248,7 +248,7 @@ class _Actor:
         blobs = [self.store.blob_path(a.record) for a in entry.place]
         # Placing is syscall-bound (create, copy, rename): threads overlap it.
         with ThreadPoolExecutor(min(self.jobs, 8), thread_name_prefix="wbsync-place") as pool:
-            list(pool.map(lambda b, d: place(b, d, self.link_mode, made_dirs=self.made_dirs), blobs, dests))
+            list(pool.map(self._place_one, blobs, dests))
         for action in entry.place:
             self._record(action)
             result.placed += 1
@@ -259,6 +259,12 @@ class _Actor:
             else:
                 result.kept_modified.append(dest)
         self._forget(entry)
+
+    def _place_one(self, blob: Path, dest: Path) -> None:
+        try:
+            place(blob, dest, self.link_mode, made_dirs=self.made_dirs)
+        except OSError as exc:  # disk full, read-only, ...: place() removed its temp file
+            raise local_io_error(exc, dest) from None
 
     def _record(self, action: FileAction) -> None:
         state = self.state.entries.get(action.entry)
