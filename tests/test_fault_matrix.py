@@ -26,11 +26,14 @@ docs/reliability.md has the table of outcomes.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -323,3 +326,44 @@ def test_a_copied_project_still_removes_the_files_an_upgrade_dropped(
     assert doc["removed"] == 1 and doc["kept_modified"] == [f"{DEST}/config.json"]
     assert not (copy / DEST / "README.md").exists()
     assert (copy / DEST / "config.json").read_bytes() == b"edited"
+
+
+# -- crash trials (bench/crash_trials.py; `python -m bench.crash_trials` runs 50) ---------------
+
+
+def _crash_trials_module() -> Any:
+    path = Path(__file__).resolve().parents[1] / "bench" / "crash_trials.py"
+    spec = importlib.util.spec_from_file_location("wbsync_bench_crash_trials", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def _in_process(project: Path, store: Path, args: tuple[str, ...]) -> tuple[int, str, str]:
+    """The bench's setup and checking commands, through the CLI in this process (the wandb SDK
+    is warm here: a second a command less than a fresh process)."""
+    saved_dir, saved_store = os.getcwd(), os.environ["WBSYNC_CACHE_DIR"]
+    os.chdir(project)
+    os.environ["WBSYNC_CACHE_DIR"] = str(store)
+    try:
+        result = run(*args, check=None)
+        return result.exit_code, result.stdout, result.stderr
+    finally:
+        os.chdir(saved_dir)
+        os.environ["WBSYNC_CACHE_DIR"] = saved_store
+
+
+def test_crash_trials_reduced(fake_wandb: FakeWandb, project: Path, tmp_path: Path) -> None:
+    """SIGKILL at random moments (WBSYNC_CRASH_TRIALS trials, default 5; seed WBSYNC_CRASH_SEED):
+    no final file ever holds bytes of no version, the next sync and verify succeed."""
+    bench = _crash_trials_module()
+    trials = int(os.environ.get("WBSYNC_CRASH_TRIALS", "5"))
+    seed = int(os.environ.get("WBSYNC_CRASH_SEED", "11"))
+    lines: list[str] = []
+    report = bench.run_trials(fake_wandb, tmp_path / "crash", dict(os.environ), trials, seed,
+                              log=lines.append, runner=_in_process, kinds=("upgrade", "place"))
+    print("\n".join(lines + [report.summary()]))
+    assert len(report.trials) == trials
+    assert not report.failed, report.summary() + "\n" + "\n".join(lines)

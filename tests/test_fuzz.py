@@ -328,7 +328,7 @@ def test_check_paths(files: list[FileRecord]) -> None:
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         for p in paths:
-            joined = outcome(lambda: safe_join(root, p), UnsafePathError, 4)
+            joined = outcome(lambda p=p: safe_join(root, p), UnsafePathError, 4)  # type: ignore[misc]
             assert isinstance(joined, Path), f"check_paths accepted {p!r}, placement refuses it: {joined}"
             assert os.path.normpath(joined).startswith(str(root) + os.sep)
             os.fsencode(joined)  # a name the filesystem can be asked for
