@@ -102,6 +102,7 @@ def loads(text: str, file: str = "artifacts.lock") -> Lock:
     if fast is not None:
         return fast
     try:
+        _refuse_aliases(text, file)
         data = yaml.load(text, Loader=_Loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -182,6 +183,18 @@ def _canonical_artifact(lines: list[str], i: int, end: int) -> tuple[LockedArtif
     else:
         return None
     return LockedArtifact(name=name, files=tuple(files), **values), i
+
+
+def _refuse_aliases(text: str, file: str) -> None:
+    """wbsync never writes a YAML alias. A lock with nested ones (a "billion laughs" lock in a
+    pull request) would make the schema check walk, and its message print, billions of items:
+    minutes of CPU, or the memory of the machine. Refused before anything is built."""
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.AliasEvent):
+            raise LockfileError(
+                f"{file}:{event.start_mark.line + 1}: the lockfile uses a YAML alias (*{event.anchor}), which "
+                "wbsync never writes. Restore it from version control, or delete it and run `wbsync lock`."
+            )
 
 
 def _validate(data: Any, file: str) -> None:

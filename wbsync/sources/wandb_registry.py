@@ -166,7 +166,7 @@ def _auth_message(detail: str) -> str:
 
 
 def _comm_error(detail: str, name: str | None, entry: Entry | None) -> RemoteError:
-    text = _first_line(detail)
+    text = _first_line(detail).rstrip(".")
     if (cause := detail.strip().splitlines()[1:2]) and cause[0].startswith("while retrying"):
         text = f"{text} ({cause[0].strip()})"  # wandb-core's "giving up after N attempt(s)" says why here
     where = f"{entry.name!r} ({name})" if entry else (name or "W&B")
