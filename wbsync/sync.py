@@ -241,8 +241,10 @@ class _Actor:
         return False
 
     def _place_entry(self, entry: EntryPlan, result: SyncResult) -> None:
-        folder = self.root / entry.artifact.path
-        clean_temp_files(folder) if folder.is_dir() else None
+        # The lock's path is checked like any destination before even the cleanup touches it.
+        folder = safe_join(self.root, entry.artifact.path, context=entry.name)
+        if folder.is_dir():
+            clean_temp_files(folder)
         # Every destination is checked (symlink escapes) before the first file is written.
         dests = [safe_join(self.root, a.dest, context=entry.name) for a in entry.place]
         blobs = [self.store.blob_path(a.record) for a in entry.place]
