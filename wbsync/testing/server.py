@@ -56,6 +56,8 @@ class _Handler(StreamRequestHandler):
         self.close_connection = version != "HTTP/1.1" or headers.get("connection", "").lower() == "close"
         request = RecordedRequest(method, target, headers)
         response, fault = route(state, request, body)
+        if fault is None:
+            request.status = response.status  # logged before the client can act on the answer
         request.status = send(self, response, fault, state.hang_release)
 
     def _read_headers(self) -> dict[str, str]:
