@@ -15,7 +15,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterable
+from typing import BinaryIO, Callable, Iterable, Protocol
 
 import urllib3
 
@@ -226,9 +226,10 @@ def _reason(exc: Exception) -> str:
     return text if len(text) < 200 else text[:200] + "..."
 
 
-class Writer:  # the part of the store's incoming writer this module uses (for type checkers)
+class Writer(Protocol):
+    """The part of the store's incoming writer (store.BlobWriter) this module uses."""
+
     offset: int
 
     def write(self, data: bytes) -> None: ...
     def reset(self) -> None: ...
-    def commit(self) -> None: ...

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from wbsync.errors import LockfileError, local_io_error
-from wbsync.models import FileRecord, Lock, LockedArtifact
+from wbsync.models import Algorithm, FileRecord, Lock, LockedArtifact
 from wbsync.schemas import validator
 from wbsync.atomic import write_atomic
 
@@ -87,7 +87,7 @@ def read_lock(path: str | os.PathLike[str]) -> Lock | None:
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:
-        raise LockfileError(f"{path}: cannot read the lockfile ({exc}). Delete it and run `wbsync lock`.")
+        raise LockfileError(f"{path}: cannot read the lockfile ({exc}). Delete it and run `wbsync lock`.") from None
     return loads(text, str(path))
 
 
@@ -216,5 +216,5 @@ def _artifact(name: str, a: dict[str, Any]) -> LockedArtifact:
 
 
 def _file(f: dict[str, Any]) -> FileRecord:
-    algorithm = "xxh128" if "xxh128" in f else "md5"
+    algorithm: Algorithm = "xxh128" if "xxh128" in f else "md5"
     return FileRecord(path=f["path"], size=f["size"], digest=f[algorithm], algorithm=algorithm)

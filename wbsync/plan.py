@@ -76,7 +76,9 @@ def make_plan(lock: Lock, state: State, observed: Mapping[str, Stat | None],
 def _plan_entry(name: str, art: LockedArtifact, state: State, observed: Mapping[str, Stat | None]) -> EntryPlan:
     recorded = state.entries.get(name)
     placed = recorded.files if recorded and recorded.path == art.path else {}
-    keep, check, place = [], [], []
+    keep: list[FileAction] = []
+    check: list[FileAction] = []
+    place: list[FileAction] = []
     for record in art.files:
         action = FileAction(name, art.path, record)
         stat = observed.get(action.dest)

@@ -61,7 +61,7 @@ def _file_state(folder: Path, record: FileRecord) -> str:
 
 def _walk(folder: Path) -> list[str]:
     found = []
-    for dirpath, dirnames, filenames in os.walk(folder):
+    for dirpath, _dirnames, filenames in os.walk(folder):
         rel = os.path.relpath(dirpath, folder)
         for fn in filenames:
             found.append(fn if rel == "." else f"{rel}/{fn}".replace(os.sep, "/"))

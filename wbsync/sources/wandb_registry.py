@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, TypeVar
 
 from wbsync.errors import AuthError, IntegrityError, NotFoundError, RemoteError, UsageError
-from wbsync.models import Entry, FileRecord, LockedArtifact, RemoteFile, Resolved
+from wbsync.models import Algorithm, Entry, FileRecord, LockedArtifact, RemoteFile, Resolved
 
 if TYPE_CHECKING:
     from wbsync.lineage import LineagePlan
@@ -118,7 +118,7 @@ def _new_api(entity: str | None) -> Any:
 
 def _remote_file(entry: Any, name: str) -> RemoteFile:
     path = str(entry.path)
-    algorithm = "xxh128" if str((entry.extra or {}).get("alg", "")).upper() == "XXH128" else "md5"
+    algorithm: Algorithm = "xxh128" if str((entry.extra or {}).get("alg", "")).upper() == "XXH128" else "md5"
     if entry.size is None and entry.ref is None:
         raise IntegrityError(f"{name}: file {path!r} has no size in the W&B manifest; wbsync cannot verify it.")
     record = FileRecord(path=path, size=int(entry.size or 0), digest=entry.digest, algorithm=algorithm)
@@ -134,8 +134,8 @@ def _call(fn: Any, name: str | None, entry: Entry | None = None) -> Any:
     except wandb.errors.AuthenticationError as exc:
         # The SDK raises this for any failed Viewer check (500s, resets, its timeout); only a
         # 401/403 from the server is a refused key.
-        cause = exc.__cause__
-        if hasattr(cause, "response") and getattr(getattr(cause, "response"), "http_status", None) not in (401, 403):
+        response = getattr(exc.__cause__, "response", None)
+        if response is not None and getattr(response, "http_status", None) not in (401, 403):
             raise RemoteError(f"W&B did not answer the credentials check ({_first_line(str(exc))}). "
                               "Check your network and WANDB_BASE_URL, then retry.") from None
         raise AuthError(_auth_message(str(exc))) from None
