@@ -31,6 +31,7 @@ import os
 import re
 import secrets
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -122,6 +123,15 @@ def _symlink_escape(root: Path, folders: list[str]) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Staged:
+    """A file's content written under a temp name next to its destination, not yet renamed."""
+
+    temp: Path
+    dest: Path
+    mode: str  # the link mode actually used
+
+
 def place(
     blob: Path, dest: Path, mode: LinkMode = "auto", *, made_dirs: set[Path] | None = None
 ) -> str:
@@ -130,23 +140,45 @@ def place(
     ``made_dirs``: folders known to exist, shared across the calls of one sync, so placing
     10,000 files does not ask the filesystem for the same folder 10,000 times.
     """
+    staged = stage(blob, dest, mode, made_dirs=made_dirs)
+    commit_staged(staged)
+    return staged.mode
+
+
+def stage(
+    blob: Path, dest: Path, mode: LinkMode = "auto", *, made_dirs: set[Path] | None = None
+) -> Staged:
+    """Write ``blob``'s content next to ``dest`` under a temp name (the slow part: create and
+    copy). A sync stages every file of an entry before it renames any, so a crash or a full
+    disk while copying leaves the entry as it was."""
     _make_parent(dest.parent, made_dirs)
     temp = dest.with_name(f".{dest.name[:40]}.wbsync-{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
-        used = _materialize(blob, temp, mode)
-        os.replace(temp, dest)
-        if used == "hardlink":
-            # rename(2): if both names are links to one inode, it does nothing and both stay.
-            temp.unlink(missing_ok=True)
-    except IsADirectoryError:
-        temp.unlink(missing_ok=True)
-        raise UsageError(f"cannot place {dest}: a folder is in the way; move it aside") from None
+        return Staged(temp, dest, _materialize(blob, temp, mode))
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    # No fsync of destination files: a file torn by a crash differs from the lock, so the
-    # next sync or verify finds and re-places it from the store (whose blobs are fsynced).
-    return used
+
+
+def commit_staged(staged: Staged) -> None:
+    """Rename a staged file onto its destination (atomic; replaces an existing file)."""
+    try:
+        os.replace(staged.temp, staged.dest)
+        if staged.mode == "hardlink":
+            # rename(2): if both names are links to one inode, it does nothing and both stay.
+            staged.temp.unlink(missing_ok=True)
+    except IsADirectoryError:
+        staged.temp.unlink(missing_ok=True)
+        raise UsageError(f"cannot place {staged.dest}: a folder is in the way; move it aside") from None
+    except BaseException:
+        staged.temp.unlink(missing_ok=True)
+        raise
+    # No fsync of destination files: a file torn by a power loss no longer matches its recorded
+    # size and mtime, so the next sync re-hashes it and re-places it from the store.
+
+
+def discard_staged(staged: Staged) -> None:
+    staged.temp.unlink(missing_ok=True)
 
 
 def _make_parent(folder: Path, made_dirs: set[Path] | None) -> None:

@@ -18,7 +18,16 @@ from wbsync.digests import hash_file
 from wbsync.errors import CheckFailed, WbsyncError, local_io_error
 from wbsync.lockfile import write_lock
 from wbsync.models import Lock
-from wbsync.place import LinkMode, clean_temp_files, place, remove_placed, safe_join
+from wbsync.place import (
+    LinkMode,
+    Staged,
+    clean_temp_files,
+    commit_staged,
+    discard_staged,
+    remove_placed,
+    safe_join,
+    stage,
+)
 from wbsync.plan import EntryPlan, FileAction, Plan, dest_of, digest_key, make_plan
 from wbsync.project import Project, check_names
 from wbsync.resolve import PinChange, dropped_names, lock_manifest, stale_names
@@ -248,9 +257,17 @@ class _Actor:
         # Every destination is checked (symlink escapes) before the first file is written.
         dests = [safe_join(self.root, a.dest, context=entry.name) for a in entry.place]
         blobs = [self.store.blob_path(a.record) for a in entry.place]
-        # Placing is syscall-bound (create, copy, rename): threads overlap it.
-        with ThreadPoolExecutor(min(self.jobs, 8), thread_name_prefix="wbsync-place") as pool:
-            list(pool.map(self._place_one, blobs, dests))
+        # Two phases: stage every file (create + copy, the slow part; threads overlap it), then
+        # rename them all. A crash or a full disk while staging leaves the entry as it was; only
+        # the short rename loop can leave it part old, part new (each file whole either way).
+        staged = self._stage_all(blobs, dests)
+        for i, one in enumerate(staged):
+            try:
+                commit_staged(one)
+            except BaseException:
+                for rest in staged[i + 1:]:
+                    discard_staged(rest)
+                raise
         for action in entry.place:
             self._record(action)
             result.placed += 1
@@ -262,10 +279,24 @@ class _Actor:
                 result.kept_modified.append(dest)
         self._forget(entry)
 
-    def _place_one(self, blob: Path, dest: Path) -> None:
+    def _stage_all(self, blobs: list[Path], dests: list[Path]) -> list[Staged]:
+        """Stage every file, or none: on any failure the temp files already made are removed."""
+        with ThreadPoolExecutor(min(self.jobs, 8), thread_name_prefix="wbsync-place") as pool:
+            futures = [pool.submit(self._stage_one, b, d) for b, d in zip(blobs, dests)]
+            try:
+                return [f.result() for f in futures]
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                for f in futures:
+                    if not f.cancelled() and f.exception() is None:
+                        discard_staged(f.result())
+                raise
+
+    def _stage_one(self, blob: Path, dest: Path) -> Staged:
         try:
-            place(blob, dest, self.link_mode, made_dirs=self.made_dirs)
-        except OSError as exc:  # disk full, read-only, ...: place() removed its temp file
+            return stage(blob, dest, self.link_mode, made_dirs=self.made_dirs)
+        except OSError as exc:  # disk full, read-only, ...: stage() removed its temp file
             raise local_io_error(exc, dest) from None
 
     def _record(self, action: FileAction) -> None:
