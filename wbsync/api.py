@@ -31,7 +31,7 @@ from wbsync.place import LINK_MODES, LinkMode
 from wbsync.plan import EntryPlan
 from wbsync.project import MANIFEST, Project, check_names, find_manifest
 from wbsync.resolve import dropped_names, stale_names
-from wbsync.sync import LockResult, SyncResult, _plan, run_lock, run_sync
+from wbsync.sync import LockResult, SyncResult, plan_tree, run_lock, run_sync
 
 __all__ = ["LockResult", "LockedArtifact", "SyncResult", "lock", "locked", "path", "sync", "use_artifacts"]
 
@@ -176,7 +176,7 @@ def locked_entries(project: Project, names: tuple[str, ...]) -> dict[str, Locked
 def checked_paths(project: Project, entries: dict[str, LockedArtifact]) -> dict[str, Path]:
     """``{name: directory}`` once the plan a sync would make for ``entries`` has nothing to do."""
     root = project.root
-    plan = _plan(root, Lock(entries), frozenset(entries))
+    plan = plan_tree(root, Lock(entries), frozenset(entries))
     behind = [e for e in plan.entries if e.changes]
     if behind:
         detail = "; ".join(f"{e.name} ({e.artifact.path}: {_what(e)})" for e in behind)

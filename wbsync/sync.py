@@ -6,6 +6,7 @@ carries a plan out and records what it placed.
 
 from __future__ import annotations
 
+import copy
 import fcntl
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -117,7 +118,7 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
             lock = old
     selected = check_names(names, set(lock.artifacts), str(project.lock_path))
     root = project.root
-    plan = _plan(root, lock, selected)
+    plan = plan_tree(root, lock, selected)
     result = SyncResult(lock_result, plan, dry_run=dry_run)
     if not dry_run:  # no-op syncs too, where it writes nothing unless the lock changed
         from wbsync.cache import register_lock
@@ -125,7 +126,7 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
     if plan.is_noop or dry_run:
         return result
     with project_lock(root):
-        plan = _plan(root, lock, selected)  # another sync may have done part of it while we waited
+        plan = plan_tree(root, lock, selected)  # another sync may have done part of it while we waited
         result.plan = plan
         actor = _Actor(root, Store(default_store_dir()), jobs, link_mode, progress, on_fetch_start, source)
         actor.apply(plan, result)
@@ -136,7 +137,8 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
     return result
 
 
-def _plan(root: Path, lock: Lock, names: frozenset[str] | None) -> Plan:
+def plan_tree(root: Path, lock: Lock, names: frozenset[str] | None) -> Plan:
+    """Observe the locked destinations on disk (stat only) and plan against the recorded state."""
     state = load_state(root)
     observed: dict[str, Stat | None] = {}
     for name, art in lock.artifacts.items():
@@ -172,8 +174,8 @@ class _Actor:
         self.root, self.store, self.jobs, self.link_mode = root, store, jobs, link_mode
         self.progress, self.on_fetch_start, self.source = progress, on_fetch_start, source
         self.made_dirs: set[Path] = set()  # folders already created in this run
-        self.state = load_state(root)  # updated as files are placed, saved at the end
         self.before = load_state(root)  # what earlier syncs placed: decides what may be removed
+        self.state = copy.deepcopy(self.before)  # updated as files are placed, saved at the end
 
     def apply(self, plan: Plan, result: SyncResult) -> None:
         # A shared store lock: a prune (which takes it exclusively) cannot delete a blob
