@@ -15,7 +15,6 @@ from wbsync import __version__
 from wbsync.errors import WbsyncError, local_io_error
 
 
-
 class Ctx:
     def __init__(self, manifest: str | None, lockfile: str | None, as_json: bool, quiet: bool,
                  verbose: bool, source: str | None = None) -> None:

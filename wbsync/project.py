@@ -11,7 +11,6 @@ from wbsync.lockfile import default_lock_path, read_lock
 from wbsync.manifest import load_manifest
 from wbsync.models import Lock, Manifest
 
-
 MANIFEST = "artifacts.yaml"
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from wbsync.cli import Ctx, cli, common
 from wbsync.errors import CheckFailed
 

@@ -23,8 +23,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, TypeVar
 
-from wbsync.errors import AuthError, IntegrityError, NotFoundError, RemoteError, UsageError
-from wbsync.models import Algorithm, Entry, FileRecord, LockedArtifact, RemoteFile, Resolved
+from wbsync.errors import (
+    AuthError,
+    IntegrityError,
+    NotFoundError,
+    RemoteError,
+    UsageError,
+)
+from wbsync.models import (
+    Algorithm,
+    Entry,
+    FileRecord,
+    LockedArtifact,
+    RemoteFile,
+    Resolved,
+)
 
 if TYPE_CHECKING:
     from wbsync.lineage import LineagePlan
