@@ -40,6 +40,7 @@ from pathlib import Path
 from wbsync.atomic import write_atomic
 from wbsync.digests import hash_file, hex_of
 from wbsync.errors import IntegrityError, LockfileError, UsageError
+from wbsync.listing import StoredFiles, has_listing, iter_files
 from wbsync.lockfile import read_lock
 from wbsync.models import Algorithm, Lock
 from wbsync.store import Store, StoredBlob, blob_hex
@@ -145,7 +146,9 @@ def mark_used(store: Store, keys: Iterable[BlobKey]) -> None:
 def needed_keys(lock: Lock) -> set[BlobKey]:
     keys: set[BlobKey] = set()
     for artifact in lock.artifacts.values():
-        for record in artifact.files:
+        if isinstance(artifact.files, StoredFiles) and not has_listing(artifact.files.digest):
+            continue  # not fetched on this machine: it holds none of its blobs either
+        for record in iter_files(artifact):
             try:
                 keys.add((record.algorithm, blob_hex(record)))
             except IntegrityError:  # a malformed digest names no blob

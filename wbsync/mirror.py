@@ -26,6 +26,7 @@ from typing import Any
 from wbsync.digests import hash_file
 from wbsync.errors import IntegrityError, NotFoundError, WbsyncError
 from wbsync.fetch import Fetcher, FetchJob
+from wbsync.listing import ensure_listings, iter_files
 from wbsync.models import Entry, FileRecord, LockedArtifact, Resolved
 from wbsync.plan import digest_key
 from wbsync.project import Project, check_names
@@ -70,7 +71,9 @@ def run_mirror(project: Project, dest: str, names: tuple[str, ...] = (), *, sour
     lock = project.require_lock()
     selected = check_names(names, set(lock.artifacts), str(project.lock_path))
     artifacts = [a for n, a in sorted(lock.artifacts.items()) if selected is None or n in selected]
-    writer = _Writer(Location(dest), Store(default_store_dir()), source or project_source(project), jobs)
+    source = source or project_source(project)
+    ensure_listings(lock, source, selected)  # large entries: their file lists, from the source
+    writer = _Writer(Location(dest), Store(default_store_dir()), source, jobs)
     writer.progress, writer.on_copy_start = progress or (lambda n: None), on_copy_start
     return writer.run(artifacts, _entities(project, artifacts))
 
@@ -146,7 +149,7 @@ class _Writer:
     # -- blobs: what the mirror lacks, through the verified content store --
 
     def _blobs(self, artifacts: list[LockedArtifact], result: MirrorResult) -> None:
-        wanted = {digest_key(f): (a, f) for a in artifacts for f in a.files}
+        wanted = {digest_key(f): (a, f) for a in artifacts for f in iter_files(a)}
         with ThreadPoolExecutor(self.jobs) as pool:
             held = list(pool.map(lambda af: self.target.size(blob_rel(af[1])) == af[1].size, wanted.values()))
         missing = [af for af, ok in zip(wanted.values(), held) if not ok]
@@ -227,7 +230,7 @@ def _pinned(artifact: LockedArtifact) -> Entry:
 def _matches(artifact: LockedArtifact, res: Resolved) -> bool:
     listed = {f.record for f in res.files if f.ref is None}
     return ((res.resolved, res.version, res.digest) == (artifact.resolved, artifact.version, artifact.digest)
-            and all(f in listed for f in artifact.files))
+            and all(f in listed for f in iter_files(artifact)))
 
 
 def _aliases(artifacts: list[LockedArtifact]) -> dict[str, dict[str, str]]:

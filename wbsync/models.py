@@ -8,7 +8,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal, Union
+
+if TYPE_CHECKING:
+    from wbsync.listing import StoredFiles
 
 REGISTRY_PREFIX = "wandb-registry-"
 Algorithm = Literal["md5", "xxh128"]
@@ -89,7 +92,7 @@ class Manifest:
     source: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a sync may hold many of them at once
 class FileRecord:
     """One file of a locked artifact: path inside the artifact, size, base64 digest."""
 
@@ -109,11 +112,14 @@ class LockedArtifact:
     type: str
     digest: str  # W&B's artifact (manifest) digest
     path: str
-    files: tuple[FileRecord, ...] = field(default_factory=tuple)
+    # Small entries: the files, inline in the lock. Large ones: their stored listing (read it
+    # with wbsync.listing.iter_files, which streams; see that module).
+    files: Union[tuple[FileRecord, ...], "StoredFiles"] = field(default_factory=tuple)
 
     @property
     def size(self) -> int:
-        return sum(f.size for f in self.files)
+        stored = getattr(self.files, "bytes", None)
+        return stored if stored is not None else sum(f.size for f in self.files)
 
 
 @dataclass(frozen=True)
@@ -121,7 +127,7 @@ class Lock:
     artifacts: dict[str, LockedArtifact]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RemoteFile:
     """A file as a Source lists it: the lock's record plus anything the source needs to fetch it."""
 

@@ -10,6 +10,7 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from wbsync.listing import iter_files
 from wbsync.models import FileRecord, Lock, LockedArtifact
 from wbsync.state import Stat, State
 
@@ -79,7 +80,7 @@ def _plan_entry(name: str, art: LockedArtifact, state: State, observed: Mapping[
     keep: list[FileAction] = []
     check: list[FileAction] = []
     place: list[FileAction] = []
-    for record in art.files:
+    for record in iter_files(art):
         action = FileAction(name, art.path, record)
         stat = observed.get(action.dest)
         known = placed.get(record.path)
@@ -90,7 +91,7 @@ def _plan_entry(name: str, art: LockedArtifact, state: State, observed: Mapping[
             (keep if known.digest == digest_key(record) else place).append(action)
         else:
             check.append(action)
-    locked_paths = {f.path for f in art.files}
+    locked_paths = {f.path for f in iter_files(art)}
     remove: list[str] = []
     if recorded is not None:
         stale = [p for p in recorded.files if recorded.path != art.path or p not in locked_paths]

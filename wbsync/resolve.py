@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import fnmatch
 import posixpath
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from wbsync import listing
 from wbsync.errors import IntegrityError, UnsafePathError
-from wbsync.models import Entry, FileRecord, Lock, LockedArtifact, Manifest, Resolved
+from wbsync.listing import StoredFiles, iter_files
+from wbsync.models import Entry, FileRecord, Lock, LockedArtifact, Manifest, RemoteFile, Resolved
 from wbsync.sources import Source
 
 RESOLVE_JOBS = 8
@@ -37,11 +39,45 @@ class FileDelta:
 
     @classmethod
     def between(cls, old: LockedArtifact | None, new: LockedArtifact | None) -> "FileDelta":
-        before = {f.path: f for f in old.files} if old else {}
-        after = {f.path: f for f in new.files} if new else {}
-        changed = sum(1 for p in before.keys() & after.keys() if before[p] != after[p])
+        """Counted by walking both sorted file lists side by side: memory stays flat in the file
+        count. An old stored listing this machine never fetched counts as not comparable:
+        every new file is then "added"."""
         size = (new.size if new else 0) - (old.size if old else 0)
-        return cls(len(after.keys() - before.keys()), len(before.keys() - after.keys()), changed, size)
+        added = removed = changed = 0
+        for before, after in paired_files(old, new):
+            if before is None:
+                added += 1
+            elif after is None:
+                removed += 1
+            elif before != after:
+                changed += 1
+        return cls(added, removed, changed, size)
+
+
+def paired_files(old: LockedArtifact | None, new: LockedArtifact | None
+                 ) -> Iterator[tuple[FileRecord | None, FileRecord | None]]:
+    """(old, new) per path, in path order; None on the side that does not hold the path."""
+    left = _files_or_nothing(old)
+    right = _files_or_nothing(new)
+    a, b = next(left, None), next(right, None)
+    while a is not None or b is not None:
+        if b is None or (a is not None and a.path < b.path):
+            yield a, None
+            a = next(left, None)
+        elif a is None or b.path < a.path:
+            yield None, b
+            b = next(right, None)
+        else:
+            yield a, b
+            a, b = next(left, None), next(right, None)
+
+
+def _files_or_nothing(artifact: LockedArtifact | None) -> Iterator[FileRecord]:
+    if artifact is None:
+        return iter(())
+    if isinstance(artifact.files, StoredFiles) and not listing.has_listing(artifact.files.digest):
+        return iter(())
+    return iter_files(artifact)
 
 
 def stale_names(manifest: Manifest, lock: Lock | None) -> list[str]:
@@ -84,17 +120,16 @@ def _resolve_all(entries: list[Entry], source: Source) -> dict[str, LockedArtifa
 
 def to_locked(entry: Entry, res: Resolved) -> LockedArtifact:
     kept = [f for f in res.files if selected(entry, f.record.path)]
-    for f in kept:
-        if f.ref is not None:
-            # Reference entries keep their bytes outside W&B (s3://, gs://, https://) and their
-            # digest is an ETag, not a content hash: wbsync could not verify them, so it refuses.
-            raise IntegrityError(
-                f"{entry.name}: file {f.record.path!r} of {res.resolved} is a reference to {f.ref}, "
-                "stored outside W&B. wbsync only syncs files stored in W&B, whose bytes it can verify. "
-                f"Leave it out with `exclude: [{f.record.path!r}]` in the entry, or log the file into the artifact."
-            )
+    _refuse_references(entry, res, kept)
     files = tuple(sorted((f.record for f in kept), key=lambda r: r.path))
     check_paths(entry.name, files)
+    if len(files) > listing.inline_max():
+        # Too many to review in the lock: it keeps the digest, and the list goes to the store.
+        listing.write_listing(res.files, res.digest, f"{entry.name} ({res.resolved})")
+        stored: tuple[FileRecord, ...] | StoredFiles = StoredFiles(
+            entry.name, res.resolved, res.digest, entry.include, entry.exclude, len(files), sum(f.size for f in files))
+    else:
+        stored = files
     return LockedArtifact(
         name=entry.name,
         entry_digest=entry.digest(),
@@ -104,15 +139,25 @@ def to_locked(entry: Entry, res: Resolved) -> LockedArtifact:
         type=res.type,
         digest=res.digest,
         path=entry.path,
-        files=files,
+        files=stored,
     )
+
+
+def _refuse_references(entry: Entry, res: Resolved, kept: Iterable[RemoteFile]) -> None:
+    for f in kept:
+        if f.ref is not None:
+            # Reference entries keep their bytes outside W&B (s3://, gs://, https://) and their
+            # digest is an ETag, not a content hash: wbsync could not verify them, so it refuses.
+            raise IntegrityError(
+                f"{entry.name}: file {f.record.path!r} of {res.resolved} is a reference to {f.ref}, "
+                "stored outside W&B. wbsync only syncs files stored in W&B, whose bytes it can verify. "
+                f"Leave it out with `exclude: [{f.record.path!r}]` in the entry, or log the file into the artifact."
+            )
 
 
 def selected(entry: Entry, path: str) -> bool:
     """include/exclude are fnmatch globs over the artifact path (``*`` also crosses ``/``)."""
-    if entry.include and not any(fnmatch.fnmatchcase(path, g) for g in entry.include):
-        return False
-    return not any(fnmatch.fnmatchcase(path, g) for g in entry.exclude)
+    return listing.selected(entry.include, entry.exclude, path)
 
 
 def check_paths(name: str, files: tuple[FileRecord, ...]) -> None:

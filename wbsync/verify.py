@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wbsync.digests import hash_file
+from wbsync.listing import iter_files
 from wbsync.models import FileRecord, Lock, Manifest
 from wbsync.resolve import PinChange, to_locked
 from wbsync.sources import Source
@@ -34,14 +35,15 @@ def verify(root: Path, lock: Lock, names: frozenset[str] | None, jobs: int = 8) 
         art = lock.artifacts[name]
         folder = root / art.path
         report = EntryReport(name, art.path)
+        files = list(iter_files(art))
         with ThreadPoolExecutor(jobs) as pool:
-            states = list(pool.map(lambda f: _file_state(folder, f), art.files))
-        for f, st in zip(art.files, states):
+            states = list(pool.map(lambda f: _file_state(folder, f), files))
+        for f, st in zip(files, states):
             if st == "missing":
                 report.missing.append(f.path)
             elif st == "modified":
                 report.modified.append(f.path)
-        locked = {f.path for f in art.files}
+        locked = {f.path for f in files}
         report.extra = sorted(p for p in _walk(folder) if p not in locked)
         reports.append(report)
     return reports

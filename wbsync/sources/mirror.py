@@ -25,6 +25,7 @@ import xxhash
 
 from wbsync.atomic import write_atomic
 from wbsync.errors import IntegrityError, NotFoundError, RemoteError, UsageError
+from wbsync.listing import iter_files
 from wbsync.models import (
     REGISTRY_PREFIX,
     Algorithm,
@@ -322,7 +323,7 @@ class MirrorSource:
                 f"{res.digest}, but the lock records {artifact.digest}. Nothing was placed. Write the "
                 "mirror again from this lock (`wbsync mirror`), or re-lock against it.")
         listed = {f.record.path for f in res.files}
-        return {f.path: self.location.url(blob_rel(f)) for f in artifact.files if f.path in listed}
+        return {f.path: self.location.url(blob_rel(f)) for f in iter_files(artifact) if f.path in listed}
 
     def open_file(self, url: str, offset: int) -> BinaryIO:
         return self.location.open(self.location.rel_of(url), offset)

@@ -1,0 +1,234 @@
+"""Large entries (issue 17): the lock keeps digest, count and bytes; the file list lives in the
+content store, checked against W&B's artifact digest. Small sizes: the inline limit is lowered
+to 10 files through WBSYNC_LOCK_INLINE_MAX."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import run, run_json, tree, write_manifest
+from wbsync.testing import FakeWandb
+
+DATA = """
+    version: 1
+    artifacts:
+      images:
+        artifact: wandb-registry-dataset/images:production
+        path: data/images
+        exclude: ["*.md"]
+"""
+
+
+def dataset(n: int = 100, changed: int = 0) -> dict[str, bytes]:
+    files = {f"train/{i:04d}.jpg": b"image %d" % i for i in range(n)}
+    for i in range(changed):
+        files[f"train/{i:04d}.jpg"] = b"new image %d" % i
+    files["README.md"] = b"# images\n"  # excluded by the entry
+    return files
+
+
+def publish(srv: FakeWandb, files: dict[str, bytes]) -> object:
+    return srv.log_artifact("acme", "dataset", "images", files, type="dataset", aliases=["production"])
+
+
+@pytest.fixture(autouse=True)
+def small_inline_limit(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WBSYNC_LOCK_INLINE_MAX", "10")
+
+
+def listings() -> Path:
+    return Path(os.environ["WBSYNC_CACHE_DIR"]) / "listings"
+
+
+def blob_gets(srv: FakeWandb) -> list[str]:
+    return [r.path for r in srv.requests if r.method == "GET" and r.path.startswith("/blobs/")]
+
+
+def test_a_large_entry_is_locked_by_digest_count_and_bytes_with_its_list_in_the_store(
+        fake_wandb: FakeWandb, project: Path) -> None:
+    v = publish(fake_wandb, dataset())
+    write_manifest(project, DATA)
+    run("sync")
+    entry = yaml.safe_load((project / "artifacts.lock").read_text())["artifacts"]["images"]
+    assert "files" not in entry
+    assert entry["digest"] == v.digest and entry["file_count"] == 100 and entry["exclude"] == ["*.md"]
+    assert entry["bytes"] == sum(len(b) for p, b in dataset().items() if p != "README.md")
+    assert (listings() / v.digest).is_file()
+    assert tree(project / "data/images") == {p: b for p, b in dataset().items() if p != "README.md"}
+    assert run_json("verify")["ok"] is True
+
+
+def test_small_entries_keep_their_inline_file_list(fake_wandb: FakeWandb, project: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WBSYNC_LOCK_INLINE_MAX", "1000")
+    publish(fake_wandb, dataset(20))
+    write_manifest(project, DATA)
+    run("lock")
+    entry = yaml.safe_load((project / "artifacts.lock").read_text())["artifacts"]["images"]
+    assert len(entry["files"]) == 20 and "file_count" not in entry
+    assert not listings().exists()
+
+
+def test_a_version_move_of_a_large_entry_changes_a_handful_of_lock_lines(fake_wandb: FakeWandb,
+                                                                          project: Path) -> None:
+    publish(fake_wandb, dataset())
+    write_manifest(project, DATA)
+    run("lock")
+    before = (project / "artifacts.lock").read_text().splitlines()
+    publish(fake_wandb, dataset(101, changed=1))
+    run("lock", "--upgrade")
+    after = (project / "artifacts.lock").read_text().splitlines()
+    changed = [line for line in difflib.unified_diff(before, after, lineterm="", n=0)
+               if line[:1] in "+-" and line[:3] not in ("+++", "---")]
+    assert len(changed) == 10  # resolved, version, digest, file_count, bytes: old and new
+    assert any(line.startswith("+    file_count: 101") for line in changed)
+
+
+def test_a_lock_version_1_keeps_working_and_lock_rewrites_it_as_version_2(fake_wandb: FakeWandb,
+                                                                           project: Path) -> None:
+    publish(fake_wandb, dataset(5))
+    write_manifest(project, DATA)
+    run("lock")
+    v2 = (project / "artifacts.lock").read_text()
+    assert "lock_version: 2\n" in v2 and '"train/0000.jpg"' in v2  # 5 files: inline
+    (project / "artifacts.lock").write_text(v2.replace("lock_version: 2\n", "lock_version: 1\n"))
+    run("lock", "--check")
+    run("sync", "--locked")
+    assert len(tree(project / "data/images")) == 5
+    run("verify")
+    run("lock")
+    assert (project / "artifacts.lock").read_text() == v2
+
+
+def test_a_version_1_lock_cannot_hold_a_stored_entry(fake_wandb: FakeWandb, project: Path) -> None:
+    publish(fake_wandb, dataset())
+    write_manifest(project, DATA)
+    run("lock")
+    lock = project / "artifacts.lock"
+    lock.write_text(lock.read_text().replace("lock_version: 2\n", "lock_version: 1\n"))
+    result = run("verify", check=2)
+    assert "artifacts.lock" in result.stderr and "files" in result.stderr
+
+
+def test_a_lock_from_a_newer_wbsync_says_to_upgrade(fake_wandb: FakeWandb, project: Path) -> None:
+    publish(fake_wandb, dataset(5))
+    write_manifest(project, DATA)
+    run("lock")
+    lock = project / "artifacts.lock"
+    lock.write_text(lock.read_text().replace("lock_version: 2\n", "lock_version: 3\n"))
+    assert "newer wbsync" in run("verify", check=2).stderr
+
+
+def test_verify_works_offline_from_the_stored_listing(fake_wandb: FakeWandb, project: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    publish(fake_wandb, dataset())
+    write_manifest(project, DATA)
+    run("sync")
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
+    fake_wandb.clear_requests()
+    run("verify")
+    (project / "data/images/train/0042.jpg").write_bytes(b"edited!!")
+    (project / "data/images/train/0007.jpg").unlink()
+    [report] = run_json("verify", check=1)["entries"]
+    assert report["modified"] == ["train/0042.jpg"] and report["missing"] == ["train/0007.jpg"]
+    assert fake_wandb.requests == []
+
+
+def test_verify_without_the_listing_says_to_sync_first(fake_wandb: FakeWandb, project: Path) -> None:
+    publish(fake_wandb, dataset())
+    write_manifest(project, DATA)
+    run("lock")
+    shutil.rmtree(listings())
+    message = run("verify", check=2).stderr
+    assert "images" in message and "wbsync sync" in message and "not in the content store" in message
+
+
+def test_a_stored_listing_that_does_not_match_the_digest_is_refused(fake_wandb: FakeWandb,
+                                                                     project: Path) -> None:
+    v = publish(fake_wandb, dataset())
+    write_manifest(project, DATA)
+    run("sync")
+    stored = listings() / v.digest
+    text = stored.read_bytes()
+    os.chmod(stored, 0o644)
+    stored.write_bytes(text.replace(b"train/0042.jpg:", b"train/0042.jpeg:"))
+    result = run("verify", check=4)
+    assert "does not hash to the lock's artifact digest" in result.stderr and str(stored) in result.stderr
+    assert run("sync", check=4).stderr
+
+
+def test_a_listing_whose_sizes_were_edited_is_refused(fake_wandb: FakeWandb, project: Path) -> None:
+    v = publish(fake_wandb, dataset())
+    write_manifest(project, DATA)
+    run("sync")
+    stored = listings() / v.digest
+    header, rest = stored.read_bytes().split(b"\n", 1)
+    stored.write_bytes(header + b"\n" + rest.replace(b"7\n", b"8\n", 1))
+    assert "bytes" in run("verify", check=4).stderr
+
+
+def test_a_source_whose_file_list_does_not_match_the_locked_digest_is_refused(fake_wandb: FakeWandb,
+                                                                               project: Path) -> None:
+    v = publish(fake_wandb, dataset())
+    write_manifest(project, DATA)
+    run("lock")
+    shutil.rmtree(listings())
+    lock = project / "artifacts.lock"
+    lock.write_text(lock.read_text().replace(v.digest, "0" * 32))
+    result = run("sync", "--frozen", check=4)
+    assert "0" * 32 in result.stderr and not (project / "data").exists()
+
+
+def test_a_fresh_machine_fetches_the_listing_once_then_works_offline(fake_wandb: FakeWandb, project: Path,
+                                                                     tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    publish(fake_wandb, dataset())
+    write_manifest(project, DATA)
+    run("lock")
+    monkeypatch.setenv("WBSYNC_CACHE_DIR", str(tmp_path / "other-machine"))
+    fake_wandb.clear_requests()
+    run("sync", "--frozen")
+    assert fake_wandb.operations().count("ArtifactMembershipByName") == 2  # listing, then file URLs
+    fake_wandb.clear_requests()
+    run("sync", "--frozen")
+    run("verify")
+    assert fake_wandb.requests == []
+
+
+def test_a_mirror_carries_what_a_frozen_sync_needs(fake_wandb: FakeWandb, project: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    publish(fake_wandb, dataset())
+    write_manifest(project, DATA)
+    run("lock")
+    run("mirror", str(tmp_path / "mirror"))
+    monkeypatch.setenv("WBSYNC_CACHE_DIR", str(tmp_path / "runner-cache"))
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")
+    fake_wandb.clear_requests()
+    run("sync", "--frozen", "--source", str(tmp_path / "mirror"))
+    assert len(tree(project / "data/images")) == 100 and fake_wandb.requests == []
+
+
+def test_a_one_percent_version_move_fetches_places_and_records_only_what_changed(
+        fake_wandb: FakeWandb, project: Path) -> None:
+    publish(fake_wandb, dataset())
+    write_manifest(project, DATA)
+    run("sync")
+    state_file = project / ".wbsync/state.json"
+    before = json.loads(state_file.read_text())["entries"]["images"]["files"]
+    publish(fake_wandb, dataset(changed=1))
+    run("lock", "--upgrade")
+    fake_wandb.clear_requests()
+    summary = run_json("sync")
+    assert [p.rsplit("/", 1)[1] for p in blob_gets(fake_wandb)] == ["train%2F0000.jpg"]
+    assert summary["placed"] == 1
+    after = json.loads(state_file.read_text())["entries"]["images"]["files"]
+    assert after.keys() == before.keys()
+    assert [p for p in after if after[p] != before[p]] == ["train/0000.jpg"]
+    assert (project / "data/images/train/0000.jpg").read_bytes() == b"new image 0"
