@@ -87,3 +87,15 @@ def test_a_json_error_document_is_printed_on_stdout(project: Path) -> None:
     doc = run_json("lock", check=2)
     assert doc["error"]["exit_code"] == 2
 
+
+
+def test_verify_finds_a_file_edited_without_changing_its_size(fake_wandb: FakeWandb, project: Path) -> None:
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    run("sync")
+    config = project / "models/phi3/config.json"
+    edited = config.read_bytes().replace(b"32", b"64")
+    assert len(edited) == config.stat().st_size
+    config.write_bytes(edited)
+    doc = run_json("verify", check=1)
+    assert doc["entries"][0]["modified"] == ["config.json"]

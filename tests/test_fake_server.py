@@ -402,5 +402,5 @@ def test_the_installed_wandb_is_the_release_this_fake_server_speaks(fake_wandb, 
     assert fake_wandb.unhandled == [], (
         f"wandb {wandb.__version__} sent GraphQL operations the fake server does not know: "
         f"{fake_wandb.unhandled}. A newer SDK sent new queries; the fake server must learn them "
-        "(see shared/reference/wandb-protocol.md and wbsync/testing/graphql.py)."
+        "(see wbsync/testing/graphql.py)."
     )

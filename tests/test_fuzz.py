@@ -1,7 +1,7 @@
 """Hostile input: generated manifests, lockfiles and artifact file lists (hypothesis).
 
 Every outcome must be a success or a documented error: a WbsyncError subclass carrying the exit
-code DESIGN.md gives its kind (2 for a bad manifest or lockfile, 4 for an unsafe artifact path),
+code the README gives its kind (2 for a bad manifest or lockfile, 4 for an unsafe artifact path),
 with a message. Any other exception is a bug. Every target runs 500 examples, the end-to-end one
 too (a real sync of a fake-server artifact holding generated paths).
 

@@ -1,10 +1,14 @@
+"""Placing store blobs into project folders: safe paths, link modes, atomic replacement, cleanup."""
+
 import fcntl
 import os
+import pwd
 import shutil
 import stat
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +17,16 @@ from wbsync.errors import UnsafePathError, UsageError
 from wbsync.place import FICLONE, clean_temp_files, place, remove_placed, safe_join
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+# Tries to open a file for writing as another (unprivileged) user; prints what happened.
+OPEN_FOR_WRITING = """
+import os, sys
+os.setgid(int(sys.argv[2])); os.setuid(int(sys.argv[1]))
+try:
+    open(sys.argv[3], "r+b").close()
+    print("opened")
+except PermissionError:
+    print("denied")
+"""
 
 
 def can_reflink(folder: Path) -> bool:
@@ -27,6 +41,45 @@ def can_reflink(folder: Path) -> bool:
     finally:
         a.unlink()
         b.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def cow_fs(tmp_path) -> Iterator[Path]:
+    """A loop-mounted filesystem that can clone files: XFS with reflink, else btrfs (skipped,
+    saying why, where neither mkfs.xfs nor mkfs.btrfs is installed or mounting is not allowed)."""
+    mount = tmp_path / "cow"
+    mount.mkdir()
+    image = tmp_path / "cow.img"
+    why = _mount_cow_fs(image, mount)
+    if why:
+        pytest.skip(f"the reflink path needs a filesystem that can clone files: {why}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=False)
+        image.unlink(missing_ok=True)
+
+
+def _mount_cow_fs(image: Path, mount: Path) -> str:
+    """Make and loop-mount an XFS (reflink) or btrfs image at ``mount``; "" or why not."""
+    if not IS_ROOT:
+        return "loop-mounting an image needs root (CI runs as root)"
+    tried = []
+    for mkfs, size, options in (("mkfs.xfs", "300M", ["-q", "-m", "reflink=1"]), ("mkfs.btrfs", "120M", ["-q"])):
+        tool = shutil.which(mkfs) or shutil.which(mkfs, path="/usr/sbin:/sbin")
+        if tool is None:
+            tried.append(f"{mkfs} is not installed (Debian: xfsprogs, btrfs-progs)")
+            continue
+        image.unlink(missing_ok=True)
+        with open(image, "wb") as fh:
+            fh.truncate(int(size[:-1]) << 20)  # sparse: costs no disk until written
+        made = subprocess.run([tool, *options, str(image)], capture_output=True, text=True)
+        mounted = made.returncode == 0 and subprocess.run(
+            ["mount", "-o", "loop", str(image), str(mount)], capture_output=True, text=True)
+        if mounted and mounted.returncode == 0:
+            return ""
+        tried.append(f"{mkfs}: {(made.stderr or (mounted and mounted.stderr) or 'failed').strip()[:200]}")
+    return "; ".join(tried)
 
 
 @pytest.fixture
@@ -148,9 +201,49 @@ def test_hardlink_shares_the_blobs_inode_and_its_read_only_mode(blob, root):
     assert place(blob, dest, "hardlink") == "hardlink"
     assert os.path.samefile(dest, blob)
     assert stat.S_IMODE(dest.stat().st_mode) == 0o444
-    if not IS_ROOT:  # root ignores file modes
-        with pytest.raises(PermissionError):
-            dest.open("r+b")
+
+
+def test_an_in_place_edit_of_a_hardlinked_file_is_refused(tmp_path):
+    """The blob's read-only mode protects the store. Root ignores file modes, so as root (as in
+    CI) the edit is tried by a child process that has dropped to the unprivileged user nobody."""
+    folder = Path(tempfile.mkdtemp(prefix="wbsync-place-"))  # not under tmp_path (mode 0700)
+    try:
+        folder.chmod(0o755)
+        blob = folder / "blob"
+        blob.write_bytes(b"locked bytes\n")
+        blob.chmod(0o444)
+        dest = folder / "f.bin"
+        if not IS_ROOT:
+            assert place(blob, dest, "hardlink") == "hardlink"
+            with pytest.raises(PermissionError):
+                dest.open("r+b")
+            return
+        nobody = pwd.getpwnam("nobody")
+        os.chown(blob, nobody.pw_uid, nobody.pw_gid)  # nobody's own file: only its mode can refuse
+        assert place(blob, dest, "hardlink") == "hardlink"
+        proc = subprocess.run([sys.executable, "-c", OPEN_FOR_WRITING, str(nobody.pw_uid),
+                               str(nobody.pw_gid), str(dest)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.strip() == "denied"
+        assert blob.read_bytes() == b"locked bytes\n"
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_reflink_clones_on_a_filesystem_that_can_and_an_edit_leaves_the_blob_intact(cow_fs):
+    blob = cow_fs / "store" / "blob"
+    blob.parent.mkdir()
+    blob.write_bytes(b"locked bytes\n" * 1000)
+    blob.chmod(0o444)
+    for mode in ("reflink", "auto"):
+        dest = cow_fs / "project" / f"{mode}.bin"
+        assert place(blob, dest, mode) == "reflink"
+        assert dest.read_bytes() == blob.read_bytes() and not os.path.samefile(dest, blob)
+        assert stat.S_IMODE(dest.stat().st_mode) & 0o200  # writable, unlike the blob
+        with open(dest, "r+b") as fh:  # an in-place edit: the filesystem copies the block
+            fh.write(b"EDITED")
+        assert blob.read_bytes() == b"locked bytes\n" * 1000
+    assert temp_files(cow_fs) == []
 
 
 def test_hardlinking_again_over_the_same_link_leaves_no_temp_file(blob, root):

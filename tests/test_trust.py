@@ -8,12 +8,25 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
+from urllib.parse import quote
 
 import pytest
 
 from helpers import run, run_json, tree, write_manifest
+from test_fault_matrix import store_problems
 from test_lock_and_sync import MODEL, PHI3, publish
 from wbsync.testing import Fault, FakeWandb
+
+EVAL = """
+      eval:
+        artifact: wandb-registry-dataset/eval:production
+        path: data/eval
+"""
+
+EVAL_ONLY = """
+    version: 1
+    artifacts:""" + EVAL
 
 NOOP_PROBE = """
 import sys
@@ -99,6 +112,31 @@ def test_removing_an_entry_from_the_manifest_removes_its_files_and_empty_folders
     assert tree(project / "data/eval") == {"e.txt": b"e"}
 
 
+def test_removing_one_entry_alone_removes_its_files_and_keeps_the_others(fake_wandb: FakeWandb, project: Path) -> None:
+    publish(fake_wandb)
+    fake_wandb.log_artifact("acme", "dataset", "eval", {"e.txt": b"e"}, type="dataset", aliases=["production"])
+    write_manifest(project, PHI3 + EVAL)
+    run("sync")
+    write_manifest(project, PHI3)  # nothing added, nothing changed: the only work is a removal
+    doc = run_json("sync")
+    assert doc["noop"] is False and doc["removed"] == 1
+    assert not (project / "data").exists()
+    assert tree(project / "models/phi3") == MODEL
+
+
+def test_a_new_version_that_only_drops_files_removes_them(fake_wandb: FakeWandb, project: Path) -> None:
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    run("sync")
+    smaller = {k: v for k, v in MODEL.items() if k != "README.md"}
+    publish(fake_wandb, smaller)
+    run("lock", "--upgrade")
+    doc = run_json("sync")
+    assert doc["noop"] is False and doc["removed"] == 1 and doc["placed"] == 0
+    assert tree(project / "models/phi3") == smaller
+    run("verify")
+
+
 def test_an_edited_file_of_a_dropped_version_is_kept_and_reported(fake_wandb: FakeWandb, project: Path) -> None:
     publish(fake_wandb)
     write_manifest(project, PHI3)
@@ -143,24 +181,90 @@ def test_two_syncs_of_one_project_at_once_both_succeed(fake_wandb: FakeWandb, pr
     run("verify")
 
 
+def test_a_second_sync_of_the_project_waits_for_the_first_so_neither_loses_what_the_other_placed(
+        fake_wandb: FakeWandb, project: Path) -> None:
+    publish(fake_wandb)
+    fake_wandb.log_artifact("acme", "dataset", "eval", {"e.txt": b"e"}, type="dataset", aliases=["production"])
+    write_manifest(project, PHI3 + EVAL)
+    run("lock")
+    # The first sync is held inside its work (a download of phi3 hangs) while a second one,
+    # of the other entry, runs; then the first is let go (the dropped transfer is retried).
+    fake_wandb.inject(Fault("file", "hang", times=1, match="shard-0.bin"))
+    first = subprocess.Popen([sys.executable, "-m", "wbsync", "sync", "-q", "phi3"], cwd=project,
+                             stderr=subprocess.PIPE, text=True)
+    second = None
+    try:
+        wait_for(lambda: served(fake_wandb, "weights/shard-0.bin"), first)
+        second = subprocess.Popen([sys.executable, "-m", "wbsync", "sync", "-q", "eval"], cwd=project,
+                                  stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while second.poll() is None and not waits_for_a_lock(second.pid):
+            assert time.monotonic() < deadline, "the second sync neither finished nor waited"
+            time.sleep(0.02)
+        fake_wandb.release_hung()
+        for proc in (first, second):
+            _, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert tree(project / "models/phi3") == MODEL and tree(project / "data/eval") == {"e.txt": b"e"}
+    # Both entries are recorded as placed: trusted without a re-hash, removable when dropped.
+    assert run_json("sync")["noop"] is True
+    write_manifest(project, EVAL_ONLY)
+    run("sync")
+    assert not (project / "models").exists()
+
+
+def waits_for_a_lock(pid: int) -> bool:
+    """Whether process ``pid`` is blocked waiting for a file lock (Linux's /proc/locks)."""
+    with open("/proc/locks") as fh:
+        return any("->" in line and line.split()[5] == str(pid) for line in fh)
+
+
 def test_a_sync_killed_mid_download_leaves_no_partial_file_and_the_next_sync_completes(
         fake_wandb: FakeWandb, project: Path) -> None:
     big = {"big.bin": os.urandom(4 << 20), **MODEL}
     publish(fake_wandb, big)
     write_manifest(project, PHI3)
     run("lock")
-    fake_wandb.inject(Fault("file", "slow", delay=0.5, times=None))
+    fake_wandb.inject(Fault("file", "hang", times=None, match="big.bin"))
     proc = subprocess.Popen([sys.executable, "-m", "wbsync", "sync", "-q"], cwd=project)
-    time.sleep(2.5)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    try:
+        # Killed while it downloads, every time: once the request for big.bin has arrived (the
+        # fault holds it) and the small files have been served.
+        wait_for(lambda: served(fake_wandb, "big.bin") and all(served(fake_wandb, p) for p in MODEL), proc)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    # All of an entry's blobs are fetched before any of its files is placed: nothing yet.
     folder = project / "models/phi3"
-    if folder.exists():
-        for rel, data in tree(folder).items():
-            assert rel.endswith(".tmp") or data == big[rel], f"{rel} holds wrong bytes"
-    fake_wandb.reset_faults() if hasattr(fake_wandb, "reset_faults") else None
+    assert not folder.exists() or tree(folder) == {}
+    fake_wandb.clear_faults()
+    fake_wandb.release_hung()
     run("sync")
     assert tree(folder) == big
+    # Every blob holds the bytes of its name; the killed run's temp file stays a minute (a
+    # writer that just created its file has not locked it yet), then a sync removes it.
+    assert [p for p in store_problems() if not p.endswith("temp file left in the store")] == []
+
+
+def served(fake_wandb: FakeWandb, file_path: str) -> bool:
+    """Whether a GET for the artifact file ``file_path`` has reached the server."""
+    quoted = "/" + quote(file_path, safe="")  # as in the file URLs the server hands out
+    return any(r.method == "GET" and r.path.endswith(quoted) for r in fake_wandb.requests)
+
+
+def wait_for(condition: Callable[[], bool], proc: subprocess.Popen[bytes] | subprocess.Popen[str],
+             timeout: float = 60) -> None:
+    """Poll ``condition`` until it holds; fail if ``proc`` exits first or time runs out."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the process exited ({proc.returncode}) before the awaited moment"
+        assert time.monotonic() < deadline, "the awaited moment never came"
+        time.sleep(0.02)
 
 
 def test_a_dropped_transfer_resumes_with_a_range_request(fake_wandb: FakeWandb, project: Path) -> None:

@@ -38,7 +38,7 @@ class Ctx:
 
 
 def common(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Options every command takes (DESIGN.md): -m, --lockfile, NAMES, --json, -q, -v."""
+    """Options every command takes (README, "Commands"): -m, --lockfile, NAMES, --json, -q, -v."""
 
     @project_options
     @click.argument("names", nargs=-1, shell_complete=_complete_names)
@@ -81,7 +81,7 @@ def project_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class WbsyncGroup(click.Group):
-    """Maps wbsync errors to the exit codes of DESIGN.md: the one place that decides an exit code."""
+    """Maps wbsync errors to the exit codes of the README: the one place that decides an exit code."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         # Known before the command parses its options, so a usage error gets its JSON document too.

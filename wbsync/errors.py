@@ -1,4 +1,4 @@
-"""One error base; each subclass carries the exit code DESIGN.md assigns to its kind.
+"""One error base; each subclass carries the exit code the README assigns to its kind.
 
 Only the CLI's handler turns these into exit codes; nothing else calls sys.exit.
 Every message is complete: what is wrong, where (file, line, field or reference),

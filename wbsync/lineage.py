@@ -4,7 +4,7 @@ What to record is decided here, without wandb: the pinned references (the lock's
 ``...:vN``, never an alias), the tags, and a run id derived from what the run stands for, so
 running it twice records one run (see ``run_id``). The W&B source module does the talking.
 
-Idempotency, decided against the fake server and wandb 0.31 (shared/reference/wandb-protocol.md):
+Idempotency, decided against the fake server and wandb 0.31:
 
 1. ``api.run(entity/project/id)`` first: a *finished* run with this id already records this
    lock at this commit; it is left untouched (``created: false``, no run is opened).

@@ -36,7 +36,7 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def default_lock_path(manifest_path: str | os.PathLike[str]) -> Path:
-    """The manifest's path with its suffix replaced by `.lock` (DESIGN.md)."""
+    """The manifest's path with its suffix replaced by `.lock` (README, "Commands")."""
     return Path(manifest_path).with_suffix(".lock")
 
 

@@ -33,7 +33,7 @@ class Project:
     @classmethod
     def find(cls, manifest: str | os.PathLike[str] | None = None,
              lockfile: str | os.PathLike[str] | None = None, source: str | None = None) -> "Project":
-        # The CLI's default is ./artifacts.yaml (DESIGN.md); only the Python API searches upwards.
+        # The CLI's default is ./artifacts.yaml (README); only the Python API searches upwards.
         m = Path(manifest) if manifest else Path(MANIFEST)
         lock = Path(lockfile) if lockfile else default_lock_path(m)
         return cls(m, lock, source or os.environ.get("WBSYNC_SOURCE") or None)

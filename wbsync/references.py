@@ -1,6 +1,6 @@
 """Registry references: ``[ORG/]wandb-registry-{REGISTRY}/{COLLECTION}[:{ALIAS}|:v{N}]``.
 
-These are the forms the W&B App shows under "Full Name" (DESIGN.md, "Registry references").
+These are the forms the W&B App shows under "Full Name" (README, "Quick start", and artifacts.yaml.example).
 Each check raises ValueError with a sentence a user can act on; the manifest layer puts the
 file, line and field in front of it.
 """

@@ -10,8 +10,10 @@ Layout under the root (``default_store_dir()``)::
 
 Invariants:
 
-* A blob gets its name only once its size and digest matched the lock and its bytes reached
-  the disk (fsync), by one atomic rename from ``tmp/`` (same filesystem). A blob that exists
+* A blob gets its name only once its size and digest matched the lock, by one atomic rename
+  from ``tmp/`` (same filesystem). Its bytes are fsynced first only with ``WBSYNC_FSYNC=1``: a
+  killed process needs no fsync, and on ext4 and XFS a blob whose data a power cut lost comes
+  back with size 0, which ``has()`` (size) rejects; ``cache verify`` re-hashes. A blob that exists
   therefore has the right content, and ``has()`` checks only its size; ``cache verify``
   re-hashes, for bit rot or a hardlinked blob that someone made writable and edited.
 * Blobs are read-only (0o444). With hardlink placement the project file *is* the blob: an

@@ -1,7 +1,7 @@
 """The W&B source: the only module that imports ``wandb``, and only inside functions, so that
 `wbsync --help`, manifest validation and a no-op sync never load the SDK (~1 s of imports).
 
-What the SDK does for us and what it does not (see shared/reference/wandb-protocol.md):
+What the SDK does for us and what it does not (measured with wandb 0.31.0):
 * Resolution and listing go through ``wandb.Api().artifact(name)`` and ``artifact.manifest``:
   that keeps W&B's own conventions for credentials (WANDB_API_KEY, ~/.netrc), the endpoint
   (WANDB_BASE_URL), org lookup from a team or personal entity, and registry version numbering.

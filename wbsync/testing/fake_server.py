@@ -1,7 +1,7 @@
 """A fake W&B server on 127.0.0.1 for running the real ``wandb`` SDK in tests.
 
 It speaks only HTTP (it never imports wandb): the GraphQL operations, manifest and file GETs
-that wandb 0.31 sends (shared/reference/wandb-protocol.md), answered from an in-memory world
+that wandb 0.31 sends, answered from an in-memory world
 each test builds; every request is recorded and faults can be injected.
 
     with FakeWandb() as srv:
@@ -195,6 +195,11 @@ class FakeWandb:
     def inject(self, fault: Fault) -> None:
         """Arm ``fault`` for the next matching requests (see ``Fault``)."""
         self._state.faults.add(fault)
+
+    def release_hung(self) -> None:
+        """Let the requests a ``hang`` fault holds go now (their connections are reset); a test
+        uses this to hold a client at a known point, then let it carry on (it retries)."""
+        self._state.release_hung()
 
     def clear_faults(self) -> None:
         """Disarm every injected fault (requests already hung stay hung until reset or stop)."""

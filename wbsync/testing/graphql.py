@@ -1,8 +1,7 @@
 """GraphQL operations of wandb 0.31, answered from a ``World`` with fixed JSON shapes.
 
 No GraphQL engine: each operation name maps to a function that builds the ``data`` object
-the SDK's pydantic models accept (see shared/reference/wandb-protocol.md, §2-§6 and the traps
-in §8 and §10). Responses always carry the superset of fields the SDK may ask for, since it
+the SDK's pydantic models accept (read from wandb 0.31's queries and models). Responses always carry the superset of fields the SDK may ask for, since it
 ignores extra ones; GraphQL aliases in the query text are copied on top afterwards.
 """
 
@@ -235,7 +234,7 @@ def _org_info(ctx: Context, variables: JSON) -> JSON:
 
 
 def _coreweave_org_id(ctx: Context, variables: JSON) -> JSON:
-    """Sent by ``wandb.init`` (not in the protocol notes); fake orgs have no CoreWeave id."""
+    """Sent by ``wandb.init`` (not needed by wbsync itself); fake orgs have no CoreWeave id."""
     team_org, user_orgs = ctx.world.orgs_of_entity(variables["entityName"])
     if team_org is None and user_orgs is None:
         return {"entity": None}
