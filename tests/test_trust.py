@@ -74,6 +74,19 @@ def test_a_modified_file_is_restored_from_the_store_without_a_download(fake_wand
     assert fake_wandb.requests == []
 
 
+def test_a_file_edited_without_changing_its_size_is_restored_by_the_next_sync(fake_wandb: FakeWandb, project: Path) -> None:
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    run("sync")
+    config = project / "models/phi3/config.json"
+    placed = config.stat()
+    config.write_bytes(MODEL["config.json"].replace(b"32", b"64"))  # same size, same inode
+    os.utime(config, ns=(placed.st_atime_ns, placed.st_mtime_ns + 10**9))  # edited a second later
+    doc = run_json("sync")
+    assert doc["placed"] == 1 and doc["fetched_files"] == 0
+    assert tree(project / "models/phi3") == MODEL
+
+
 def test_a_touched_but_identical_file_is_rehashed_once_and_then_trusted(fake_wandb: FakeWandb, project: Path) -> None:
     publish(fake_wandb)
     write_manifest(project, PHI3)
