@@ -1,6 +1,6 @@
 """Crash trials: kill `wbsync sync` with SIGKILL at random moments, then check nothing was lost.
 
-    python -m bench.crash_trials [--trials 50] [--seed 7] [--delay 0.05] [--keep]
+    python -m bench.crash_trials [--kills 50] [--max-attempts 200] [--seed 7] [--delay 0.05] [--keep]
 
 Starts the fake W&B server (wbsync.testing) in this process, publishes v0 of an artifact of
 many small files and one large one, then v1 (half the files changed, some removed, some added).
@@ -15,6 +15,14 @@ removals, the state write). Then it checks:
   path (v0 or v1), never anything else: killed temp files are allowed, they are not final names;
 * the lock was not touched, and every blob in the content store hashes to its name;
 * the next `wbsync sync` exits 0 and leaves exactly v1 (no temp file left), `wbsync verify` exits 0.
+
+Only some kills test anything: one during start-up or resolution finds nothing written yet, one
+after the last rename finds the work done. A kill counts toward ``--kills`` only if it landed
+in the window that matters, read from what the killed run left: after the first blob reached
+the store (for ``place``, where the store already holds every blob: after placement began, a
+temp file or a new file in the folder) and before the last rename (some changed file still
+holds its old bytes or is missing). Trials go on until that many kills landed in the window,
+or ``--max-attempts`` trials ran (then the run fails and says so).
 
 Starting points (drawn per trial): ``fresh`` (empty folder, empty store, locked at v1),
 ``upgrade`` (synced at v0, lock upgraded to v1, the store holds v0), ``place`` (the same, but
@@ -89,6 +97,7 @@ class Trial:
     kill_after: float
     anchor: str = "start"  # what kill_after counts from: "start", "first GET" or "placing"
     killed: bool = False  # False: the sync had exited before the kill came
+    in_window: bool = False  # killed after the first blob reached the store and before the last rename
     state: str = ""  # what the folder held when the kill came (see _describe)
     temp_left: int = 0  # temp files the killed run left in the folder (the next sync removes them)
     store_temp_left: int = 0  # partial downloads left in the store's tmp/ (removed once abandoned)
@@ -104,23 +113,36 @@ class Report:
     seed: int
     trials: list[Trial]
     seconds: float
+    wanted: int | None = None  # kills in the window asked for (None: a fixed number of trials)
 
     @property
     def failed(self) -> list[Trial]:
         return [t for t in self.trials if not t.ok]
 
+    @property
+    def short_of_window(self) -> bool:
+        return self.wanted is not None and sum(t.in_window for t in self.trials) < self.wanted
+
     def summary(self) -> str:
         killed = sum(t.killed for t in self.trials)
+        window = sum(t.in_window for t in self.trials)
+        early = sum(t.killed and not t.in_window and t.state != "all placed" for t in self.trials)
+        late = sum(t.killed and not t.in_window and t.state == "all placed" for t in self.trials)
         states = Counter(t.state for t in self.trials if t.killed)
         kinds = Counter(t.kind for t in self.trials)
         temps = sum(t.temp_left for t in self.trials)
         store_temps = sum(t.store_temp_left for t in self.trials)
         verdict = "PASS" if not self.failed else f"FAIL ({len(self.failed)} trial(s) failed)"
+        if self.short_of_window:
+            verdict = f"FAIL (only {window} of {self.wanted} kills landed in the window)"
         return (
             f"crash trials: {len(self.trials)} (seed {self.seed}) in {self.seconds:.0f} s: "
             f"{len(self.trials) - len(self.failed)} passed, {len(self.failed)} failed: {verdict}\n"
             f"  starting points: {dict(sorted(kinds.items()))}\n"
-            f"  killed mid-run: {killed}, had exited before the kill: {len(self.trials) - killed}\n"
+            f"  killed inside the window (first blob stored .. last rename): {window}"
+            + (f" of {self.wanted} wanted" if self.wanted else "") + "\n"
+            f"  killed outside it: {early} before the first blob was stored, {late} after the last rename; "
+            f"had exited before the kill: {len(self.trials) - killed}\n"
             f"  folder when killed: {dict(sorted(states.items()))}\n"
             f"  temp files left by killed runs: {temps} in folders (all removed by the next sync), "
             f"{store_temps} in the store's tmp/ (never blobs)"
@@ -246,6 +268,7 @@ class Bench:
         anchor = self.rng.choice(ANCHORS[kind])
         trial = Trial(index, kind, round(self.rng.uniform(0, 1.15 * self.durations[(kind, anchor)]), 4), anchor)
         project, store = self._start(kind, self.work / f"trial-{index:03}")
+        blobs_before = count_blobs(store)
         proc, started = self._launch(kind, project, store)
         origin = started if anchor == "start" else self._watch(proc, project, {anchor})[anchor]
         time.sleep(max(0.0, origin + trial.kill_after - time.monotonic()))
@@ -256,6 +279,9 @@ class Bench:
         if not trial.killed and proc.returncode != 0:
             trial.problems.append(f"the undisturbed sync exited {proc.returncode}")
         self._check_after_kill(trial, project, store)
+        if trial.killed:  # read from what the killed run left, so no race with the kill itself
+            began = count_blobs(store) > blobs_before if kind != "place" else self._placement_began(project)
+            trial.in_window = began and trial.state != "all placed"
         self.srv.clear_faults()  # the next sync need not be slow
         try:
             self._check_recovery(trial, project, store)
@@ -264,6 +290,18 @@ class Bench:
         if trial.ok:
             shutil.rmtree(project.parent, ignore_errors=True)
         return trial
+
+    def _placement_began(self, project: Path) -> bool:
+        """Whether the folder shows placement work: a staged temp file, or a file of v1 that
+        v0 did not have (only for starting points whose folder held v0)."""
+        folder = project / DEST
+        for path in folder.rglob("*") if folder.exists() else []:
+            if path.is_file():
+                rel = path.relative_to(folder).as_posix()
+                if TEMP_NAME.fullmatch(path.name) or (rel in self.v1 and self.v1[rel] != self.v0.get(rel)
+                                                      and path.read_bytes() == self.v1[rel]):
+                    return True
+        return False
 
     def _check_after_kill(self, trial: Trial, project: Path, store: Path) -> None:
         allowed = {p: {self.v1[p]} | ({self.v0[p]} if trial.kind != "fresh" and p in self.v0 else set())
@@ -315,6 +353,10 @@ def _describe(v1_placed: int, v1_changed: int) -> str:
     return "all placed"
 
 
+def count_blobs(store: Path) -> int:
+    return sum(1 for _ in store.glob("blobs/*/*/*"))
+
+
 def blob_problems(store: Path) -> list[str]:
     """Blobs in the store whose bytes do not hash to their name."""
     problems = []
@@ -328,22 +370,28 @@ def blob_problems(store: Path) -> list[str]:
 
 def run_trials(srv: FakeWandb, work: Path, env: dict[str, str], trials: int, seed: int, delay: float = 0.05,
                log: Callable[[str], None] = print, runner: Runner | None = None,
-               kinds: tuple[str, ...] = KINDS) -> Report:
-    """Set up, then run ``trials`` trials of the starting points ``kinds``. ``runner`` runs the
-    setup and the checking commands (default: a subprocess each); the killed sync is always a
-    subprocess of its own."""
+               kinds: tuple[str, ...] = KINDS, window_kills: int | None = None) -> Report:
+    """Set up, then run trials of the starting points ``kinds``: ``trials`` of them, or, with
+    ``window_kills``, until that many kills landed in the window (at most ``trials`` attempts).
+    ``runner`` runs the setup and the checking commands (default: a subprocess each); the killed
+    sync is always a subprocess of its own."""
     started = time.monotonic()
     bench = Bench(srv, work, env, seed, delay, log, runner, kinds)
     bench.prepare()
-    results = []
+    results: list[Trial] = []
+    in_window = 0
     for index in range(trials):
+        if window_kills is not None and in_window >= window_kills:
+            break
         trial = bench.trial(index)
         results.append(trial)
+        in_window += trial.in_window
         outcome = "ok" if trial.ok else "FAILED: " + "; ".join(trial.problems)
         when = f"{'killed' if trial.killed else 'exited before'} {trial.kill_after:.3f} s after {trial.anchor}"
-        log(f"trial {index + 1:3}/{trials} {trial.kind:7} {when:38} folder {trial.state or '-':13} "
+        window = "in window" if trial.in_window else ("outside" if trial.killed else "-")
+        log(f"trial {index + 1:3} {trial.kind:7} {when:38} {window:9} folder {trial.state or '-':13} "
             f"temp left {trial.temp_left}: {outcome}")
-    return Report(seed, results, time.monotonic() - started)
+    return Report(seed, results, time.monotonic() - started, window_kills)
 
 
 def isolated_env(home: Path, srv: FakeWandb) -> dict[str, str]:
@@ -365,7 +413,8 @@ def isolated_env(home: Path, srv: FakeWandb) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.crash_trials", description=__doc__.split("\n")[0])
-    parser.add_argument("--trials", type=int, default=50)
+    parser.add_argument("--kills", type=int, default=50, help="kills inside the window to reach (default 50)")
+    parser.add_argument("--max-attempts", type=int, default=200, help="give up after this many trials (default 200)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--delay", type=float, default=0.05, help="seconds each file GET is slowed by")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (a passed trial's folders are removed as it ends)")
@@ -373,8 +422,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="wbsync-crash-"))
     try:
         with FakeWandb() as srv:
-            report = run_trials(srv, work / "trials", isolated_env(work / "home", srv), args.trials, args.seed,
-                                args.delay)
+            report = run_trials(srv, work / "trials", isolated_env(work / "home", srv), args.max_attempts,
+                                args.seed, args.delay, window_kills=args.kills)
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
@@ -383,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  trial {trial.index + 1} ({trial.kind}, kill at {trial.kill_after} s): {'; '.join(trial.problems)}")
     if report.failed and not args.keep:
         print("  (run again with --keep to inspect the folders)")
-    return 1 if report.failed else 0
+    return 1 if report.failed or report.short_of_window else 0
 
 
 if __name__ == "__main__":
