@@ -1,0 +1,172 @@
+"""The bugs ``python -m bench.mutants`` plants, one at a time, and the tests meant to catch each.
+
+Each patch replaces an exact snippet that must occur once in the file (whitespace included).
+When the code moves, the mutant fails loudly with "patch does not apply" instead of silently
+testing nothing: update the snippet to the new code, keeping the bug the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Patch:
+    file: str  # relative to the repository
+    old: str
+    new: str
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    bug: str
+    patches: tuple[Patch, ...]
+    tests: tuple[str, ...]  # pytest node ids (a file, or file::test for every parameter of it)
+
+
+def one(name: str, bug: str, file: str, old: str, new: str, *tests: str) -> Mutant:
+    return Mutant(name, bug, (Patch(file, old, new),), tests)
+
+
+TRUST = "tests/test_trust.py::"
+FAIL = "tests/test_failures.py::"
+CMDS = "tests/test_commands.py::"
+LOCKSYNC = "tests/test_lock_and_sync.py::"
+DISK = "tests/test_disk_full.py::"
+PLACE = "tests/test_place.py::"
+MATRIX = "tests/test_fault_matrix.py::test_fault_cell"
+
+MUTANTS: tuple[Mutant, ...] = (
+    one("rehash-size-only", "files on disk that the state does not vouch for are checked by size, not digest",
+        "wbsync/sync.py",
+        "            return hash_file(path, action.record.algorithm) == action.record.digest\n",
+        "            return path.stat().st_size == action.record.size\n",
+        TRUST + "test_a_file_edited_without_changing_its_size_is_restored_by_the_next_sync"),
+    one("store-commit-unchecked", "the store commits what arrived without comparing its digest with the lock's",
+        "wbsync/store.py",
+        "        if self.offset != self.record.size or got != self.record.digest:\n",
+        "        if self.offset != self.record.size:\n",
+        FAIL + "test_wrong_bytes_exit_4_are_discarded_and_leave_the_tree_intact"),
+    one("place-despite-fetch-failure", "an entry is placed although some of its files failed to download",
+        "wbsync/sync.py",
+        "                if entry.name not in failures:\n                    self._place_entry(entry, result)\n",
+        "                self._place_entry(entry, result)\n",
+        FAIL + "test_persistent_server_errors_exit_3_naming_the_artifact_and_file_and_change_nothing"),
+    Mutant("delete-unlocked-files", "a sync deletes files in an entry's folder that the lock does not list",
+           (Patch("wbsync/sync.py", "        self._forget(entry)\n",
+                  "        self._forget(entry)\n"
+                  "        locked_ = {f.path for f in entry.artifact.files}\n"
+                  "        for path_ in list(folder.rglob('*')):\n"
+                  "            if path_.is_file() and path_.relative_to(folder).as_posix() not in locked_:\n"
+                  "                path_.unlink()\n"),),
+           (TRUST + "test_files_wbsync_did_not_place_are_never_removed",)),
+    one("re-resolve-pins", "lock re-resolves every entry instead of keeping the existing pins",
+        "wbsync/resolve.py",
+        "    todo = sorted(set(stale_names(manifest, old)) | (upgrade & set(manifest.entries)))\n",
+        "    todo = sorted(manifest.entries)\n",
+        LOCKSYNC + "test_lock_keeps_existing_pins_when_the_alias_moves"),
+    one("never-trust-state", "the recorded state is never trusted: every file on disk is re-hashed",
+        "wbsync/plan.py",
+        "        elif known is not None and known.stat == stat:\n",
+        "        elif False:\n",
+        TRUST + "test_a_frozen_sync_of_an_intact_tree_needs_no_manifest_and_no_network",
+        TRUST + "test_a_touched_but_identical_file_is_rehashed_once_and_then_trusted"),
+    one("always-refetch", "the content store is never used: every sync downloads again",
+        "wbsync/store.py",
+        "            return os.stat(self.blob_path(record)).st_size == record.size\n",
+        "            return False\n",
+        TRUST + "test_a_modified_file_is_restored_from_the_store_without_a_download",
+        LOCKSYNC + "test_a_second_project_syncing_a_stored_version_downloads_nothing"),
+    one("ignore-locked", "`sync --locked` writes a stale lock instead of failing",
+        "wbsync/sync.py",
+        "            if locked:\n                raise CheckFailed(",
+        "            if False:\n                raise CheckFailed(",
+        CMDS + "test_sync_locked_refuses_to_write_a_stale_lock"),
+    one("non-atomic-lock-write", "the lockfile is written in place, not through a temp file and a rename",
+        "wbsync/lockfile.py",
+        "        write_atomic(target, text.encode(\"utf-8\"))\n",
+        "        target.write_bytes(text.encode(\"utf-8\"))\n",
+        DISK + "test_a_lock_that_cannot_be_written_fails_cleanly_and_the_old_lock_stays"),
+    one("5xx-as-success", "a 5xx answer to a file download is taken as the file's bytes",
+        "wbsync/fetch.py",
+        "        if resp.status == 200:\n",
+        "        if resp.status == 200 or resp.status >= 500:\n",
+        FAIL + "test_server_errors_on_file_downloads_are_retried_and_recovered"),
+    one("swallow-persistent-5xx", "retries run out on a persistent 5xx and the download is reported as done",
+        "wbsync/fetch.py",
+        "                if attempt >= self.policy.attempts or self._cancel.is_set():\n",
+        "                if attempt >= self.policy.attempts or self._cancel.is_set():\n                    return\n",
+        FAIL + "test_persistent_server_errors_exit_3_naming_the_artifact_and_file_and_change_nothing"),
+    one("one-phase-placement", "placement renames each file right after staging it (no two phases)",
+        "wbsync/sync.py",
+        "        staged = self._stage_all(blobs, dests)\n",
+        "        staged = []\n"
+        "        for blob_, dest_ in zip(blobs, dests):\n"
+        "            commit_staged(self._stage_one(blob_, dest_))\n",
+        DISK + "test_an_upgrade_whose_first_files_fit_and_last_does_not_leaves_the_old_version_whole",
+        DISK + "test_a_full_project_disk_fails_cleanly_with_no_partial_file"),
+    one("no-project-lock", "no per-project sync lock: two syncs of one project run at once",
+        "wbsync/sync.py",
+        "        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)\n",
+        "",
+        TRUST + "test_a_second_sync_of_the_project_waits_for_the_first_so_neither_loses_what_the_other_placed"),
+    one("verify-size-only", "`verify` compares sizes only",
+        "wbsync/verify.py",
+        "        return \"ok\" if hash_file(path, record.algorithm) == record.digest else \"modified\"\n",
+        "        return \"ok\"\n",
+        CMDS + "test_verify_finds_a_file_edited_without_changing_its_size",
+        CMDS + "test_verify_lists_missing_modified_and_extra_files_and_exits_1"),
+    one("orphan-only-noop", "a plan whose only work is removing a dropped entry's files counts as a no-op",
+        "wbsync/plan.py",
+        "        return not self.orphans and not any(e.changes for e in self.entries)\n",
+        "        return not any(e.changes for e in self.entries)\n",
+        TRUST + "test_removing_one_entry_alone_removes_its_files_and_keeps_the_others"),
+    one("removal-only-noop", "an entry whose only work is removing files a new version dropped counts as unchanged",
+        "wbsync/plan.py",
+        "        return bool(self.check or self.place or self.remove)\n",
+        "        return bool(self.check or self.place)\n",
+        TRUST + "test_a_new_version_that_only_drops_files_removes_them"),
+    one("ignore-retry-after", "`Retry-After` is ignored: the usual backoff is used instead",
+        "wbsync/fetch.py",
+        "        if retry_after is not None:\n            return min(retry_after, self.max_wait)\n",
+        "",
+        FAIL + "test_a_429_retry_after_is_honoured"),
+    one("no-range-resume", "a dropped transfer starts over instead of resuming with a Range request",
+        "wbsync/fetch.py",
+        "        headers = {\"Range\": f\"bytes={offset}-\"} if offset else {}\n",
+        "        headers = {}\n",
+        TRUST + "test_a_dropped_transfer_resumes_with_a_range_request"),
+    one("unseen-entry-change", "a changed manifest entry (same name) is not seen as stale",
+        "wbsync/resolve.py",
+        "if n not in locked or locked[n].entry_digest != e.digest()]",
+        "if n not in locked]",
+        CMDS + "test_lock_check_exits_1_when_the_manifest_changed",
+        LOCKSYNC + "test_a_changed_manifest_entry_is_relocked_on_sync"),
+    one("skip-symlink-check", "symlinked folders in a destination are not checked for escapes",
+        "wbsync/place.py",
+        "        problem = _symlink_escape(root, parts[:-1])\n",
+        "        problem = None\n",
+        PLACE + "test_safe_join_refuses_a_symlinked_folder_that_leads_outside",
+        FAIL + "test_a_destination_symlink_leading_outside_the_project_is_refused"),
+    one("trust-size-alone", "a placed file is trusted while its size alone matches the state",
+        "wbsync/plan.py",
+        "        elif known is not None and known.stat == stat:\n",
+        "        elif known is not None and known.stat[0] == stat[0]:\n",
+        TRUST + "test_a_file_edited_without_changing_its_size_is_restored_by_the_next_sync"),
+    one("remove-edited-files", "files of a dropped version are removed even when the user edited them",
+        "wbsync/sync.py",
+        "            if known is not None and known.stat != stat and not _holds(path, known.digest):\n                return False\n",
+        "",
+        TRUST + "test_an_edited_file_of_a_dropped_version_is_kept_and_reported"),
+    one("hardlink-writable", "a hardlinked file (the store's blob itself) is left writable",
+        "wbsync/place.py",
+        "            os.link(blob, temp)\n",
+        "            os.link(blob, temp)\n            os.chmod(temp, 0o644)\n",
+        PLACE + "test_an_in_place_edit_of_a_hardlinked_file_is_refused"),
+    one("reflink-never-clones", "the reflink path never clones (a silent full copy)",
+        "wbsync/place.py",
+        "            fcntl.ioctl(dst, FICLONE, src)\n            return \"reflink\"\n",
+        "            raise OSError(errno.EOPNOTSUPP, \"cloning disabled\")\n",
+        PLACE + "test_reflink_clones_on_a_filesystem_that_can_and_an_edit_leaves_the_blob_intact"),
+)

@@ -1,0 +1,229 @@
+"""Mutation check: plant known bugs one at a time and see which test catches each.
+
+    python -m bench.mutants                 # every mutant, 2 at a time; prints the table
+    python -m bench.mutants --list          # names and the tests each runs
+    python -m bench.mutants orphan-noop ... # only these
+    python -m bench.mutants --markdown docs/mutation.md --baseline
+
+Each mutant is a few small patches (an exact snippet of the current code and its replacement),
+applied to a temporary copy of the package, tests and schemas (never to the working tree), with
+``PYTHONPATH`` pointing at that copy, so runs are independent of each other and of anyone
+working in the tree. A bug counts as caught only if every patch applies (a snippet that no
+longer matches exactly once fails loudly: "patch does not apply"), the package still imports,
+and one of the selected tests fails on its own assertion (see ``bench/mutant_plugin.py``); an
+import error, a collection error or a crash of the mutated code is not a catch.
+
+``--baseline`` first runs every selected test on the unpatched copy: a catch means something
+only if those tests pass without the bug.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.mutant_list import MUTANTS, Mutant, Patch
+
+REPO = Path(__file__).resolve().parent.parent
+COPIED = ("wbsync", "tests", "schema", "bench", "pyproject.toml")
+TIMEOUT_S = 600  # per mutant: a planted bug that makes a test hang ends as "timed out"
+
+
+class PatchDoesNotApply(Exception):
+    pass
+
+
+@dataclass
+class Outcome:
+    mutant: Mutant
+    status: str  # "caught", "survived", "patch does not apply", "does not import", "timed out", ...
+    caught_by: str = ""
+    detail: str = ""
+    seconds: float = 0.0
+    failures: list[dict[str, object]] = field(default_factory=list)
+
+    @property
+    def caught(self) -> bool:
+        return self.status == "caught"
+
+
+def make_copy(dest: Path) -> None:
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "results")
+    for name in COPIED:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=ignore)
+        else:
+            shutil.copy2(src, dest / name)
+
+
+def apply(copy: Path, patches: tuple[Patch, ...]) -> None:
+    for patch in patches:
+        path = copy / patch.file
+        text = path.read_text(encoding="utf-8")
+        found = text.count(patch.old)
+        if found != 1:
+            first = patch.old.strip().splitlines()[0] if patch.old.strip() else "(empty)"
+            raise PatchDoesNotApply(f"patch does not apply: {patch.file}: the snippet starting "
+                                    f"{first!r} occurs {found} times, not once (the code moved?)")
+        path.write_text(text.replace(patch.old, patch.new), encoding="utf-8")
+
+
+def environment(copy: Path, report: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "WBSYNC_"))}
+    env.update(PYTHONPATH=str(copy), WBSYNC_MUTANT_REPORT=str(report), WBSYNC_MUTANT_TESTS=str(copy / "tests"),
+               NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost", PYTHONDONTWRITEBYTECODE="1")
+    return env
+
+
+def imports(copy: Path, mutant: Mutant, env: dict[str, str]) -> str:
+    """"" if the patched package imports, else the error."""
+    modules = {"wbsync.cli"} | {p.file[:-3].replace("/", ".") for p in mutant.patches if p.file.startswith("wbsync/")}
+    code = "; ".join(f"import {m}" for m in sorted(modules))
+    proc = subprocess.run([sys.executable, "-c", code], cwd=copy, env=env, capture_output=True, text=True,
+                          timeout=120)
+    return "" if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["?"])[-1]
+
+
+def run_mutant(mutant: Mutant, keep: bool = False) -> Outcome:
+    started = time.monotonic()
+    copy = Path(tempfile.mkdtemp(prefix=f"wbsync-mutant-{mutant.name}-"))
+    try:
+        outcome = _run_in(copy, mutant)
+    finally:
+        if not keep:
+            shutil.rmtree(copy, ignore_errors=True)
+    outcome.seconds = time.monotonic() - started
+    return outcome
+
+
+def _run_in(copy: Path, mutant: Mutant) -> Outcome:
+    make_copy(copy)
+    try:
+        apply(copy, mutant.patches)
+    except PatchDoesNotApply as exc:
+        return Outcome(mutant, "patch does not apply", detail=str(exc))
+    report = copy / "mutant-report.json"
+    env = environment(copy, report)
+    error = imports(copy, mutant, env)
+    if error:
+        return Outcome(mutant, "does not import", detail=error)
+    args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "bench.mutant_plugin",
+            "-o", "addopts=", "--basetemp", str(copy / "pytest-tmp"), *mutant.tests]
+    try:
+        proc = subprocess.run(args, cwd=copy, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return Outcome(mutant, "timed out", detail=f"the tests ran over {TIMEOUT_S} s")
+    if not report.exists():
+        tail = (proc.stdout + proc.stderr).strip().splitlines()[-3:]
+        return Outcome(mutant, "pytest did not run", detail=" | ".join(tail))
+    data = json.loads(report.read_text())
+    records = data["records"]
+    caught = [r for r in records if r["caught"]]
+    if caught:
+        return Outcome(mutant, "caught", caught_by=str(caught[0]["nodeid"]), detail=str(caught[0]["message"]),
+                       failures=records)
+    if data["collected"] == 0:
+        return Outcome(mutant, "no test selected", detail="the selected tests were not found", failures=records)
+    if records:
+        first = records[0]
+        return Outcome(mutant, "not caught (errors only)", failures=records,
+                       detail=f"{first['nodeid']}: {first['type']} {first['message']}")
+    skipped = "skipped" in proc.stdout
+    return Outcome(mutant, "survived", detail="every selected test passed" + (" (some skipped)" if skipped else ""))
+
+
+def baseline(mutants: list[Mutant]) -> Outcome:
+    """Every selected test on the unpatched copy: all must pass (skips are reported)."""
+    tests = tuple(dict.fromkeys(t for m in mutants for t in m.tests))
+    unpatched = Mutant("baseline", "no bug planted", (), tests)
+    outcome = run_mutant(unpatched)
+    if outcome.status == "survived":
+        outcome.status = "all passed"
+    return outcome
+
+
+def short(test: str) -> str:
+    return test.removeprefix("tests/").replace(".py::", "::")
+
+
+def markdown(outcomes: list[Outcome]) -> str:
+    lines = ["| # | planted bug | tests run | caught by | result |", "|---|---|---|---|---|"]
+    for i, o in enumerate(outcomes, 1):
+        tests = "<br>".join(f"`{short(t)}`" for t in o.mutant.tests)
+        by = f"`{short(o.caught_by)}`" if o.caught_by else "—"
+        result = o.status if o.caught else f"**{o.status}**: {o.detail}"
+        lines.append(f"| {i} | {o.mutant.bug} (`{o.mutant.name}`) | {tests} | {by} | {result} |")
+    caught = sum(o.caught for o in outcomes)
+    lines.append("")
+    lines.append(f"{caught} of {len(outcomes)} planted bugs caught.")
+    return "\n".join(lines) + "\n"
+
+
+def document(table: str, complete: bool) -> str:
+    commit = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%h (%cs)"], capture_output=True,
+                            text=True, check=False).stdout.strip() or "unknown"
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "wbsync", "tests"],
+                           capture_output=True, text=True, check=False).stdout.strip()
+    scope = "every mutant" if complete else "a selection of the mutants"
+    return (
+        "# Mutation check\n\n"
+        "Each row is a bug planted on purpose (a small patch to a temporary copy of the package), the\n"
+        "tests run against it, and the first test whose own assertion failed. A bug counts as caught\n"
+        "only if its patch applies, the package imports and a test assertion fails: an import error,\n"
+        "a collection error or a crash of the mutated code is not a catch. The patches and the tests\n"
+        "chosen for each are in `bench/mutant_list.py`.\n\n"
+        "```bash\npython -m bench.mutants --baseline --markdown docs/mutation.md\n```\n\n"
+        f"Last run: {scope}, on commit {commit}{' with uncommitted changes' if dirty else ''}.\n\n"
+        + table
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.mutants", description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", help="mutants to run (default: all)")
+    parser.add_argument("--jobs", type=int, default=2, help="mutants at a time (default 2, at most 2)")
+    parser.add_argument("--list", action="store_true", help="list the mutants and their tests, run nothing")
+    parser.add_argument("--baseline", action="store_true", help="first run the selected tests without any bug")
+    parser.add_argument("--markdown", type=Path, help="also write the table to this file")
+    parser.add_argument("--keep", action="store_true", help="keep each mutant's temporary copy (for debugging)")
+    args = parser.parse_args(argv)
+    known = {m.name: m for m in MUTANTS}
+    unknown = [n for n in args.names if n not in known]
+    if unknown:
+        parser.error(f"unknown mutant(s): {', '.join(unknown)}; see --list")
+    selected = [known[n] for n in args.names] if args.names else list(MUTANTS)
+    if args.list:
+        for m in selected:
+            print(f"{m.name}: {m.bug}\n    " + "\n    ".join(m.tests))
+        return 0
+    if args.baseline:
+        base = baseline(selected)
+        print(f"baseline: {base.status} {base.detail} ({base.seconds:.0f} s)", flush=True)
+        if base.status != "all passed":
+            return 2
+    jobs = max(1, min(args.jobs, 2))  # the machine is shared: never more than 2 test runs at once
+    with ThreadPoolExecutor(jobs) as pool:
+        outcomes = []
+        for outcome in pool.map(lambda m: run_mutant(m, args.keep), selected):
+            print(f"{outcome.mutant.name}: {outcome.status} {outcome.caught_by or outcome.detail} "
+                  f"({outcome.seconds:.0f} s)", flush=True)
+            outcomes.append(outcome)
+    table = markdown(outcomes)
+    print("\n" + table)
+    if args.markdown:
+        args.markdown.write_text(document(table, len(selected) == len(MUTANTS)))
+    return 0 if all(o.caught for o in outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
