@@ -30,7 +30,7 @@ from wbsync.models import Lock, LockedArtifact
 from wbsync.place import LINK_MODES, LinkMode
 from wbsync.plan import EntryPlan
 from wbsync.project import MANIFEST, Project, check_names, find_manifest
-from wbsync.resolve import dropped_names, stale_names
+from wbsync.agreement import describe, stale_report
 from wbsync.sync import LockResult, SyncResult, plan_tree, run_lock, run_sync
 
 __all__ = ["LockResult", "LockedArtifact", "SyncResult", "lock", "locked", "path", "sync", "use_artifacts"]
@@ -163,12 +163,11 @@ def locked_entries(project: Project, names: tuple[str, ...]) -> dict[str, Locked
         manifest = project.manifest()
         known = set(lock.artifacts) | set(manifest.entries)
         selected = check_names(names, known, str(project.manifest_path))
-        stale = [n for n in stale_names(manifest, lock) + dropped_names(manifest, lock)
-                 if selected is None or n in selected]
+        stale = {n: why for n, why in stale_report(manifest, lock).items() if selected is None or n in selected}
         if stale:
             raise NotSyncedError(
-                f"{project.manifest_path} has changes to {', '.join(stale)} that {project.lock_path} does not "
-                f"have yet. Run `{_command(project, stale)}` to lock and sync them.")
+                f"{project.manifest_path} has changes to {describe(stale)} that {project.lock_path} does not "
+                f"have yet. Run `{_command(project, list(stale))}` to lock and sync them.")
     selected = check_names(names, set(lock.artifacts), str(project.lock_path))
     return {n: a for n, a in sorted(lock.artifacts.items()) if selected is None or n in selected}
 

@@ -27,9 +27,9 @@ from wbsync.digests import hash_file
 from wbsync.errors import IntegrityError, NotFoundError, WbsyncError
 from wbsync.fetch import Fetcher, FetchJob
 from wbsync.listing import ensure_listings, iter_files
-from wbsync.models import Entry, FileRecord, LockedArtifact, Resolved
+from wbsync.models import Entry, FileRecord, Lock, LockedArtifact, Resolved
 from wbsync.plan import digest_key
-from wbsync.project import Project, check_names
+from wbsync.project import Project
 from wbsync.references import parse_reference
 from wbsync.sources import Source, project_source
 from wbsync.sources.mirror import (
@@ -68,11 +68,12 @@ def run_mirror(project: Project, dest: str, names: tuple[str, ...] = (), *, sour
                jobs: int = 16, progress: Callable[[int], None] | None = None,
                on_copy_start: Callable[[int, int], None] | None = None) -> MirrorResult:
     """Mirror the locked versions (all, or NAMES) to ``dest``, a folder or an fsspec URL."""
-    lock = project.require_lock()
-    selected = check_names(names, set(lock.artifacts), str(project.lock_path))
-    artifacts = [a for n, a in sorted(lock.artifacts.items()) if selected is None or n in selected]
+    from wbsync.api import locked_entries  # the lock, refused where it disagrees with artifacts.yaml
+
+    entries = locked_entries(project, names)
+    artifacts = list(entries.values())
     source = source or project_source(project)
-    ensure_listings(lock, source, selected)  # large entries: their file lists, from the source
+    ensure_listings(Lock(entries), source)  # large entries: their file lists, from the source
     writer = _Writer(Location(dest), Store(default_store_dir()), source, jobs)
     writer.progress, writer.on_copy_start = progress or (lambda n: None), on_copy_start
     return writer.run(artifacts, _entities(project, artifacts))

@@ -44,10 +44,21 @@ class Project:
         return self.manifest_path.resolve().parent
 
     def manifest(self) -> Manifest:
-        return load_manifest(self.manifest_path)
+        """The manifest, every entry's folder checked against the project's own files."""
+        from wbsync import agreement
+
+        manifest = load_manifest(self.manifest_path)
+        agreement.check_manifest(manifest, agreement.Places.of(self.manifest_path, self.lock_path))
+        return manifest
 
     def lock(self) -> Lock | None:
-        return read_lock(self.lock_path)
+        """The lock, or None; a lock that would write anywhere unsafe is refused (exit 2)."""
+        from wbsync import agreement
+
+        lock = read_lock(self.lock_path)
+        if lock is not None:
+            agreement.check_lock(lock, str(self.lock_path), agreement.Places.of(self.manifest_path, self.lock_path))
+        return lock
 
     def require_lock(self) -> Lock:
         lock = self.lock()

@@ -123,20 +123,25 @@ def verify_text(reports: list[EntryReport]) -> list[str]:
             lines.append(f"  {style.name(r.name)}  {style.good('ok')}  ({r.path}/)")
             continue
         lines.append(f"  {style.name(r.name)}  {style.bad('differs')}  ({r.path}/)")
+        if r.stale:
+            lines.append(f"    {style.warn('stale')}     the lock does not pin what artifacts.yaml asks: {r.stale}")
         lines += [f"    {style.warn('missing')}   {p}" for p in r.missing]
         lines += [f"    {style.warn('modified')}  {p}" for p in r.modified]
         lines += [f"    {style.warn('extra')}     {p}" for p in r.extra]
     ok = all(r.ok for r in reports)
-    return lines + ([style.good("All files match the lock.")] if ok else
-                    [style.bad("Differences found.") + " `wbsync sync` restores missing and modified files; it never deletes "
-                     "extra files it did not place."])
+    if ok:
+        return lines + [style.good("All files match the lock.")]
+    fix = (" `wbsync sync` restores missing and modified files; it never deletes extra files it did not place.")
+    if any(r.stale for r in reports):
+        fix += " Stale entries: run `wbsync lock` (or restore the lockfile) and commit it."
+    return lines + [style.bad("Differences found.") + fix]
 
 
 def verify_json(reports: list[EntryReport]) -> dict[str, Any]:
     return {
         "ok": all(r.ok for r in reports),
         "entries": [{"name": r.name, "path": r.path, "ok": r.ok, "missing": r.missing,
-                     "modified": r.modified, "extra": r.extra} for r in reports],
+                     "modified": r.modified, "extra": r.extra, "stale": r.stale} for r in reports],
     }
 
 

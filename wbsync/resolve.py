@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import posixpath
+import re
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -11,9 +13,13 @@ from wbsync import listing
 from wbsync.errors import IntegrityError, UnsafePathError
 from wbsync.listing import StoredFiles, iter_files
 from wbsync.models import Entry, FileRecord, Lock, LockedArtifact, Manifest, RemoteFile, Resolved
+from wbsync.reserved import exclude_glob, reserved_segment
 from wbsync.sources import Source
 
 RESOLVE_JOBS = 8
+#: Deepest artifact file path or entry folder wbsync accepts, in folders: a path 1,000 folders
+#: deep is an attack on the tools that walk it (Python's own recursion limit among them).
+MAX_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -81,13 +87,16 @@ def _files_or_nothing(artifact: LockedArtifact | None) -> Iterator[FileRecord]:
 
 
 def stale_names(manifest: Manifest, lock: Lock | None) -> list[str]:
-    """Entries that are new or whose manifest entry changed since they were locked."""
-    locked = lock.artifacts if lock else {}
-    return [n for n, e in manifest.entries.items() if n not in locked or locked[n].entry_digest != e.digest()]
+    """Entries that are new or that the lock does not pin as the manifest asks (wbsync.agreement)."""
+    from wbsync.agreement import stale_entries
+
+    return list(stale_entries(manifest, lock))
 
 
 def dropped_names(manifest: Manifest, lock: Lock | None) -> list[str]:
-    return sorted(set(lock.artifacts) - set(manifest.entries)) if lock else []
+    from wbsync.agreement import dropped_names as dropped
+
+    return dropped(manifest, lock)
 
 
 def lock_manifest(manifest: Manifest, old: Lock | None, source: Source,
@@ -122,7 +131,7 @@ def to_locked(entry: Entry, res: Resolved) -> LockedArtifact:
     kept = [f for f in res.files if selected(entry, f.record.path)]
     _refuse_references(entry, res, kept)
     files = tuple(sorted((f.record for f in kept), key=lambda r: r.path))
-    check_paths(entry.name, files)
+    check_paths(entry.name, files, entry.path)
     if len(files) > listing.inline_max():
         # Too many to review in the lock: it keeps the digest, and the list goes to the store.
         listing.write_listing(res.files, res.digest, f"{entry.name} ({res.resolved})")
@@ -160,17 +169,28 @@ def selected(entry: Entry, path: str) -> bool:
     return listing.selected(entry.include, entry.exclude, path)
 
 
-def check_paths(name: str, files: tuple[FileRecord, ...]) -> None:
-    """Refuse artifact file lists that could write outside the destination or collide on disk,
-    before anything is written (the lock is the first thing written)."""
+def check_paths(name: str, files: tuple[FileRecord, ...], base: str = "") -> None:
+    """Refuse artifact file lists that could write outside the destination, into git's or
+    wbsync's folders, or collide on disk, before anything is written (the lock is the first
+    thing written). ``base`` is the entry's folder: the two together must fit a path."""
     seen: dict[str, str] = {}
     folders: set[str] = set()
     for f in files:
-        problem = unsafe_reason(f.path)
+        problem = unsafe_reason(f.path) or too_long_with(base, f.path)
         if problem:
             raise UnsafePathError(
                 f"{name}: the artifact lists a file at {f.path!r}, which {problem}. wbsync refuses "
-                "to write it; nothing was written. Report the artifact to its owner."
+                f"to write it; nothing was written. Leave it out with `exclude: [{json.dumps(f.path)}]` in "
+                "the entry, and report the artifact to its owner."
+            )
+        reserved = reserved_segment(f.path)
+        if reserved:
+            prefix, what = reserved
+            raise UnsafePathError(
+                f"{name}: the artifact lists a file at {f.path!r}, inside {prefix!r}, which filesystems "
+                f"treat as {what}: {_RESERVED_WHY[what]}. wbsync refuses it; nothing was written. Leave "
+                f"it out with `exclude: [{json.dumps(exclude_glob(f.path, prefix))}]` in the entry, and "
+                "report the artifact to its owner."
             )
         folded = f.path.casefold()
         if folded in seen:
@@ -190,7 +210,33 @@ def check_paths(name: str, files: tuple[FileRecord, ...]) -> None:
             )
 
 
+_RESERVED_WHY = {
+    ".git": "git's own folder, where a file such as config or a hook runs as a command on the next "
+            "`git status` or commit",
+    ".wbsync": "wbsync's own records of what it placed",
+}
+
+
+def too_long_with(base: str, path: str) -> str | None:
+    """Entry folder and file path together: the same limits as a file path alone."""
+    if not base:
+        return None
+    joined = f"{base}/{path}"
+    if joined.count("/") + 1 > MAX_DEPTH:
+        return f"is more than {MAX_DEPTH} folders deep below the project (with the entry's folder {base!r})"
+    if len(joined.encode()) >= 4096:
+        return f"is longer than 4095 bytes with the entry's folder {base!r}"
+    return None
+
+
+# Most artifact paths: ASCII names that do not start with a dot, no ':' or '\\', each at most
+# 255 bytes. Such a path needs none of the checks below but depth and length.
+_PLAIN = re.compile(r"[\w+=,@%-][\w.+=,@% -]{0,254}(?:/[\w+=,@%-][\w.+=,@% -]{0,254})*", re.ASCII)
+
+
 def unsafe_reason(path: str) -> str | None:
+    if len(path) < 4096 and path.count("/") < MAX_DEPTH and _PLAIN.fullmatch(path):
+        return None
     if not path or "\x00" in path:
         return "is empty or holds a NUL byte"
     if not path.isascii() and any("\ud800" <= c <= "\udfff" for c in path):
@@ -206,6 +252,8 @@ def unsafe_reason(path: str) -> str | None:
         return "is not a normalized path"
     if any(len(p.encode()) > 255 for p in parts):
         return "has a name longer than 255 bytes"
+    if len(parts) > MAX_DEPTH:
+        return f"is more than {MAX_DEPTH} folders deep"
     if len(path.encode()) >= 4096:  # PATH_MAX: no folder could hold it (placement checks the full path)
         return "is longer than 4095 bytes"
     return None

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from wbsync.digests import hash_file
+from wbsync.agreement import describe, stale_report
 from wbsync.errors import CheckFailed, WbsyncError, local_io_error
 from wbsync.listing import ensure_listings, iter_files
 from wbsync.lockfile import write_lock
@@ -32,7 +33,7 @@ from wbsync.place import (
 )
 from wbsync.plan import EntryPlan, FileAction, Plan, dest_of, digest_key, make_plan
 from wbsync.project import Project, check_names
-from wbsync.resolve import PinChange, dropped_names, lock_manifest, stale_names
+from wbsync.resolve import PinChange, lock_manifest
 from wbsync.sources import Source, project_source
 from wbsync.state import (
     STATE_DIR,
@@ -78,7 +79,7 @@ def run_lock(project: Project, names: tuple[str, ...] = (), upgrade: bool = Fals
     old = project.lock()
     selected = check_names(names, set(manifest.entries), str(project.manifest_path))
     if check:
-        stale = stale_names(manifest, old) + dropped_names(manifest, old)
+        stale = stale_report(manifest, old)
         if old is None or stale:
             raise CheckFailed(_stale_message(project, old is None, stale))
         return LockResult(old, [], False)
@@ -88,10 +89,10 @@ def run_lock(project: Project, names: tuple[str, ...] = (), upgrade: bool = Fals
     return LockResult(lock, changes, written)
 
 
-def _stale_message(project: Project, missing: bool, stale: list[str]) -> str:
+def _stale_message(project: Project, missing: bool, stale: dict[str, str]) -> str:
     if missing:
         return f"{project.lock_path}: no lockfile. Run `wbsync lock` and commit {project.lock_path.name}."
-    return (f"{project.lock_path} is out of date with {project.manifest_path} for: {', '.join(stale)}. "
+    return (f"{project.lock_path} is out of date with {project.manifest_path} for: {describe(stale)}. "
             "Run `wbsync lock` and commit the lockfile.")
 
 
@@ -107,7 +108,7 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
         manifest = project.manifest()
         source = source or project_source(project, manifest)
         old = project.lock()
-        stale = stale_names(manifest, old) + dropped_names(manifest, old)
+        stale = stale_report(manifest, old)
         if old is None or stale:
             if locked:
                 raise CheckFailed(_stale_message(project, old is None, stale)

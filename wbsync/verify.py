@@ -21,13 +21,18 @@ class EntryReport:
     missing: list[str] = field(default_factory=list)
     modified: list[str] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)
+    stale: str | None = None  # why the lock does not pin what artifacts.yaml asks (wbsync.agreement)
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.modified or self.extra)
+        return not (self.missing or self.modified or self.extra or self.stale)
 
 
-def verify(root: Path, lock: Lock, names: frozenset[str] | None, jobs: int = 8) -> list[EntryReport]:
+def verify(root: Path, lock: Lock, names: frozenset[str] | None, jobs: int = 8,
+           stale: dict[str, str] | None = None) -> list[EntryReport]:
+    """Re-hash every locked file. ``stale``: entries whose lock disagrees with the manifest
+    (name -> why), reported as differences too: matching a tampered lock proves nothing."""
+    stale = stale or {}
     reports = []
     for name in sorted(lock.artifacts):
         if names is not None and name not in names:
@@ -45,7 +50,11 @@ def verify(root: Path, lock: Lock, names: frozenset[str] | None, jobs: int = 8) 
                 report.modified.append(f.path)
         locked = {f.path for f in files}
         report.extra = sorted(p for p in _walk(folder) if p not in locked)
+        report.stale = stale.get(name)
         reports.append(report)
+    for name, why in sorted(stale.items()):  # in artifacts.yaml but not in the lock
+        if name not in lock.artifacts and (names is None or name in names):
+            reports.append(EntryReport(name, "", stale=why))
     return reports
 
 

@@ -20,9 +20,12 @@ def verify(ctx: Ctx, names: tuple[str, ...]) -> None:
     from wbsync.project import check_names
     from wbsync.verify import verify as run_verify
 
+    from wbsync.agreement import stale_report
+
     lock = ctx.project.require_lock()
-    selected = check_names(names, set(lock.artifacts), ctx.lockfile)
-    reports = run_verify(ctx.project.root, lock, selected)
+    stale = stale_report(ctx.project.manifest(), lock) if ctx.project.manifest_path.exists() else {}
+    selected = check_names(names, set(lock.artifacts) | set(stale), ctx.lockfile)
+    reports = run_verify(ctx.project.root, lock, selected, stale=stale)
     ctx.emit(render.verify_text(reports), render.verify_json(reports), "verify")
     if not all(r.ok for r in reports):
         raise CheckFailed("")

@@ -1,0 +1,236 @@
+"""Attacks on a repository through wbsync, each followed by the promise it must keep.
+
+wbsync runs in CI on pull requests: the lockfile is written by whoever opened the pull request,
+an artifact's file list by whoever published it, and the folder holds other people's files.
+Each test plays one of them against the real CLI and the fake W&B server, then checks the
+promise: the exit code, the bytes on disk unchanged, nothing written outside, no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from helpers import run, run_json, tree, write_manifest
+from test_lock_and_sync import MODEL, PHI3, publish
+from wbsync.testing import FakeWandb
+
+EVIL = {"config.json": b'{"layers": 32, "backdoor": true}\n', "weights/shard-0.bin": b"\xde\xad" * 3000,
+        "README.md": b"# phi3\n"}
+TRAIN = b"print('the user's own training code')\n"
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` (hidden ones included), for "nothing changed" checks."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def locked_project(fake_wandb: FakeWandb, project: Path) -> dict:
+    """A synced project with a src/ folder of the user's, and the lock as data."""
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    run("sync")
+    (project / "src").mkdir()
+    (project / "src/train.py").write_bytes(TRAIN)
+    return yaml.safe_load((project / "artifacts.lock").read_text())
+
+
+def write_lock(project: Path, data: dict) -> None:
+    """A hand-edited lock, as a pull request could bring it (entry_digest left as it was)."""
+    (project / "artifacts.lock").write_text(yaml.safe_dump(data, sort_keys=True))
+
+
+def publish_evil(fake_wandb: FakeWandb) -> object:
+    """Another collection the reader can also see, holding backdoored weights."""
+    return fake_wandb.log_artifact("acme", "model", "evil-model", EVIL, type="model", aliases=["production"])
+
+
+def git_repo(project: Path) -> None:
+    subprocess.run(["git", "init", "-q", str(project)], check=True)
+
+
+# -- a tampered lock -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [".git", "models/.GIT", "git~1", ".git. ", ".wbsync", "artifacts.lock",
+                                  "artifacts.yaml", ".g\u200cit/hooks"])
+def test_a_lock_whose_path_points_at_a_reserved_folder_is_refused_by_every_command(
+        fake_wandb: FakeWandb, project: Path, path: str) -> None:
+    data = locked_project(fake_wandb, project)
+    data["artifacts"]["phi3"]["path"] = path
+    write_lock(project, data)
+    before = snapshot(project)
+    for args in (["lock", "--check"], ["sync", "--locked"], ["sync"], ["sync", "--frozen"], ["verify"], ["lock"]):
+        result = run(*args, check=2)
+        assert "phi3" in result.stderr and "refuses this lockfile" in result.stderr, result.stderr
+    assert snapshot(project) == before
+
+
+def test_a_lock_listing_a_file_inside_git_is_refused_even_when_frozen(fake_wandb: FakeWandb, project: Path) -> None:
+    data = locked_project(fake_wandb, project)
+    data["artifacts"]["phi3"]["path"] = "models"
+    data["artifacts"]["phi3"]["files"][0]["path"] = "../.git/config"
+    write_lock(project, data)
+    before = snapshot(project)
+    run("sync", "--frozen", check=2)
+    data["artifacts"]["phi3"]["files"][0]["path"] = "x/.Git./config"
+    write_lock(project, data)
+    assert "x/.Git." in run("sync", "--frozen", check=2).stderr
+    before.pop("artifacts.lock")
+    assert {p: b for p, b in snapshot(project).items() if p != "artifacts.lock"} == before
+
+
+def test_a_lock_pointing_an_entry_at_the_users_code_is_stale_and_never_overwrites_it(
+        fake_wandb: FakeWandb, project: Path) -> None:
+    data = locked_project(fake_wandb, project)
+    data["artifacts"]["phi3"]["path"] = "src"
+    data["artifacts"]["phi3"]["files"][0]["path"] = "train.py"
+    write_lock(project, data)
+    for args in (["lock", "--check"], ["sync", "--locked"]):
+        err = run(*args, check=1).stderr
+        assert "phi3" in err and "path" in err and "'src'" in err, err
+    assert run_json("verify", check=1)["entries"][0]["stale"].startswith("path")
+    assert (project / "src/train.py").read_bytes() == TRAIN
+    run("sync")  # re-locks the entry from artifacts.yaml
+    assert (project / "src/train.py").read_bytes() == TRAIN
+    assert yaml.safe_load((project / "artifacts.lock").read_text())["artifacts"]["phi3"]["path"] == "models/phi3"
+    assert tree(project / "models/phi3") == MODEL
+    run("verify")
+
+
+def test_a_lock_pointing_at_another_collection_is_stale_and_its_bytes_are_never_placed(
+        fake_wandb: FakeWandb, project: Path) -> None:
+    data = locked_project(fake_wandb, project)
+    evil = publish_evil(fake_wandb)
+    phi3 = data["artifacts"]["phi3"]
+    phi3["resolved"] = "acme-org/wandb-registry-model/evil-model:v0"
+    phi3["digest"] = evil.digest
+    phi3["files"] = [{"path": p, "size": s, "md5": d} for p, (s, d) in sorted(evil.files.items())]
+    write_lock(project, data)
+    for path in (project / "models/phi3").rglob("*"):
+        if path.is_file():
+            path.unlink()
+    for args in (["lock", "--check"], ["sync", "--locked"]):
+        err = run(*args, check=1).stderr
+        assert "resolved" in err and "evil-model" in err, err
+    doc = run_json("verify", check=1)
+    assert doc["entries"][0]["stale"].startswith("resolved")
+    assert not any((project / "models/phi3").rglob("*.json"))
+    run("sync")
+    assert tree(project / "models/phi3") == MODEL
+
+
+def test_a_lock_whose_version_disagrees_with_resolved_is_stale(fake_wandb: FakeWandb, project: Path) -> None:
+    data = locked_project(fake_wandb, project)
+    data["artifacts"]["phi3"]["version"] = "v7"
+    write_lock(project, data)
+    assert "version" in run("lock", "--check", check=1).stderr
+
+
+def test_a_lock_listing_a_file_the_entrys_filters_leave_out_is_stale(fake_wandb: FakeWandb, project: Path) -> None:
+    publish(fake_wandb)
+    write_manifest(project, PHI3 + "        exclude: ['*.md']\n")
+    run("sync")
+    data = yaml.safe_load((project / "artifacts.lock").read_text())
+    data["artifacts"]["phi3"]["files"].append({"path": "README.md", "size": 7, "md5": "x" * 22 + "=="})
+    write_lock(project, data)
+    assert "README.md" in run("sync", "--locked", check=1).stderr
+
+
+def test_the_python_api_refuses_a_tampered_lock(fake_wandb: FakeWandb, project: Path) -> None:
+    import wbsync
+    from wbsync.errors import LockfileError, NotSyncedError
+
+    data = locked_project(fake_wandb, project)
+    data["artifacts"]["phi3"]["requested"] = "wandb-registry-model/evil-model:production"
+    write_lock(project, data)
+    with pytest.raises(NotSyncedError, match="requested"):
+        wbsync.path("phi3")
+    data["artifacts"]["phi3"]["path"] = ".git"
+    write_lock(project, data)
+    with pytest.raises(LockfileError, match="refuses this lockfile"):
+        wbsync.path("phi3")
+
+
+# -- an artifact that plants a repository ---------------------------------------------------
+
+
+@pytest.mark.parametrize("name", [".git/config", ".GIT/config", "sub/.git/hooks/pre-commit", ".git./config",
+                                  ".git /config", "git~1/config", "GIT~1/config", ".git::$INDEX_ALLOCATION/config",
+                                  ".g\u200cit/config", "\ufeff.git/config", ".git", ".wbsync/state.json",
+                                  ".WBSYNC./state.json"])
+def test_an_artifact_with_files_in_a_git_folder_is_refused_before_anything_is_written(
+        fake_wandb: FakeWandb, project: Path, name: str) -> None:
+    fake_wandb.log_artifact("acme", "model", "phi3-finetuned", {**MODEL, name: b"[core]\n\tfsmonitor = touch pwned\n"},
+                            type="model", aliases=["production"])
+    write_manifest(project, PHI3)
+    err = run("sync", check=4).stderr
+    assert "exclude" in err and "nothing was written" in err, err
+    assert sorted(os.listdir(project)) == ["artifacts.yaml"]
+
+
+def test_the_exclude_the_message_names_lets_the_rest_of_the_artifact_sync(fake_wandb: FakeWandb, project: Path) -> None:
+    fake_wandb.log_artifact("acme", "model", "phi3-finetuned", {**MODEL, "sub/.GIT/config": b"x", "sub/.GIT/HEAD": b"y"},
+                            type="model", aliases=["production"])
+    write_manifest(project, PHI3)
+    doc = run_json("sync", check=4)
+    glob = doc["error"]["message"].split("exclude: [")[1].split("]")[0]
+    write_manifest(project, PHI3 + f"        exclude: [{glob}]\n")
+    run("sync")
+    assert tree(project / "models/phi3") == MODEL
+
+
+def test_a_git_status_after_syncing_an_artifact_never_runs_its_command(fake_wandb: FakeWandb, project: Path) -> None:
+    hook = f"[core]\n\tfsmonitor = touch {project}/pwned\n".encode()
+    fake_wandb.log_artifact("acme", "model", "phi3-finetuned", {**MODEL, ".git/config": hook, ".git/HEAD": b"ref: x\n"},
+                            type="model", aliases=["production"])
+    write_manifest(project, PHI3)
+    run("sync", check=4)
+    assert not (project / "models").exists()
+    git_repo(project)
+    subprocess.run(["git", "status"], cwd=project, capture_output=True, check=True)
+    assert not (project / "pwned").exists()
+
+
+# -- a manifest that aims at the repository ---------------------------------------------------
+
+
+@pytest.mark.parametrize("path", [".git", "models/.Git", ".git::$INDEX_ALLOCATION", ".wbsync", "artifacts.lock",
+                                  "artifacts.yaml", "ARTIFACTS.LOCK", "/".join(["d"] * 70)])
+def test_a_manifest_entry_aimed_at_a_reserved_folder_is_refused_before_the_lock_is_written(
+        fake_wandb: FakeWandb, project: Path, path: str) -> None:
+    publish(fake_wandb)
+    write_manifest(project, PHI3.replace("models/phi3", json.dumps(path)))
+    for args in (["lock"], ["sync"], ["lock", "--check"]):
+        err = run(*args, check=2).stderr
+        assert "artifacts.yaml:3: artifacts.phi3.path" in err, err
+    assert sorted(os.listdir(project)) == ["artifacts.yaml"]
+
+
+def test_an_entry_holding_the_lockfile_is_refused(fake_wandb: FakeWandb, project: Path) -> None:
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    err = run("sync", "--lockfile", "models/phi3/artifacts.lock", check=2).stderr
+    assert "lockfile" in err
+    assert sorted(os.listdir(project)) == ["artifacts.yaml"]
+
+
+# -- bounded paths ------------------------------------------------------------------------------
+
+
+def test_an_artifact_path_a_thousand_folders_deep_fails_cleanly_before_the_lock(fake_wandb: FakeWandb,
+                                                                                  project: Path) -> None:
+    deep = "/".join(["a"] * 1000) + "/x.bin"
+    fake_wandb.log_artifact("acme", "model", "phi3-finetuned", {**MODEL, deep: b"x"}, type="model",
+                            aliases=["production"])
+    write_manifest(project, PHI3)
+    proc = subprocess.run([sys.executable, "-m", "wbsync", "sync"], cwd=project, capture_output=True, text=True)
+    assert proc.returncode == 4, proc.stderr
+    assert "Traceback" not in proc.stderr and "folders deep" in proc.stderr
+    assert sorted(os.listdir(project)) == ["artifacts.yaml"]
