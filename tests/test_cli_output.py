@@ -81,13 +81,14 @@ def test_sync_dry_run_json_is_the_plan_and_changes_nothing(locked: Path) -> None
 def test_verify_json_lists_each_entrys_differences(locked: Path) -> None:
     run("sync")
     assert run_json("verify") == {"command": "verify", "ok": True, "entries": [
-        {"name": "phi3", "path": "models/phi3", "ok": True, "missing": [], "modified": [], "extra": []}]}
+        {"name": "phi3", "path": "models/phi3", "ok": True, "missing": [], "modified": [], "extra": [],
+         "stale": None}]}
     (locked / "models/phi3/README.md").unlink()
     (locked / "models/phi3/config.json").write_text("edited")
     (locked / "models/phi3/notes.txt").write_text("mine")
     assert run_json("verify", check=1) == {"command": "verify", "ok": False, "entries": [
         {"name": "phi3", "path": "models/phi3", "ok": False, "missing": ["README.md"],
-         "modified": ["config.json"], "extra": ["notes.txt"]}]}
+         "modified": ["config.json"], "extra": ["notes.txt"], "stale": None}]}
 
 
 def test_outdated_json_lists_each_moved_alias_with_its_file_delta(fake_wandb: FakeWandb, locked: Path) -> None:
