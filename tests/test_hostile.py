@@ -234,3 +234,26 @@ def test_an_artifact_path_a_thousand_folders_deep_fails_cleanly_before_the_lock(
     assert proc.returncode == 4, proc.stderr
     assert "Traceback" not in proc.stderr and "folders deep" in proc.stderr
     assert sorted(os.listdir(project)) == ["artifacts.yaml"]
+
+
+def test_a_large_entrys_lock_cannot_lift_its_exclude_to_place_a_git_folder(
+        fake_wandb: FakeWandb, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WBSYNC_LOCK_INLINE_MAX", "2")  # the file list goes to the content store
+    fake_wandb.log_artifact("acme", "model", "phi3-finetuned", {**MODEL, ".git/config": b"[core]\n"}, type="model",
+                            aliases=["production"])
+    write_manifest(project, PHI3 + "        exclude: ['.git/*']\n")
+    run("sync")
+    assert tree(project / "models/phi3") == MODEL
+    lock = (project / "artifacts.lock").read_text()
+    assert "file_count" in lock and "exclude" in lock
+    count = len(MODEL)
+    size = sum(map(len, MODEL.values()))
+    lock = lock.replace(f"file_count: {count}\n", f"file_count: {count + 1}\n").replace(
+        f"bytes: {size}\n", f"bytes: {size + len(b'[core]')+1}\n")  # as the lifted filter would count
+    (project / "artifacts.lock").write_text("\n".join(line for line in lock.split("\n")
+                                                    if not line.startswith("    exclude:")))
+    assert "include/exclude" in run("lock", "--check", check=1).stderr
+    run("sync", "--locked", check=1)
+    err = run("sync", "--frozen", check=4).stderr  # no manifest read: the placement check refuses it
+    assert ".git" in err
+    assert not (project / "models/phi3/.git").exists()

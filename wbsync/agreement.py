@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wbsync.errors import LockfileError, ManifestError
+from wbsync.listing import StoredFiles
 from wbsync.models import Entry, Lock, LockedArtifact, Manifest
 from wbsync.reserved import reserved_segment
 from wbsync.resolve import MAX_DEPTH
@@ -98,6 +99,10 @@ def check_lock(lock: Lock, file: str, places: Places) -> None:
             f"it is not a normalized folder (wbsync writes {normal!r})"
         if problem is not None:
             _refuse(file, name, f"its path {art.path!r} cannot receive files: {problem}")
+        if isinstance(art.files, StoredFiles):
+            # A large entry's list is in the content store, written from the source after its
+            # paths passed these checks; placement checks each path again (wbsync.place).
+            continue
         for f in art.files:
             problem = unsafe_reason(f.path) or _reserved_file(f.path) or too_long_with(art.path, f.path)
             if problem is not None:
@@ -137,6 +142,12 @@ def disagreement(entry: Entry, art: LockedArtifact) -> str | None:
         return problem
     from wbsync.resolve import selected
 
+    if isinstance(art.files, StoredFiles):  # the filters the stored list is read with
+        stored = art.files
+        if (stored.include, stored.exclude) != (entry.include, entry.exclude):
+            return _field("include/exclude", f"{list(stored.include)} / {list(stored.exclude)}",
+                          f"{list(entry.include)} / {list(entry.exclude)}")
+        return None
     for f in art.files:
         if not selected(entry, f.path):
             return (f"files: the lock lists {f.path!r}, which the entry's include/exclude leave out "

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Literal
 
 from .errors import UnsafePathError, UsageError
+from .reserved import reserved_segment
 
 LinkMode = Literal["auto", "copy", "reflink", "hardlink"]
 LINK_MODES: tuple[LinkMode, ...] = ("auto", "copy", "reflink", "hardlink")
@@ -104,6 +105,11 @@ def _path_problem(rel: str) -> str | None:
             return "it has an empty segment ('//', or a '/' at the end)"
         if segment in (".", ".."):
             return f"it has a {segment!r} segment"
+    # Checked when the lock is read and when an artifact is locked; again here, where every
+    # write and removal passes, for lists that bypass both (a large entry's stored listing).
+    reserved = reserved_segment(rel)
+    if reserved is not None:
+        return f"{reserved[0]!r} is reserved for {reserved[1]} (wbsync never writes into git's or its own folder)"
     return None
 
 
