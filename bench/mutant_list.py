@@ -164,9 +164,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "            os.link(blob, temp)\n",
         "            os.link(blob, temp)\n            os.chmod(temp, 0o644)\n",
         PLACE + "test_an_in_place_edit_of_a_hardlinked_file_is_refused"),
-    one("reflink-never-clones", "the reflink path never clones (a silent full copy)",
+    one("reflink-never-clones", "the clone request never succeeds (a wrong ioctl): `auto` silently copies",
         "wbsync/place.py",
         "            fcntl.ioctl(dst, FICLONE, src)\n            return \"reflink\"\n",
-        "            raise OSError(errno.EOPNOTSUPP, \"cloning disabled\")\n",
+        "            raise OSError(errno.ENOTTY, \"inappropriate ioctl\")\n",
         PLACE + "test_reflink_clones_on_a_filesystem_that_can_and_an_edit_leaves_the_blob_intact"),
 )

@@ -235,7 +235,7 @@ def test_reflink_clones_on_a_filesystem_that_can_and_an_edit_leaves_the_blob_int
     blob.parent.mkdir()
     blob.write_bytes(b"locked bytes\n" * 1000)
     blob.chmod(0o444)
-    for mode in ("reflink", "auto"):
+    for mode in ("auto", "reflink"):
         dest = cow_fs / "project" / f"{mode}.bin"
         assert place(blob, dest, mode) == "reflink"
         assert dest.read_bytes() == blob.read_bytes() and not os.path.samefile(dest, blob)
