@@ -36,6 +36,7 @@ LOCKSYNC = "tests/test_lock_and_sync.py::"
 DISK = "tests/test_disk_full.py::"
 PLACE = "tests/test_place.py::"
 MATRIX = "tests/test_fault_matrix.py::test_fault_cell"
+HOSTILE = "tests/test_hostile.py::"
 
 MUTANTS: tuple[Mutant, ...] = (
     one("rehash-size-only", "files on disk that the state does not vouch for are checked by size, not digest",
@@ -138,9 +139,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "        headers = {}\n",
         TRUST + "test_a_dropped_transfer_resumes_with_a_range_request"),
     one("unseen-entry-change", "a changed manifest entry (same name) is not seen as stale",
-        "wbsync/resolve.py",
-        "if n not in locked or locked[n].entry_digest != e.digest()]",
-        "if n not in locked]",
+        "wbsync/agreement.py",
+        "        elif (why := disagreement(entry, locked[name])) is not None:\n",
+        "        elif False:\n",
         CMDS + "test_lock_check_exits_1_when_the_manifest_changed",
         LOCKSYNC + "test_a_changed_manifest_entry_is_relocked_on_sync"),
     one("skip-symlink-check", "symlinked folders in a destination are not checked for escapes",
@@ -169,4 +170,38 @@ MUTANTS: tuple[Mutant, ...] = (
         "            fcntl.ioctl(dst, FICLONE, src)\n            return \"reflink\"\n",
         "            raise OSError(errno.ENOTTY, \"inappropriate ioctl\")\n",
         PLACE + "test_reflink_clones_on_a_filesystem_that_can_and_an_edit_leaves_the_blob_intact"),
+
+    # -- the rules of the issues worked on beside this one (12, 13, 14, 16, 17), as they landed --
+    one("reserved-names-unchecked", "files and folders named .git or .wbsync are written like any other",
+        "wbsync/reserved.py",
+        "    if path.isascii() and not _ASCII_RESERVED.search(path):\n        return None\n",
+        "    return None\n",
+        HOSTILE + "test_an_artifact_with_files_in_a_git_folder_is_refused_before_anything_is_written",
+        HOSTILE + "test_a_git_status_after_syncing_an_artifact_never_runs_its_command"),
+    one("reserved-names-bytewise", "reserved names compared byte for byte: .GIT, '.git. ', .g\u200cit slip through",
+        "wbsync/reserved.py",
+        "    folded = _HFS_IGNORED.sub(\"\", name).translate(_UPPER)\n"
+        "    folded = folded.partition(\":\")[0].rstrip(\". \")  # NTFS: streams, trailing dots and spaces\n",
+        "    folded = name\n",
+        HOSTILE + "test_a_lock_whose_path_points_at_a_reserved_folder_is_refused_by_every_command"),
+    one("lock-not-checked-on-read", "a lock's own paths are not checked when it is read (a hand-edited lock)",
+        "wbsync/agreement.py",
+        "    for name, art in sorted(lock.artifacts.items()):\n        try:\n            normal = normalize_path(art.path)\n",
+        "    for name, art in ():\n        try:\n            normal = normalize_path(art.path)\n",
+        HOSTILE + "test_a_lock_listing_a_file_inside_git_is_refused_even_when_frozen"),
+    one("lock-path-agreement", "a lock whose path was edited by hand (digest kept) still counts as agreeing",
+        "wbsync/agreement.py",
+        "    if art.path != entry.path:\n        return _field(\"path\", art.path, entry.path)\n",
+        "",
+        HOSTILE + "test_a_lock_pointing_an_entry_at_the_users_code_is_stale_and_never_overwrites_it"),
+    one("lock-collection-agreement", "a lock pinning another collection than the manifest asks for is acted on",
+        "wbsync/agreement.py",
+        "    if (pinned.registry, pinned.collection) != (ref.registry, ref.collection):\n",
+        "    if False:\n",
+        HOSTILE + "test_a_lock_pointing_at_another_collection_is_stale_and_its_bytes_are_never_placed"),
+    one("lock-filter-agreement", "a lock listing files the entry's include/exclude leave out is acted on",
+        "wbsync/agreement.py",
+        "        if not selected(entry, f.path):\n",
+        "        if False:\n",
+        HOSTILE + "test_a_lock_listing_a_file_the_entrys_filters_leave_out_is_stale"),
 )

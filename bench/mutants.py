@@ -94,6 +94,20 @@ def imports(copy: Path, mutant: Mutant, env: dict[str, str]) -> str:
     return "" if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["?"])[-1]
 
 
+def check_applies(mutant: Mutant) -> str:
+    """"" if every patch applies and the patched package imports, else why not."""
+    copy = Path(tempfile.mkdtemp(prefix=f"wbsync-mutant-{mutant.name}-"))
+    try:
+        make_copy(copy)
+        apply(copy, mutant.patches)
+        error = imports(copy, mutant, environment(copy, copy / "unused.json"))
+        return f"does not import: {error}" if error else ""
+    except PatchDoesNotApply as exc:
+        return str(exc)
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
 def run_mutant(mutant: Mutant, keep: bool = False) -> Outcome:
     started = time.monotonic()
     copy = Path(tempfile.mkdtemp(prefix=f"wbsync-mutant-{mutant.name}-"))
@@ -194,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="mutants at a time (default 2, at most 2)")
     parser.add_argument("--list", action="store_true", help="list the mutants and their tests, run nothing")
     parser.add_argument("--baseline", action="store_true", help="first run the selected tests without any bug")
+    parser.add_argument("--check", action="store_true",
+                        help="only check that every patch applies and the package imports (no tests; fast)")
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     parser.add_argument("--keep", action="store_true", help="keep each mutant's temporary copy (for debugging)")
     args = parser.parse_args(argv)
@@ -206,6 +222,12 @@ def main(argv: list[str] | None = None) -> int:
         for m in selected:
             print(f"{m.name}: {m.bug}\n    " + "\n    ".join(m.tests))
         return 0
+    if args.check:
+        problems = [(m.name, why) for m in selected if (why := check_applies(m))]
+        for name, why in problems:
+            print(f"{name}: {why}")
+        print(f"{len(selected) - len(problems)} of {len(selected)} mutants apply and import")
+        return 1 if problems else 0
     if args.baseline:
         base = baseline(selected)
         print(f"baseline: {base.status} {base.detail} ({base.seconds:.0f} s)", flush=True)
