@@ -21,8 +21,9 @@ after the last rename finds the work done. A kill counts toward ``--kills`` only
 in the window that matters, read from what the killed run left: after the first blob reached
 the store (for ``place``, where the store already holds every blob: after placement began, a
 temp file or a new file in the folder) and before the last rename (some changed file still
-holds its old bytes or is missing). Trials go on until that many kills landed in the window,
-or ``--max-attempts`` trials ran (then the run fails and says so).
+holds its old bytes or is missing). Kill times are then counted from the first file GET or the
+first placement only, and trials go on until that many kills landed in the window, or
+``--max-attempts`` trials ran (then the run fails and says so).
 
 Starting points (drawn per trial): ``fresh`` (empty folder, empty store, locked at v1),
 ``upgrade`` (synced at v0, lock upgraded to v1, the store holds v0), ``place`` (the same, but
@@ -66,6 +67,8 @@ DEST = "models/crash"
 KINDS = ("fresh", "upgrade", "place")
 ANCHORS = {"fresh": ("start", "first GET", "placing"), "upgrade": ("start", "first GET", "placing"),
            "place": ("start", "placing")}
+# Aiming at the window (--kills): kill times count from moments inside it, never from the start.
+WINDOW_ANCHORS = {"fresh": ("first GET", "placing"), "upgrade": ("first GET", "placing"), "place": ("placing",)}
 ADDED = "a-new"  # the folder of the files v1 adds: sorted first, it appears as placement starts
 TEMP_NAME = re.compile(r"\..*\.wbsync-(\d+)-[0-9a-f]{8}\.tmp", re.DOTALL)  # wbsync.place's temp names
 Files = dict[str, bytes]
@@ -154,7 +157,8 @@ class Bench:
 
     def __init__(self, srv: FakeWandb, work: Path, env: dict[str, str], seed: int, delay: float,
                  log: Callable[[str], None] = print, runner: Runner | None = None,
-                 kinds: tuple[str, ...] = KINDS) -> None:
+                 kinds: tuple[str, ...] = KINDS, aim_at_window: bool = False) -> None:
+        self.anchors = WINDOW_ANCHORS if aim_at_window else ANCHORS
         self.srv, self.work, self.env, self.seed, self.delay, self.log = srv, work, env, seed, delay, log
         self.runner = runner or self._subprocess
         self.kinds = kinds
@@ -265,7 +269,7 @@ class Bench:
         # Kill times count from one of: the start (Python start-up, resolution, the first
         # requests), the first file GET (transfers and verification) or the first placement
         # (placement, removals, the state write), each drawn up to 1.15 times what remains then.
-        anchor = self.rng.choice(ANCHORS[kind])
+        anchor = self.rng.choice(self.anchors[kind])
         trial = Trial(index, kind, round(self.rng.uniform(0, 1.15 * self.durations[(kind, anchor)]), 4), anchor)
         project, store = self._start(kind, self.work / f"trial-{index:03}")
         blobs_before = count_blobs(store)
@@ -376,7 +380,7 @@ def run_trials(srv: FakeWandb, work: Path, env: dict[str, str], trials: int, see
     ``runner`` runs the setup and the checking commands (default: a subprocess each); the killed
     sync is always a subprocess of its own."""
     started = time.monotonic()
-    bench = Bench(srv, work, env, seed, delay, log, runner, kinds)
+    bench = Bench(srv, work, env, seed, delay, log, runner, kinds, aim_at_window=window_kills is not None)
     bench.prepare()
     results: list[Trial] = []
     in_window = 0
