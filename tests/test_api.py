@@ -66,14 +66,14 @@ def test_path_makes_no_request(synced: Path, fake_wandb: FakeWandb) -> None:
     assert fake_wandb.requests == []
 
 
-def test_the_manifest_is_found_in_a_parent_folder_and_named_in_the_command(synced: Path,
+def test_the_manifest_is_found_in_a_parent_folder_and_the_command_works_from_there(synced: Path,
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     notebooks = synced / "notebooks" / "eda"
     notebooks.mkdir(parents=True)
     monkeypatch.chdir(notebooks)
     assert wbsync.path("phi3") == synced / "models/phi3"
     (synced / "models/phi3/README.md").unlink()
-    with pytest.raises(NotSyncedError, match=r"`wbsync sync -m ../../artifacts.yaml phi3`"):
+    with pytest.raises(NotSyncedError, match=r"`wbsync sync phi3`"):  # the CLI finds it from here too
         wbsync.path("phi3")
 
 
@@ -99,8 +99,9 @@ def test_an_explicit_manifest_and_lockfile_are_used_from_anywhere(fake_wandb: Fa
 
 
 def test_no_manifest_here_or_above_is_a_manifest_error(project: Path) -> None:
-    with pytest.raises(ManifestError, match="no artifacts.yaml"):
+    with pytest.raises(ManifestError, match="neither artifacts.lock nor artifacts.yaml") as err:
         wbsync.path("phi3")
+    assert "wbsync add" in err.value.message
 
 
 def test_locked_returns_the_lock_entry_with_the_pinned_reference(synced: Path) -> None:

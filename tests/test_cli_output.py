@@ -217,7 +217,7 @@ def test_quiet_prints_nothing_on_success(fake_wandb: FakeWandb, project: Path) -
 
 
 def test_quiet_still_prints_errors(project: Path) -> None:
-    assert "no artifacts.yaml found" in run("lock", "-q", check=2).stderr
+    assert "no artifacts.yaml" in run("lock", "-q", check=2).stderr
 
 
 @pytest.mark.parametrize("command", ["add", "lock", "sync", "verify", "outdated"])

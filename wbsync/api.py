@@ -6,10 +6,10 @@
     wbsync.sync()                          # `wbsync sync` as a function: a SyncResult, no printing
     wbsync.use_artifacts(run)              # run.use_artifact() with each pinned ...:vN
 
-Every function finds ``artifacts.yaml`` the same way (``discover``): the nearest folder, from
-the current one upwards, that holds ``artifacts.yaml`` (or only ``artifacts.lock``, as in an
-image that ships the lock and the files). The CLI reads ``./artifacts.yaml`` only; training
-code runs from notebooks/, scripts/ or a launcher's folder, which is why this searches.
+Every function finds ``artifacts.yaml`` as the CLI does (``Project.discover``): the nearest
+folder, from the current one upwards to the git repository's root, that holds ``artifacts.yaml``
+(or, for what needs only the lock, only ``artifacts.lock``, as in an image that ships the lock
+and the files). Training code runs from notebooks/, scripts/ or a launcher's folder.
 
 Errors are ``wbsync.WbsyncError`` subclasses; nothing here prints or exits. ``path`` and
 ``locked`` never import ``wandb`` (nor read the network).
@@ -24,13 +24,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-from wbsync.errors import ManifestError, NotSyncedError, UsageError
+from wbsync.agreement import describe, stale_report
+from wbsync.errors import NotSyncedError, UsageError
 from wbsync.lockfile import default_lock_path
 from wbsync.models import Lock, LockedArtifact
 from wbsync.place import LINK_MODES, LinkMode
 from wbsync.plan import EntryPlan
-from wbsync.project import MANIFEST, Project, check_names, find_manifest
-from wbsync.agreement import describe, stale_report
+from wbsync.project import Project, check_names
 from wbsync.sync import LockResult, SyncResult, plan_tree, run_lock, run_sync
 
 __all__ = ["LockResult", "LockedArtifact", "SyncResult", "lock", "locked", "path", "sync", "use_artifacts"]
@@ -77,7 +77,7 @@ def lock(names: Names = None, *, upgrade: bool = False, check: bool = False, man
     the lock. ``check``: change nothing, raise CheckFailed if the lock is missing or stale."""
     from wbsync.sources import project_source
 
-    project = discover(manifest, lockfile, source)
+    project = discover(manifest, lockfile, source, lock_only=False)
     return run_lock(project, _names(names), upgrade=upgrade, check=check, source=project_source(project))
 
 
@@ -91,7 +91,7 @@ def sync(names: Names = None, *, locked: bool = False, frozen: bool = False, dry
     """
     from wbsync.sources import project_source
 
-    project = discover(manifest, lockfile, source)
+    project = discover(manifest, lockfile, source, lock_only=frozen)
     mode = link_mode or os.environ.get("WBSYNC_LINK_MODE", "auto")
     if mode not in LINK_MODES:
         raise UsageError(f"link mode {mode!r} (link_mode= or WBSYNC_LINK_MODE): use one of {', '.join(LINK_MODES)}.")
@@ -135,23 +135,11 @@ def use_artifacts(run: Run, names: Names = None, *, manifest: PathLike | None = 
 
 
 def discover(manifest: PathLike | None = None, lockfile: PathLike | None = None,
-             source: str | None = None, start: Path | None = None) -> Project:
+             source: str | None = None, start: Path | None = None, *, lock_only: bool = True) -> Project:
     """The project of an explicit ``manifest``, else of the nearest ``artifacts.yaml`` (or lone
-    ``artifacts.lock``) in ``start`` (the current folder) or a folder above it."""
-    if manifest is None:
-        manifest = _find_manifest(start or Path.cwd(), lockfile)
-    return Project.find(manifest, lockfile, source)
-
-
-def _find_manifest(start: Path, lockfile: PathLike | None) -> Path:
-    found = find_manifest(start)
-    if found is not None:
-        return found
-    if lockfile is not None:  # a lock given on its own: entries are relative to the current folder
-        return start / MANIFEST
-    raise ManifestError(f"no {MANIFEST} (or {default_lock_path(MANIFEST)}) in {start} or any folder above it. "
-                        "Pass manifest= (and lockfile=), or run from the project; "
-                        f"`wbsync add` or an {MANIFEST} starts one.")
+    ``artifacts.lock``, when ``lock_only``) in ``start`` (the current folder) or a folder above
+    it, up to the git repository's root: ``Project.discover``, the CLI's rule too."""
+    return Project.discover(manifest, lockfile, source, start, lock_only=lock_only)
 
 
 def locked_entries(project: Project, names: tuple[str, ...]) -> dict[str, LockedArtifact]:
@@ -194,7 +182,8 @@ def _command(project: Project, names: list[str]) -> str:
     """The `wbsync sync` command line that fixes ``names`` from the current folder."""
     words = ["wbsync", "sync"]
     manifest = Path(os.path.abspath(project.manifest_path))
-    if manifest != Path.cwd() / MANIFEST:
+    found = Project.discover(lock_only=False).manifest_path  # what the CLI picks from here without -m
+    if manifest != Path(os.path.abspath(found)):
         words += ["-m", os.path.relpath(manifest)]
     if Path(os.path.abspath(project.lock_path)) != default_lock_path(manifest):
         words += ["--lockfile", os.path.relpath(project.lock_path)]

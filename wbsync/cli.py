@@ -7,21 +7,45 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
 from wbsync import __version__
 from wbsync.errors import WbsyncError, local_io_error
 
+if TYPE_CHECKING:
+    from wbsync.project import Project
+
+
+#: Commands that read only the lockfile: a lone artifacts.lock is their project (so is `sync --frozen`).
+LOCK_ONLY_COMMANDS = frozenset({"verify", "mirror", "lineage"})
+
 
 class Ctx:
     def __init__(self, manifest: str | None, lockfile: str | None, as_json: bool, quiet: bool,
-                 verbose: bool, source: str | None = None) -> None:
-        from wbsync.project import Project
-
-        self.project = Project.find(manifest, lockfile, source)
+                 verbose: bool, source: str | None = None, lock_only: bool = False) -> None:
         self.as_json, self.quiet, self.verbose = as_json, quiet, verbose
+        self._options = (manifest, lockfile, source, lock_only)
+        self._project: Project | None = None
+
+    @property
+    def project(self) -> Project:
+        """Found on first use (`cache` commands have none); says which manifest when it is not here."""
+        if self._project is None:
+            from wbsync.project import Project
+
+            manifest, lockfile, source, lock_only = self._options
+            self._project = Project.discover(manifest, lockfile, source, lock_only=lock_only, relative=True)
+            found = self._project
+            if manifest is None and found.searched_from is None and found.elsewhere:
+                self.note(f"using {found.manifest_path if found.manifest_path.exists() else found.lock_path}")
+        return self._project
+
+    def note(self, text: str) -> None:
+        """A line on stderr for people (not with -q): context that is not the command's result."""
+        if not self.quiet:
+            click.echo(f"wbsync: {text}", err=True)
 
     @property
     def lockfile(self) -> str:
@@ -51,10 +75,10 @@ def common(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def _complete_names(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
     """Shell completion of NAMES: the manifest's entry names (nothing if it cannot be read)."""
-    from wbsync.manifest import load_manifest
+    from wbsync.project import Project
 
     try:
-        manifest = load_manifest(ctx.params.get("manifest") or "artifacts.yaml")
+        manifest = Project.discover(ctx.params.get("manifest"), lock_only=False).manifest()
     except WbsyncError:
         return []
     return [name for name in manifest.entries if name.startswith(incomplete)]
@@ -64,7 +88,7 @@ def project_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """-m, --lockfile, --json, -q, -v, turned into a Ctx (`add` takes these without NAMES)."""
 
     @click.option("-m", "--manifest", type=click.Path(dir_okay=False), default=None,
-                  help="Manifest file (default: artifacts.yaml).")
+                  help="Manifest file (default: the nearest artifacts.yaml, from here up to the git repository's root).")
     @click.option("--lockfile", type=click.Path(dir_okay=False), default=None,
                   help="Lockfile (default: the manifest's path with a .lock suffix).")
     @click.option("--json", "as_json", is_flag=True, help="One JSON document on stdout.")
@@ -73,8 +97,10 @@ def project_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(manifest: str | None, lockfile: str | None, as_json: bool, quiet: bool, verbose: bool,
                 **kwargs: Any) -> None:
-        click.get_current_context().meta["wbsync_json"] = as_json
-        ctx = Ctx(manifest, lockfile, as_json, quiet, verbose, kwargs.pop("source", None))
+        click_ctx = click.get_current_context()
+        click_ctx.meta["wbsync_json"] = as_json
+        lock_only = click_ctx.info_name in LOCK_ONLY_COMMANDS or bool(kwargs.get("frozen"))
+        ctx = Ctx(manifest, lockfile, as_json, quiet, verbose, kwargs.pop("source", None), lock_only)
         fn(ctx, **kwargs)
 
     return wrapper

@@ -60,9 +60,9 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
         text = Path(file).read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ManifestError(
-            f"no {Path(file).name} found at {os.path.abspath(file)}. Create one (start from "
-            f"artifacts.yaml.example: version: 1, then artifacts: with entries such as {_EXAMPLE}), "
-            "or pass -m PATH to use another manifest."
+            f"no {Path(file).name} found at {os.path.abspath(file)}. Start one with `wbsync add "
+            "REFERENCE --path DIR` (it writes the file and locks the entry), or write version: 1, then "
+            f"artifacts: with entries such as {_EXAMPLE}; or pass -m PATH to use another manifest."
         ) from None
     except UnicodeDecodeError:
         raise ManifestError(f"{file}: not UTF-8 text: save the manifest as UTF-8.") from None

@@ -263,7 +263,8 @@ def _flow_entry(entry: NewEntry, name: bool = True) -> str:
 def _fresh(entry: NewEntry, file_name: str) -> str:
     return (f"# {file_name}: the W&B Registry artifacts this repository needs, and where each one goes.\n"
             "# `wbsync add REFERENCE --path DIR` adds an entry, `wbsync lock` pins it, `wbsync sync`\n"
-            "# fetches the locked files. Every field: artifacts.yaml.example in wbsync's repository.\n"
+            "# fetches the locked files. Every field: wbsync's README, and the JSON Schema the package\n"
+            "# ships (wbsync/schema/manifest.schema.json).\n"
             "version: 1\n\nartifacts:\n" + _block(entry, "  ", "    ", "\n"))
 
 

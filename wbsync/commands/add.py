@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from wbsync.cli import Ctx, cli, project_options
@@ -14,8 +16,9 @@ Examples:
       --include '*.safetensors' --include config.json --exclude '*.md'
 
 \b
-The entry goes at the end of artifacts: (created with version: 1 if there is no
-manifest yet); comments and formatting elsewhere are kept. If locking it fails, the
+The entry goes at the end of artifacts: in the nearest artifacts.yaml, from here up to
+the git repository's root (a new one in this folder if there is none); --path is relative
+to that file's folder. Comments and formatting elsewhere are kept. If locking it fails, the
 manifest is left as it was. Then run `wbsync sync NAME` to fetch the files.
 """
 
@@ -36,5 +39,13 @@ def add(ctx: Ctx, reference: str, dest: str, name: str | None, kind: str | None,
     from wbsync.manifest_edit import new_entry, run_add
 
     entry = new_entry(reference, dest, name, kind, include, exclude)
-    result = run_add(ctx.project, entry)
-    ctx.emit(render.add_text(result, ctx.lockfile), render.add_json(result, ctx.lockfile), "add")
+    project = ctx.project  # the nearest artifacts.yaml above, as for every command; else a new one here
+    result = run_add(project, entry)
+    lines = render.add_text(result, ctx.lockfile)
+    if project.elsewhere:  # --path is relative to the manifest's folder, not to the current one
+        lines.insert(1, f"  the files go to {os.path.relpath(project.root / entry.path)}/ (--path is relative to "
+                        f"the folder of {project.manifest_path})")
+    elif result.created and project.searched_from is not None:
+        lines.insert(1, f"  no {project.manifest_path.name} in this folder or above it, so wbsync started one "
+                        "here; with -m PATH, add to a manifest elsewhere")
+    ctx.emit(lines, render.add_json(result, ctx.lockfile), "add")
