@@ -38,6 +38,7 @@ from wbsync.models import (
     RemoteFile,
     Resolved,
 )
+from wbsync.sources.diagnose import check_reachable, diagnose_server, public_url
 
 if TYPE_CHECKING:
     from wbsync.lineage import LineagePlan
@@ -50,7 +51,7 @@ class WandbSource:
     def __init__(self) -> None:
         self._apis: dict[str | None, Any] = {}
         base = os.environ.get("WANDB_BASE_URL")
-        self.description = f"W&B at {base}" if base else "W&B"
+        self.description = f"W&B at {public_url(base)}" if base else "W&B"
 
     def resolve(self, entry: Entry) -> Resolved:
         artifact = self._artifact(entry.reference.full_name(), entry.entity, entry)
@@ -82,6 +83,8 @@ class WandbSource:
 
     def _api(self, entity: str | None) -> Any:
         if entity not in self._apis:
+            if not self._apis:  # the first SDK call of this command: is the server there at all?
+                check_reachable(base_url())
             self._apis[entity] = _call(lambda: _new_api(entity), None)
         return self._apis[entity]
 
@@ -116,6 +119,15 @@ def _with_deadline(fn: Callable[[], T], seconds: float, what: str) -> T:
     return box["value"]
 
 
+def base_url() -> str:
+    """The server the SDK talks to: WANDB_BASE_URL, else its own settings (`wandb login --host`)."""
+    if os.environ.get("WANDB_BASE_URL"):
+        return os.environ["WANDB_BASE_URL"]
+    import wandb
+
+    return str(wandb.setup().settings.base_url)
+
+
 def _new_api(entity: str | None) -> Any:
     import wandb
 
@@ -145,16 +157,15 @@ def _call(fn: Any, name: str | None, entry: Entry | None = None) -> Any:
     try:
         return fn()
     except wandb.errors.AuthenticationError as exc:
-        # The SDK raises this for any failed Viewer check (500s, resets, its timeout); only a
-        # 401/403 from the server is a refused key.
+        # The SDK raises this for any failed Viewer check (500s, resets, its timeout, a server
+        # that is not W&B); only a 401/403 from the server is a refused key.
         response = getattr(exc.__cause__, "response", None)
-        if response is not None and getattr(response, "http_status", None) not in (401, 403):
-            raise RemoteError(f"W&B did not answer the credentials check ({_first_line(str(exc))}). "
-                              "Check your network and WANDB_BASE_URL, then retry.") from None
-        raise AuthError(_auth_message(str(exc))) from None
+        if response is not None and getattr(response, "http_status", None) in (401, 403):
+            raise AuthError(_refused_message(str(exc))) from None
+        raise RemoteError(_unanswered_message(str(exc))) from None
     except wandb.errors.UsageError as exc:
         if "api key" in str(exc).lower():
-            raise AuthError(_auth_message(str(exc))) from None
+            raise AuthError(_no_key_message()) from None
         raise UsageError(f"{name or 'W&B'}: {exc}") from None
     except wandb.errors.CommError as exc:
         raise _comm_error(str(exc), name, entry) from None
@@ -170,12 +181,48 @@ def _call(fn: Any, name: str | None, entry: Entry | None = None) -> Any:
         raise _comm_error(str(exc), name, entry) from None
 
 
-def _auth_message(detail: str) -> str:
-    base = os.environ.get("WANDB_BASE_URL", "your W&B server")
-    return (
-        f"W&B refused the credentials for {base} ({_first_line(detail)}). Log in with `wandb login` "
-        "(or set WANDB_API_KEY; WANDB_BASE_URL for a dedicated or self-hosted server) and run again."
-    )
+def _shown_url() -> str:
+    try:
+        return public_url(base_url())
+    except Exception:  # the SDK's settings could not be read: say it generically
+        return "your W&B server"
+
+
+def _login_hint(url: str) -> str:
+    host = "" if not os.environ.get("WANDB_BASE_URL") else f" --host {url}"
+    return (f"Log in with `wandb login{host}` (it stores the key in ~/.netrc), or set WANDB_API_KEY to a key "
+            f"made for {url} (User settings > API keys); then run again.")
+
+
+def _no_key_message() -> str:
+    url = _shown_url()
+    return f"no W&B API key for {url}: wbsync uses the SDK's credentials and found none. {_login_hint(url)}"
+
+
+def _sdk_said(detail: str) -> str:
+    """The SDK's first line, with the server's URL as messages may show it (no user, password or query)."""
+    said = _first_line(detail)
+    raw = os.environ.get("WANDB_BASE_URL")
+    return said.replace(raw, public_url(raw)) if raw else said
+
+
+def _refused_message(detail: str) -> str:
+    url = _shown_url()
+    reason = _sdk_said(detail).split(f"{url}: ", 1)[-1]
+    where = "WANDB_API_KEY" if os.environ.get("WANDB_API_KEY") else "~/.netrc (`wandb login`)"
+    return (f"W&B at {url} refused the API key from {where} ({reason}): the key is wrong, revoked, or made "
+            f"for another server. {_login_hint(url)}")
+
+
+def _unanswered_message(detail: str) -> str:
+    """The credentials check failed without a 401: find out why before blaming the key."""
+    url = _shown_url()
+    said = _sdk_said(detail)
+    diagnosis = diagnose_server(base_url()) if url != "your W&B server" else None
+    if diagnosis:
+        return f"{diagnosis} (The SDK's credentials check said: {said})"
+    return (f"W&B at {url} did not answer the credentials check ({said}). The server accepts connections "
+            "and looks like W&B, so this may be passing: check its status and your network, then retry.")
 
 
 def _comm_error(detail: str, name: str | None, entry: Entry | None) -> RemoteError:
@@ -197,7 +244,9 @@ def _comm_error(detail: str, name: str | None, entry: Entry | None) -> RemoteErr
             "in the W&B App (Registry > collection > version > Full Name), and that your account "
             "can see that registry. A locked version that was deleted needs `wbsync lock --upgrade`."
         )
-    return RemoteError(f"{where}: W&B request failed: {text}. Check your network and WANDB_BASE_URL, then retry.")
+    diagnosis = diagnose_server(base_url())  # the server looked fine when the command started
+    advice = diagnosis or "Check your network and WANDB_BASE_URL, then retry."
+    return RemoteError(f"{where}: W&B request failed: {text}. {advice}")
 
 
 def _first_line(text: str) -> str:
@@ -211,6 +260,7 @@ def find_finished_run(entity: str | None, project: str, run_id: str) -> str | No
     """``entity/project/run_id`` when a finished run with this id exists, else None. A run that
     exists but did not finish (crashed half-way, or running right now) counts as missing: the
     caller resumes it rather than trusting inputs it may not have recorded."""
+    check_reachable(base_url())
     api = _call(lambda: _new_api(entity), None)
     # As api.run() and wandb.init() pick it: --entity, else WANDB_ENTITY, else the user's default.
     owner = api.settings["entity"] or _call(lambda: api.default_entity, None)
