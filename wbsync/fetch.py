@@ -1,10 +1,22 @@
 """Fetch bytes into the content store: parallel, pooled, streamed, bounded, verified.
 
 Why not the SDK's ``Artifact.download()``: see wbsync/sources/wandb_registry.py. Here every GET
-has a connect and a read timeout, retries are bounded (attempts, exponential backoff with full
-jitter, ``Retry-After`` honoured up to a cap), a dropped transfer resumes with an HTTP Range
-request when the server answers 206, and bytes are hashed as they stream into a temp file in
-the store; only a file whose size and digest match the lock gets its blob name.
+has a connect timeout and a stall rule (wbsync.transfer), retries are bounded (attempts,
+exponential backoff with full jitter, ``Retry-After`` honoured up to a cap), a dropped transfer
+resumes with an HTTP Range request, expired links are renewed from the source in batches, and
+bytes are hashed in order as they arrive; only a file whose size and digest match the lock gets
+its blob name.
+
+Two shapes of download:
+
+* small and mid-sized files: one GET each, many at once (``jobs``) to hide each request's time to
+  first byte, streamed into a store temp file;
+* large files (``RangePolicy.threshold`` and up): byte ranges on several connections at once,
+  written in place into a resumable part-done file (wbsync.partial) and hashed in order as the
+  ranges land, reading back from the file (the page cache), so memory stays bounded.
+
+Many processes sharing a store fetch each blob once: a blob is fetched only under its claim
+(wbsync.claims); a blob another process is fetching is put off until the end, then waited for.
 """
 
 from __future__ import annotations
@@ -13,19 +25,49 @@ import os
 import random
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterable, Protocol
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import BinaryIO, Protocol
 
 import urllib3
 
-from wbsync.errors import IntegrityError, RemoteError, WbsyncError, local_io_error
+from wbsync import transfer
+from wbsync.claims import Claims
+from wbsync.digests import b64, new_hasher
+from wbsync.errors import IntegrityError, NotFoundError, RemoteError, UsageError, WbsyncError, local_io_error
 from wbsync.models import FileRecord
+from wbsync.partial import PartialBlob
 from wbsync.store import Store
+from wbsync.transfer import LinkRefused, RangeIgnored, Retry, StallRule
 
-CHUNK = 256 << 10  # small enough that a dropped connection loses little before a Range resume
-LOCK_THRESHOLD = 8 << 20  # bytes: below this, racing another process costs less than a lock
-RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+MiB = 1 << 20
+HASH_READ = 4 * MiB  # the in-order hasher reads the part-done file back in pieces this big
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name, "").strip() or default
+
+
+def _env_number(name: str, default: float, kind: type = float) -> float:
+    text = _env(name, str(default))
+    try:
+        value = kind(text)
+    except ValueError:
+        raise UsageError(f"environment variable {name}={text!r} is not a number. Unset it or give a "
+                         f"number (default {default}).") from None
+    if value < 0:
+        raise UsageError(f"environment variable {name}={text!r} is negative. Unset it or give a number "
+                         f"of at least 0 (default {default}).")
+    return value
+
+
+def _env_size(name: str, default: int) -> int:
+    from wbsync.cache import parse_size
+
+    text = os.environ.get(name, "").strip()
+    return parse_size(text, f"environment variable {name}") if text else default
 
 
 @dataclass(frozen=True)
@@ -34,17 +76,24 @@ class RetryPolicy:
     backoff: float = 0.5  # first wait, doubled each attempt, with full jitter
     max_wait: float = 30.0
     connect_timeout: float = 10.0
-    read_timeout: float = 60.0
+    read_timeout: float = 60.0  # silence on a connection (no byte at all) longer than this: retry
+    stall: StallRule = field(default_factory=StallRule)
+    refreshes: int = 3  # fresh links refused in a row (no byte in between) before giving up
 
     @classmethod
-    def from_env(cls) -> "RetryPolicy":
-        """WBSYNC_RETRIES / WBSYNC_BACKOFF / WBSYNC_TIMEOUT tune the budget (tests shrink it)."""
-        env = os.environ
+    def from_env(cls) -> RetryPolicy:
+        """WBSYNC_RETRIES / WBSYNC_BACKOFF / WBSYNC_TIMEOUT / WBSYNC_STALL_BYTES /
+        WBSYNC_STALL_SECONDS / WBSYNC_LINK_REFRESHES tune the budget (tests shrink it)."""
+        timeout = _env_number("WBSYNC_TIMEOUT", cls.read_timeout)
+        stall = StallRule(int(_env_size("WBSYNC_STALL_BYTES", StallRule.min_bytes)),
+                          _env_number("WBSYNC_STALL_SECONDS", StallRule.window_s))
         return cls(
-            attempts=max(1, int(env.get("WBSYNC_RETRIES", cls.attempts))),
-            backoff=float(env.get("WBSYNC_BACKOFF", cls.backoff)),
-            read_timeout=float(env.get("WBSYNC_TIMEOUT", cls.read_timeout)),
-            connect_timeout=min(float(env.get("WBSYNC_TIMEOUT", cls.connect_timeout)), cls.connect_timeout),
+            attempts=max(1, int(_env_number("WBSYNC_RETRIES", cls.attempts, int))),
+            backoff=_env_number("WBSYNC_BACKOFF", cls.backoff),
+            read_timeout=timeout,
+            connect_timeout=min(timeout, cls.connect_timeout),
+            stall=stall,
+            refreshes=int(_env_number("WBSYNC_LINK_REFRESHES", cls.refreshes, int)),
         )
 
     def wait(self, attempt: int, retry_after: float | None) -> float:
@@ -54,78 +103,184 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
+class RangePolicy:
+    """When and how a file is fetched as parallel byte ranges.
+
+    Defaults chosen from measurements on the fake server's ``cloud`` (30 ms to first byte,
+    50 MB/s per connection, 400 MB/s shared) and ``far`` (80 ms, 20 MB/s, 1 GB/s) profiles;
+    see docs/benchmarks.md:
+
+    * ``connections``: one connection carries 20-50 MB/s, so filling 400 MB/s takes 8+ on
+      ``cloud``; on ``far`` 1 GB/s would take 50, but the in-order md5 (one core, ~600 MB/s)
+      and Python's receive loop cap a 2-core machine well below that, and more connections
+      only add threads. 16 fills ``cloud`` with room for retries and is the knee on ``far``.
+    * ``part_size``: each part pays a time to first byte (80 ms on ``far`` = 1.6 MB at 20 MB/s);
+      32 MiB keeps that under 5%, and a kill loses at most ``connections`` parts in flight.
+    * ``threshold``: below two parts, ranges save nothing over one stream per file plus many
+      files at once.
+    """
+
+    threshold: int = 64 * MiB
+    part_size: int = 32 * MiB
+    connections: int = 16
+
+    @classmethod
+    def from_env(cls) -> RangePolicy:
+        """WBSYNC_RANGE_THRESHOLD / WBSYNC_PART_SIZE / WBSYNC_CONNECTIONS (sizes take units)."""
+        return cls(
+            threshold=max(1, _env_size("WBSYNC_RANGE_THRESHOLD", cls.threshold)),
+            part_size=max(1, _env_size("WBSYNC_PART_SIZE", cls.part_size)),
+            connections=max(1, int(_env_number("WBSYNC_CONNECTIONS", cls.connections, int))),
+        )
+
+
+@dataclass(frozen=True)
 class FetchJob:
     artifact: str  # manifest entry name, for messages
     record: FileRecord
     url: str
 
 
-class _Retry(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None) -> None:
-        super().__init__(reason)
-        self.retry_after = retry_after
-
-
 Progress = Callable[[int], None]  # called with a byte count as bytes arrive
 #: Opens a non-HTTP URL (a mirror's file or fsspec URL) at a byte offset, for sources that have them.
 Opener = Callable[[str, int], BinaryIO]
+#: Fresh links for some files of one artifact: (entry name, artifact paths) -> path -> URL.
+Renew = Callable[[str, list[str]], dict[str, str]]
+
+
+class LinkBook:
+    """The current link of every file, renewed in batches when the server refuses one.
+
+    A refused (expired) link means the others handed out at the same time are about to expire
+    too, so one renewal asks the source for every file of that artifact not fetched yet: one
+    listing call per artifact per expiry, not one per file. Workers that hit the same expiry
+    find the link renewed already and take it.
+    """
+
+    def __init__(self, jobs: Iterable[FetchJob], renew: Renew | None) -> None:
+        self._renew = renew
+        self._urls: dict[tuple[str, str], str] = {}
+        self._pending: dict[str, set[str]] = defaultdict(set)
+        for job in jobs:
+            self._urls[job.artifact, job.record.path] = job.url
+            self._pending[job.artifact].add(job.record.path)
+        self._locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._guard = threading.Lock()
+        self.renewals = 0  # listing calls made
+
+    def url(self, job: FetchJob) -> str:
+        return self._urls.get((job.artifact, job.record.path), job.url)
+
+    def finished(self, job: FetchJob) -> None:
+        with self._guard:
+            self._pending[job.artifact].discard(job.record.path)
+
+    def renew(self, job: FetchJob, stale: str, why: str) -> str:
+        key = (job.artifact, job.record.path)
+        with self._guard:
+            lock = self._locks[job.artifact]
+        with lock:
+            if self._urls.get(key, job.url) != stale:
+                return self._urls[key]  # another worker renewed this batch already
+            if self._renew is None:
+                raise RemoteError(f"{job.artifact}: the server refused the link to {job.record.path!r} ({why}) "
+                                  "and this source cannot renew links. Run `wbsync sync` again.")
+            with self._guard:
+                paths = sorted(self._pending[job.artifact] | {job.record.path})
+            fresh = self._renew(job.artifact, paths)
+            self.renewals += 1
+            for path, url in fresh.items():
+                self._urls[job.artifact, path] = url
+        if job.record.path not in fresh:
+            raise NotFoundError(f"{job.artifact}: the source no longer lists {job.record.path!r} for this "
+                                "version. Run `wbsync lock --upgrade` to re-resolve.")
+        return fresh[job.record.path]
 
 
 class Fetcher:
     def __init__(self, store: Store, jobs: int, policy: RetryPolicy | None = None,
-                 progress: Progress | None = None, opener: Opener | None = None) -> None:
+                 progress: Progress | None = None, opener: Opener | None = None,
+                 renew: Renew | None = None, ranges: RangePolicy | None = None) -> None:
         self.store = store
         self.opener = opener
+        self.renew = renew
         self.jobs = max(1, jobs)
         self.policy = policy or RetryPolicy.from_env()
+        self.ranges = ranges or RangePolicy.from_env()
         self.progress = progress or (lambda n: None)
-        timeout = urllib3.Timeout(connect=self.policy.connect_timeout, read=self.policy.read_timeout)
-        self.http = urllib3.PoolManager(num_pools=4, maxsize=self.jobs, block=False, timeout=timeout,
-                                        retries=False)
+        # A connection silent for the stall window is stalled too: no need to wait longer.
+        read = min(self.policy.read_timeout, self.policy.stall.window_s)
+        timeout = urllib3.Timeout(connect=self.policy.connect_timeout, read=read)
+        self.http = urllib3.PoolManager(num_pools=8, maxsize=self.jobs + self.ranges.connections, block=False,
+                                        timeout=timeout, retries=False)
+        self.claims = Claims(store)
+        self.links = LinkBook((), renew)
         self._cancel = threading.Event()
+        self._parts: ThreadPoolExecutor | None = None
+        self._parts_lock = threading.Lock()
 
     def fetch_all(self, jobs: Iterable[FetchJob]) -> dict[str, WbsyncError]:
         """Fetch every job; returns the first error per artifact (empty when all arrived)."""
+        jobs = list(jobs)
+        self.links = LinkBook(jobs, self.renew)
         failures: dict[str, WbsyncError] = {}
         lock = threading.Lock()
 
-        def run(job: FetchJob) -> None:
+        def run(job: FetchJob, wait: bool) -> FetchJob | None:
             if job.artifact in failures or self._cancel.is_set():
-                return  # that artifact is lost already: do not spend the budget on its other files
+                return None  # that artifact is lost already: do not spend the budget on its other files
             try:
-                self.fetch(job)
+                return None if self.fetch(job, wait) else job
             except WbsyncError as exc:
                 with lock:
                     failures.setdefault(job.artifact, exc)
+                return None
 
         with ThreadPoolExecutor(self.jobs, thread_name_prefix="wbsync-fetch") as pool:
             try:
-                list(pool.map(run, jobs))
+                # Blobs another process is fetching right now are put off, then waited for:
+                # this process meanwhile fetches the ones nobody else is fetching.
+                later = [j for j in pool.map(lambda j: run(j, False), jobs) if j is not None]
+                list(pool.map(lambda j: run(j, True), later))
             except BaseException:
-                self._cancel.set()  # Ctrl-C: let workers stop at their next chunk
+                self._cancel.set()  # Ctrl-C: let workers stop at their next read
                 raise
+            finally:
+                if self._parts is not None:
+                    self._parts.shutdown(wait=True)
+                    self._parts = None
         return failures
 
-    def fetch(self, job: FetchJob) -> None:
+    def fetch(self, job: FetchJob, wait: bool = True) -> bool:
         """Bring one file into the store, unless it is there already (maybe put there by another
-        process while we waited for its lock)."""
+        process). False if another process holds the blob's claim and ``wait`` is False."""
         if self.store.has(job.record):
-            return
+            self.links.finished(job)
+            return True
+        if not self.claims.try_claim(job.record):
+            if not wait:
+                return False
+            if not self.claims.claim(job.record, self._cancel):
+                raise RemoteError(f"{job.artifact}: cancelled while waiting for {job.record.path!r}.")
         try:
-            if job.record.size < LOCK_THRESHOLD:
-                # Small files: no cross-process lock (a lock file per blob costs as much as the
-                # download). Two processes may both fetch it; the atomic rename keeps it correct.
-                return self._fetch_into_store(job)
-            with self.store.lock_blob(job.record):
-                if self.store.has(job.record):
-                    return  # another process fetched it while we waited
-                self._fetch_into_store(job)
+            if not self.store.has(job.record):  # another process may have fetched it meanwhile
+                if job.record.size >= self.ranges.threshold and self.links.url(job).startswith(("http://",
+                                                                                                  "https://")):
+                    self._fetch_ranged(job)
+                else:
+                    self._fetch_into_store(job)
         except OSError as exc:  # the store's disk: full, read-only, ... (network errors are urllib3's)
             raise self._local(exc, job) from None
+        finally:
+            self.claims.release(job.record)
+        self.links.finished(job)
+        return True
 
     def _local(self, exc: OSError, job: FetchJob) -> WbsyncError:
         return local_io_error(exc, f"the content store at {self.store.root} (receiving {job.record.path!r} "
                                    f"of {job.artifact})")
+
+    # -- one stream per file --------------------------------------------------------------
 
     def _fetch_into_store(self, job: FetchJob) -> None:
         with self.store.incoming(job.record) as writer:
@@ -133,97 +288,201 @@ class Fetcher:
             try:
                 writer.commit()
             except IntegrityError as exc:
-                raise IntegrityError(f"{job.artifact}: {exc.message} The bad bytes were discarded; "
-                                     "nothing was placed. Run `wbsync sync` again; if it persists the "
-                                     "server holds corrupt data: report it.") from None
+                raise _corrupt(job, exc) from None
 
-    def _download(self, job: FetchJob, writer: "Writer") -> None:
-        attempt = 0
+    def _download(self, job: FetchJob, writer: Writer) -> None:
+        sink = _WriterSink(writer)
+        self._attempts(job, lambda url: self._stream(job, url, writer, sink), lambda: writer.offset)
+
+    def _stream(self, job: FetchJob, url: str, writer: Writer, sink: _WriterSink) -> None:
+        if not url.startswith(("http://", "https://")):
+            return self._stream_opened(job, url, writer)
+        transfer.get(self.http, url, writer.offset, None, sink, self.policy.stall, self._cancel, self.progress)
+
+    def _attempts(self, job: FetchJob, attempt: Callable[[str], None], got: Callable[[], int],
+                  cancel: threading.Event | None = None) -> None:
+        """Run ``attempt(url)`` until it succeeds: bounded retries, renewed links."""
+        cancel = cancel or self._cancel
+        failures = refusals = 0
+        url = self.links.url(job)
         while True:
+            before = got()
             try:
-                self._stream(job, writer)
+                attempt(url)
                 return
-            except _Retry as exc:
-                attempt += 1
-                if attempt >= self.policy.attempts or self._cancel.is_set():
+            except LinkRefused as exc:
+                refusals = 1 if got() > before else refusals + 1
+                if refusals > self.policy.refreshes:
                     raise RemoteError(
-                        f"{job.artifact}: could not download {job.record.path!r} after {attempt} "
+                        f"{job.artifact}: the server refused the download link to {job.record.path!r} ({exc}) "
+                        f"{refusals} times in a row, fresh links included. Check that your account can still "
+                        "read this artifact, and run `wbsync sync` again; files already verified are kept."
+                    ) from None
+                url = self.links.renew(job, url, str(exc))
+            except Retry as exc:
+                failures += 1
+                if failures >= self.policy.attempts or cancel.is_set() or self._cancel.is_set():
+                    raise RemoteError(
+                        f"{job.artifact}: could not download {job.record.path!r} after {failures} "
                         f"attempt(s): {exc}. Check the network or the server's status and run "
                         "`wbsync sync` again; files already verified are kept."
                     ) from None
-                time.sleep(self.policy.wait(attempt - 1, exc.retry_after))
+                time.sleep(self.policy.wait(failures - 1, exc.retry_after))
+            except transfer.Failed as exc:
+                raise RemoteError(f"{job.artifact}: downloading {job.record.path!r}: {exc} "
+                                  "Check that the version still exists (`wbsync outdated`).") from None
 
-    def _stream(self, job: FetchJob, writer: "Writer") -> None:
-        if not job.url.startswith(("http://", "https://")):
-            return self._stream_opened(job, writer)
-        offset = writer.offset
-        headers = {"Range": f"bytes={offset}-"} if offset else {}
-        try:
-            resp = self.http.request("GET", job.url, headers=headers, preload_content=False,
-                                     redirect=True)
-        except urllib3.exceptions.HTTPError as exc:
-            raise _Retry(_reason(exc)) from None
-        try:
-            self._check_status(job, resp, offset, writer)
-            for chunk in resp.stream(CHUNK):
-                if self._cancel.is_set():
-                    raise _Retry("cancelled")
-                writer.write(chunk)
-                self.progress(len(chunk))
-        except urllib3.exceptions.HTTPError as exc:
-            raise _Retry(_reason(exc)) from None
-        finally:
-            resp.release_conn()
-
-    def _stream_opened(self, job: FetchJob, writer: "Writer") -> None:
+    def _stream_opened(self, job: FetchJob, url: str, writer: Writer) -> None:
         """Bytes from a source's own opener (mirrors): same resume, retry and verification."""
         if self.opener is None:
-            raise RemoteError(f"{job.artifact}: no way to open {job.url!r} for {job.record.path!r}.")
+            raise RemoteError(f"{job.artifact}: no way to open {transfer.shown(url)} for {job.record.path!r}.")
         try:
-            with self.opener(job.url, writer.offset) as fh:
-                while chunk := fh.read(CHUNK):
+            with self.opener(url, writer.offset) as fh:
+                while chunk := fh.read(transfer.READ_SIZE):
                     if self._cancel.is_set():
-                        raise _Retry("cancelled")
+                        raise Retry("cancelled")
                     try:
                         writer.write(chunk)
                     except OSError as exc:  # our disk, not the source: no retry
                         raise self._local(exc, job) from None
                     self.progress(len(chunk))
         except FileNotFoundError:
-            raise RemoteError(f"{job.artifact}: {job.record.path!r} is missing from the source at {job.url}.") from None
+            raise RemoteError(f"{job.artifact}: {job.record.path!r} is missing from the source at "
+                              f"{transfer.shown(url)}.") from None
         except OSError as exc:
-            raise _Retry(_reason(exc)) from None
+            raise Retry(transfer._reason(exc)) from None
 
-    def _check_status(self, job: FetchJob, resp: urllib3.BaseHTTPResponse, offset: int,
-                      writer: "Writer") -> None:
-        if resp.status == 206 and offset:
-            return
-        if resp.status == 200:
-            if offset:
-                writer.reset()  # the server ignored Range: start over
-            return
-        if resp.status in RETRYABLE_STATUS:
-            resp.drain_conn()
-            raise _Retry(f"HTTP {resp.status}", _retry_after(resp.headers.get("Retry-After")))
-        raise RemoteError(
-            f"{job.artifact}: the server answered HTTP {resp.status} for {job.record.path!r}. "
-            + ("The download link was refused; run `wbsync sync` again to get fresh links."
-               if resp.status in (401, 403) else "Check that the version still exists (`wbsync outdated`).")
-        )
+    # -- byte ranges on several connections -----------------------------------------------
+
+    def _parts_pool(self) -> ThreadPoolExecutor:
+        with self._parts_lock:
+            if self._parts is None:
+                self._parts = ThreadPoolExecutor(self.ranges.connections, thread_name_prefix="wbsync-part")
+            return self._parts
+
+    def _fetch_ranged(self, job: FetchJob) -> None:
+        part = PartialBlob.open(self.store, job.record, self.ranges.part_size)
+        state = _Parts(part)
+        if part.done:
+            self.progress(sum(part.span(i)[1] - part.span(i)[0] for i in part.done))
+        pool = self._parts_pool()
+        futures = [pool.submit(self._fetch_part, job, state, i) for i in range(part.parts) if i not in part.done]
+        try:
+            digest = self._hash_in_order(state)
+            part.commit(digest)
+        except RangeIgnored:
+            _stop(state, futures)
+            part.discard()  # the server has no ranges: one stream, from the start
+            self._fetch_into_store(job)
+        except IntegrityError as exc:
+            _stop(state, futures)
+            part.discard()
+            raise _corrupt(job, exc) from None
+        except BaseException:
+            _stop(state, futures)
+            part.close()  # kept, with its journal: the next sync fetches only the missing parts
+            raise
+
+    def _hash_in_order(self, state: _Parts) -> str:
+        """Hash the file front to back, following the parts as they land (md5 cannot be split)."""
+        part = state.part
+        hasher = new_hasher(part.record.algorithm)
+        frontier, size = 0, part.record.size
+        while frontier < size:
+            index = frontier // part.part_size
+            start, end = part.span(index)
+            with state.changed:
+                while True:
+                    if state.error is not None:
+                        raise state.error
+                    if self._cancel.is_set():
+                        raise RemoteError(f"{part.record.path}: cancelled.")
+                    ready = end if index in part.done else start + state.written[index]
+                    if ready > frontier:
+                        break
+                    state.changed.wait(0.5)
+            while frontier < ready:
+                data = part.read_at(frontier, min(HASH_READ, ready - frontier))
+                if not data:
+                    raise IntegrityError(f"{part.record.path}: the part-done file is shorter than recorded.")
+                hasher.update(data)
+                frontier += len(data)
+        return b64(hasher)
+
+    def _fetch_part(self, job: FetchJob, state: _Parts, index: int) -> None:
+        part = state.part
+        start, end = part.span(index)
+        sink = _PartSink(state, index, start)
+
+        def attempt(url: str) -> None:
+            offset = start + state.written[index]
+            if offset < end:
+                transfer.get(self.http, url, offset, end, sink, self.policy.stall, state.cancel, self.progress)
+            if start + state.written[index] != end:
+                raise Retry(f"part {index} ended after {state.written[index]} of {end - start} bytes")
+
+        try:
+            if state.cancel.is_set():
+                return
+            self._attempts(job, attempt, lambda: state.written[index], state.cancel)
+            with state.changed:
+                part.part_done(index)
+                state.changed.notify_all()
+        except BaseException as exc:  # handed to the hashing thread, which raises it
+            with state.changed:
+                if state.error is None:
+                    state.error = exc if isinstance(exc, (WbsyncError, RangeIgnored)) else self._wrap(job, exc)
+                state.changed.notify_all()
+
+    def _wrap(self, job: FetchJob, exc: BaseException) -> BaseException:
+        return self._local(exc, job) if isinstance(exc, OSError) else exc
 
 
-def _retry_after(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        return None  # an HTTP date: rare for these servers; fall back to our backoff
+class _Parts:
+    """What the part threads and the hashing thread of one ranged file share."""
+
+    def __init__(self, part: PartialBlob) -> None:
+        self.part = part
+        self.written: dict[int, int] = defaultdict(int)  # part -> bytes written from its start
+        self.changed = threading.Condition()
+        self.error: BaseException | None = None
+        self.cancel = threading.Event()
 
 
-def _reason(exc: Exception) -> str:
-    text = str(exc)
-    return text if len(text) < 200 else text[:200] + "..."
+class _PartSink:
+    def __init__(self, state: _Parts, index: int, start: int) -> None:
+        self.state, self.index, self.start = state, index, start
+
+    def write(self, data: bytes) -> None:
+        state = self.state
+        state.part.write_at(self.start + state.written[self.index], data)
+        with state.changed:
+            state.written[self.index] += len(data)
+            state.changed.notify_all()
+
+    def restart(self) -> None:
+        raise RangeIgnored()
+
+
+class _WriterSink:
+    def __init__(self, writer: Writer) -> None:
+        self.writer = writer
+
+    def write(self, data: bytes) -> None:
+        self.writer.write(data)
+
+    def restart(self) -> None:
+        self.writer.reset()  # the server ignored Range: start over
+
+
+def _stop(state: _Parts, futures: list[Future[None]]) -> None:
+    state.cancel.set()
+    wait(futures)
+
+
+def _corrupt(job: FetchJob, exc: IntegrityError) -> IntegrityError:
+    return IntegrityError(f"{job.artifact}: {exc.message} The bad bytes were discarded; nothing was placed. "
+                          "Run `wbsync sync` again; if it persists the server holds corrupt data: report it.")
 
 
 class Writer(Protocol):

@@ -182,7 +182,8 @@ class _Writer:
             if not job.url:
                 raise NotFoundError(f"{job.artifact}: the {self.source.description} does not list "
                                      f"{job.record.path!r} for {artifacts[job.artifact].resolved}; nothing was mirrored.")
-        failures = Fetcher(self.store, self.jobs, opener=self.source.open_file).fetch_all(jobs)
+        failures = Fetcher(self.store, self.jobs, opener=self.source.open_file,
+                           renew=lambda name, paths: self.source.file_urls(artifacts[name], paths)).fetch_all(jobs)
         return next(iter(failures.values()), None)
 
     def _copy(self, record: FileRecord, result: MirrorResult) -> FileRecord:

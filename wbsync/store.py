@@ -6,6 +6,8 @@ Layout under the root (``default_store_dir()``)::
     tmp/<hex[:16]>.<pid>.<token>.part         bytes arriving, each locked by its writer
     locks/<algorithm>-<hex>                   per-blob locks: fetch a blob once, not twice
     locks/store                               shared while syncing, exclusive for a prune
+    locks/claims                              per-blob fetch claims, byte-range locks (wbsync.claims)
+    tmp/<algorithm>-<hex>.ranged[.json]       a large blob arriving in parts (wbsync.partial)
     lockfiles/<sha256 of a lock's path>.json  lockfiles that synced here (wbsync.cache)
 
 Invariants:
@@ -169,7 +171,8 @@ class Store:
         Only while holding ``exclusive()``: fetchers take them under ``shared()``."""
         removed = 0
         for entry in _entries(self.locks_dir):
-            if entry.name != "store" and entry.is_file(follow_symlinks=False):
+            # "store" and "claims" (wbsync.claims) are held open by live processes: keep them.
+            if entry.name not in ("store", "claims") and entry.is_file(follow_symlinks=False):
                 Path(entry.path).unlink(missing_ok=True)
                 removed += 1
         return removed

@@ -240,7 +240,9 @@ class _Actor:
         result.fetched_bytes = sum(j.record.size for j in unique)
         if self.on_fetch_start:
             self.on_fetch_start(len(unique), result.fetched_bytes)
-        fetcher = Fetcher(self.store, self.jobs, progress=self.progress, opener=source.open_file)
+        artifacts = {e.name: e.artifact for e, _ in missing}
+        fetcher = Fetcher(self.store, self.jobs, progress=self.progress, opener=source.open_file,
+                          renew=lambda name, paths: source.file_urls(artifacts[name], paths))
         failures.update(fetcher.fetch_all(j for j in unique if self._has_url(j, failures)))
         return failures
 

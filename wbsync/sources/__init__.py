@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from wbsync.models import Entry, LockedArtifact, Manifest, Resolved
@@ -23,9 +23,11 @@ class Source(Protocol):
         """Where the entry's alias or version points now, with every file (unfiltered)."""
         ...
 
-    def file_urls(self, artifact: LockedArtifact) -> dict[str, str]:
-        """For a locked version: artifact path -> URL. http(s) URLs are fetched by wbsync.fetch;
-        any other URL is handed to ``open_file``. Raises NotFoundError when the version vanished."""
+    def file_urls(self, artifact: LockedArtifact, paths: Collection[str] | None = None) -> dict[str, str]:
+        """For a locked version: artifact path -> URL, for every file or only ``paths`` (fresh
+        links for the files still missing when the first ones expired; one call, not one per
+        file). http(s) URLs are fetched by wbsync.fetch; any other URL is handed to
+        ``open_file``. Raises NotFoundError when the version vanished."""
         ...
 
     def open_file(self, url: str, offset: int) -> BinaryIO:
@@ -83,8 +85,8 @@ class _Deferred:
     def resolve(self, entry: Entry) -> Resolved:
         return self._get().resolve(entry)
 
-    def file_urls(self, artifact: LockedArtifact) -> dict[str, str]:
-        return self._get().file_urls(artifact)
+    def file_urls(self, artifact: LockedArtifact, paths: Collection[str] | None = None) -> dict[str, str]:
+        return self._get().file_urls(artifact, paths)
 
     def open_file(self, url: str, offset: int) -> BinaryIO:
         return self._get().open_file(url, offset)

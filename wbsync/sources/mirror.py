@@ -17,7 +17,7 @@ import json
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -314,7 +314,9 @@ class MirrorSource:
                                 f"{entry.name!r} says type: {entry.type}. Fix `type` or the reference.")
         return res
 
-    def file_urls(self, artifact: LockedArtifact) -> dict[str, str]:
+    def file_urls(self, artifact: LockedArtifact, paths: Collection[str] | None = None) -> dict[str, str]:
+        """Mirror links never expire (a folder, or fsspec with its own credentials), so ``paths``
+        only narrows the answer."""
         org, project, collection, version = split_resolved(artifact.resolved)
         res = self._version(collection_rel(org, project, collection), version, f"{artifact.name!r}")
         if res.digest != artifact.digest:
@@ -323,7 +325,8 @@ class MirrorSource:
                 f"{res.digest}, but the lock records {artifact.digest}. Nothing was placed. Write the "
                 "mirror again from this lock (`wbsync mirror`), or re-lock against it.")
         listed = {f.record.path for f in res.files}
-        return {f.path: self.location.url(blob_rel(f)) for f in iter_files(artifact) if f.path in listed}
+        wanted = listed if paths is None else listed.intersection(paths)
+        return {f.path: self.location.url(blob_rel(f)) for f in iter_files(artifact) if f.path in wanted}
 
     def open_file(self, url: str, offset: int) -> BinaryIO:
         return self.location.open(self.location.rel_of(url), offset)

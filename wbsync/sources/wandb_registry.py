@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, TypeVar
 
@@ -50,6 +50,8 @@ T = TypeVar("T")
 class WandbSource:
     def __init__(self) -> None:
         self._apis: dict[str | None, Any] = {}
+        self._remotes: dict[str, Any] = {}  # resolved name -> SDK artifact: renewals skip the lookup
+        self._lock = threading.Lock()
         base = os.environ.get("WANDB_BASE_URL")
         self.description = f"W&B at {public_url(base)}" if base else "W&B"
 
@@ -74,9 +76,25 @@ class WandbSource:
             files=files,
         )
 
-    def file_urls(self, artifact: LockedArtifact) -> dict[str, str]:
-        remote = self._artifact(artifact.resolved, None, None)
-        return _call(lambda: {f.name: f.direct_url for f in remote.files(per_page=_FILES_PAGE)}, artifact.resolved)
+    def file_urls(self, artifact: LockedArtifact, paths: Collection[str] | None = None) -> dict[str, str]:
+        """Every file's signed link, or only ``paths``'s (renewing expired links: the SDK's
+        ``files(names=...)``, a page of up to 1,000 names per call)."""
+        with self._lock:
+            remote = self._remotes.get(artifact.resolved)
+        if remote is None:
+            remote = self._artifact(artifact.resolved, None, None)
+            with self._lock:
+                self._remotes[artifact.resolved] = remote
+        if paths is None:
+            return _call(lambda: {f.name: f.direct_url for f in remote.files(per_page=_FILES_PAGE)},
+                         artifact.resolved)
+        names = sorted(paths)
+        urls: dict[str, str] = {}
+        for at in range(0, len(names), _FILES_PAGE):
+            batch = names[at : at + _FILES_PAGE]
+            urls.update(_call(lambda: {f.name: f.direct_url for f in remote.files(names=batch, per_page=len(batch))},
+                              artifact.resolved))
+        return urls
 
     def open_file(self, url: str, offset: int) -> BinaryIO:
         raise RemoteError(f"W&B returned a file URL wbsync cannot fetch: {url!r}.")

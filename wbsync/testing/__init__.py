@@ -7,7 +7,9 @@ It never imports wandb.
 
 from .fake_server import DEFAULT_FEATURES, FakeWandb
 from .faults import Fault
+from .network import PROFILES, LinkPolicy, NetworkProfile
 from .routes import RecordedRequest
 from .world import LoggedVersion
 
-__all__ = ["DEFAULT_FEATURES", "FakeWandb", "Fault", "LoggedVersion", "RecordedRequest"]
+__all__ = ["DEFAULT_FEATURES", "PROFILES", "FakeWandb", "Fault", "LinkPolicy", "LoggedVersion", "NetworkProfile",
+           "RecordedRequest"]

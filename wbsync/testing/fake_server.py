@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from .faults import Fault
 from .graphql import blob_url
+from .network import LinkPolicy, NetworkProfile, Shaper, profile_named
 from .routes import RecordedRequest, ServerState
 from .server import LoopbackServer
 from .world import DigestAlgorithm, LoggedVersion, api_key_for, default_world
@@ -37,9 +38,12 @@ class FakeWandb:
     are given without the ``wandb-registry-`` prefix.
     """
 
-    def __init__(self, features: Iterable[str] = DEFAULT_FEATURES) -> None:
+    def __init__(self, features: Iterable[str] = DEFAULT_FEATURES,
+                 network: str | NetworkProfile = "loopback") -> None:
         self._default_features = list(features)
+        self._default_network = network
         self._state = ServerState(default_world(), "", list(self._default_features))
+        self.network = network
         self._server: LoopbackServer | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -86,6 +90,8 @@ class FakeWandb:
             self.clear_faults()
             self._state.log.clear()
             self._state.unhandled.clear()
+            self.network = self._default_network
+            self.links = LinkPolicy()
 
     @property
     def url(self) -> str:
@@ -103,6 +109,24 @@ class FakeWandb:
     def features(self) -> list[str]:
         """The server features advertised by ServerFeaturesQuery; edit the list in place."""
         return self._state.features
+
+    @property
+    def network(self) -> NetworkProfile:
+        """The network file links cross: ``"loopback"``, ``"cloud"``, ``"far"`` or a profile."""
+        return self._state.shaper.profile
+
+    @network.setter
+    def network(self, value: str | NetworkProfile) -> None:
+        self._state.shaper = Shaper(profile_named(value) if isinstance(value, str) else value)
+
+    @property
+    def links(self) -> LinkPolicy:
+        """How file links behave (lifetime, expiry answer, redirects); see ``LinkPolicy``."""
+        return self._state.links
+
+    @links.setter
+    def links(self, value: LinkPolicy) -> None:
+        self._state.links = value
 
     # -- building the world ---------------------------------------------------------------
 
@@ -170,7 +194,7 @@ class FakeWandb:
     def file_url(self, artifact_id: str, path: str) -> str:
         """The directUrl the server hands out for file ``path`` of a logged artifact."""
         with self._state.lock:
-            return blob_url(self.url, self._state.world.artifacts[artifact_id], path)
+            return self._state.links.sign(blob_url(self.url, self._state.world.artifacts[artifact_id], path))
 
     # -- observing ------------------------------------------------------------------------
 

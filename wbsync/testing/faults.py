@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 FaultTarget = Literal["graphql", "file"]
-FaultKind = Literal["status", "reset", "reset_mid_body", "truncate", "wrong_bytes", "slow", "hang"]
+FaultKind = Literal["status", "reset", "reset_mid_body", "truncate", "wrong_bytes", "slow", "hang", "trickle"]
 _TARGETS = ("graphql", "file")
-_KINDS = ("status", "reset", "reset_mid_body", "truncate", "wrong_bytes", "slow", "hang")
+_KINDS = ("status", "reset", "reset_mid_body", "truncate", "wrong_bytes", "slow", "hang", "trickle")
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,8 @@ class Fault:
     """One misbehaviour, applied to the next ``times`` matching requests (``None``: forever).
 
     ``target``: ``"graphql"`` (``match`` = an operation name) or ``"file"`` (manifest and file
-    GETs; ``match`` = a substring of the request path or of the artifact file path served).
+    GETs; ``match`` = a substring of the request path, of the artifact file path served, or of
+    the ``Range`` header, e.g. ``"bytes=1024-"`` for one part of a ranged download).
 
     ``kind``:
       * ``status``: answer ``status`` (e.g. 500, 502, 503, 429), with ``Retry-After`` if given;
@@ -27,7 +28,9 @@ class Fault:
       * ``truncate``: send the full ``Content-Length`` header and half the body, then close (FIN);
       * ``wrong_bytes``: a body of the right length whose first byte is flipped;
       * ``slow``: sleep ``delay`` seconds, then answer normally;
-      * ``hang``: never answer (until the server stops).
+      * ``hang``: never answer (until the server stops);
+      * ``trickle``: send the headers, then one byte every ``delay`` seconds (a stalled link
+        whose every read returns something, so no read timeout ever fires).
     """
 
     target: FaultTarget

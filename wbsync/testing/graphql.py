@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import quote
 from weakref import WeakKeyDictionary
 
+from .network import LinkPolicy
 from .world import Artifact, Collection, Membership, Project, User, World, gql_id
 
 JSON = dict[str, Any]
@@ -36,6 +37,7 @@ class Context:
     user: User
     base_url: str
     features: Sequence[str]
+    links: LinkPolicy = LinkPolicy()
 
 
 def operation_name(query: str) -> str | None:
@@ -179,7 +181,7 @@ def manifest_url(base_url: str, artifact: Artifact) -> str:
 
 def _file(ctx: Context, artifact: Artifact, path: str) -> JSON:
     entry = artifact.contents[path]
-    url = blob_url(ctx.base_url, artifact, path)
+    url = ctx.links.sign(blob_url(ctx.base_url, artifact, path))
     return {
         "__typename": "File",
         "id": gql_id("File", f"{artifact.id}:{path}"),

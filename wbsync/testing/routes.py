@@ -16,10 +16,11 @@ import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from .faults import Fault, FaultBook, FaultTarget
 from .graphql import OPERATIONS, Context, GraphQLError, execute, operation_name
+from .network import PROFILES, LinkPolicy, Shaper, expired_answer, link_problem
 from .transport import Response, error_response, json_response
 from .world import User, World
 
@@ -81,6 +82,8 @@ class ServerState:
     log: RequestLog = field(default_factory=RequestLog)
     unhandled: list[str] = field(default_factory=list)
     hang_release: threading.Event = field(default_factory=threading.Event)
+    links: LinkPolicy = field(default_factory=LinkPolicy)
+    shaper: Shaper = field(default_factory=lambda: Shaper(PROFILES["loopback"]))
 
     def release_hung(self) -> None:
         """Let hung requests go (their connections are reset); later hangs wait for the next call."""
@@ -127,7 +130,7 @@ def _answer_graphql(state: ServerState, request: RecordedRequest, query: str) ->
         if name not in OPERATIONS:
             state.unhandled.append(name or "<anonymous>")
             return error_response(400, f"fake W&B server: unhandled operation {name}")
-        ctx = Context(state.world, user, state.base_url, tuple(state.features))
+        ctx = Context(state.world, user, state.base_url, tuple(state.features), state.links)
         try:
             return json_response(200, {"data": execute(name, request.variables, query, ctx)})
         except GraphQLError as error:
@@ -154,17 +157,45 @@ def _authenticated_user(state: ServerState, headers: Mapping[str, str]) -> User 
 
 
 def _file(state: ServerState, request: RecordedRequest, path: str) -> tuple[Response, Fault | None]:
+    response, fault = _file_answer(state, request, path)
+    response.shaped = True  # a file link: the network profile applies
+    return response, fault
+
+
+def _file_answer(state: ServerState, request: RecordedRequest, path: str) -> tuple[Response, Fault | None]:
     with state.lock:
         data, file_path = _lookup_bytes(state.world, path)
     needs_auth = path.startswith("/artifacts")  # the fallback URLs; presigned ones need none
-    fault = _take(state, request, "file", [request.path, file_path])
+    fault = _take(state, request, "file", [request.path, file_path, request.headers.get("range")])
     if fault and fault.kind in _PREEMPTIVE:
         return Response(500), fault  # a placeholder, as above
     if data is None:
         return error_response(404, f"fake W&B server: nothing at {path}"), fault
     if needs_auth and _authenticated_user(state, request.headers) is None:
         return error_response(401, "user is not logged in"), fault
+    query = urlsplit(request.path).query
+    problem = link_problem(path, query)
+    if problem == "expired":
+        status, body = expired_answer(state.links.style)
+        return Response(status, body, "application/xml"), fault
+    if problem:
+        return Response(403, b"<Error><Code>SignatureDoesNotMatch</Code></Error>", "application/xml"), fault
+    if state.links.redirect and path.startswith("/blobs/"):
+        redirect = _redirect(state, path, query)
+        if redirect is not None:
+            return redirect, fault
     return _ranged(data, request.headers.get("range")), fault
+
+
+def _redirect(state: ServerState, path: str, query: str) -> Response | None:
+    """A redirect to the same link on another host name, ``hops`` times (counted in the query)."""
+    params = parse_qs(query)
+    hop = int(params.pop("hop", ["0"])[0])
+    if hop >= state.links.hops:
+        return None
+    other = state.base_url.replace("127.0.0.1", "localhost", 1) if hop % 2 == 0 else state.base_url
+    target = f"{other}{path}?{urlencode({**{k: v[0] for k, v in params.items()}, 'hop': hop + 1})}"
+    return Response(state.links.redirect or 302, b"", "text/plain", {"Location": target})
 
 
 def _lookup_bytes(world: World, path: str) -> tuple[bytes | None, str | None]:

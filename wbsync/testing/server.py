@@ -12,8 +12,9 @@ import socket
 import threading
 from socketserver import StreamRequestHandler, ThreadingTCPServer
 
+from .network import ConnectionClock
 from .routes import RecordedRequest, ServerState, route
-from .transport import error_response, send
+from .transport import Pacing, error_response, send
 
 _MAX_LINE = 65536
 
@@ -26,6 +27,7 @@ class _Handler(StreamRequestHandler):
     def setup(self) -> None:
         super().setup()
         self.server.track(self.connection)
+        self.clock = ConnectionClock()  # this connection's bandwidth budget
 
     def finish(self) -> None:
         self.server.untrack(self.connection)
@@ -58,7 +60,7 @@ class _Handler(StreamRequestHandler):
         response, fault = route(state, request, body)
         if fault is None:
             request.status = response.status  # logged before the client can act on the answer
-        request.status = send(self, response, fault, state.hang_release)
+        request.status = send(self, response, fault, state.hang_release, Pacing(state.shaper, self.clock))
 
     def _read_headers(self) -> dict[str, str]:
         """Header names lower-cased; a repeated header keeps its last value."""

@@ -20,6 +20,7 @@ from io import BufferedIOBase
 from typing import Any, Protocol
 
 from .faults import Fault
+from .network import ConnectionClock, Shaper
 
 _ONE_WRITE_LIMIT = 256 * 1024  # bodies up to this size share a write with the head
 _CHUNK = 1024 * 1024
@@ -40,6 +41,7 @@ class Response:
     body: bytes | memoryview = b""
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
+    shaped: bool = False  # a file answer: the network profile's latency and bandwidth apply
 
 
 def json_response(status: int, payload: Any) -> Response:
@@ -51,15 +53,32 @@ def error_response(status: int, message: str) -> Response:
     return json_response(status, {"errors": [{"message": message}]})
 
 
+@dataclass
+class Pacing:
+    """The network a response crosses: the server's shaper and this connection's clock."""
+
+    shaper: Shaper
+    clock: ConnectionClock
+
+    def __call__(self, nbytes: int) -> None:
+        self.shaper.pace(self.clock, nbytes)
+
+
 def send(
-    handler: Channel, response: Response, fault: Fault | None, hang_release: threading.Event
+    handler: Channel, response: Response, fault: Fault | None, hang_release: threading.Event,
+    pacing: Pacing | None = None,
 ) -> int | None:
     """Answer ``response``, bent by ``fault``. Returns the status sent (None if none was).
 
     A ``hang`` waits for ``hang_release`` (set by ``stop()`` or ``reset()``), then resets.
+    A shaped response (file links) waits the profile's time to first byte, then is paced.
     """
+    if not (response.shaped and pacing and pacing.shaper.profile.shaped):
+        pacing = None
+    if pacing is not None:
+        pacing.shaper.first_byte()
     if fault is None:
-        _write(handler, _head(response, len(response.body)), memoryview(response.body))
+        _write(handler, _head(response, len(response.body)), memoryview(response.body), pace=pacing)
         return response.status
     return _send_faulted(handler, response, fault, hang_release)
 
@@ -78,6 +97,9 @@ def _send_faulted(
         response = _status_fault(fault)
     body = memoryview(response.body)
     head = _head(response, len(body))
+    if fault.kind == "trickle":
+        _trickle(handler, head, body, fault.delay, hang_release)
+        return response.status
     if fault.kind in ("reset_mid_body", "truncate"):
         _write(handler, head, body[: len(body) // 2])
         if fault.kind == "reset_mid_body":
@@ -106,17 +128,37 @@ def _head(response: Response, length: int) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def _write(handler: Channel, head: bytes, body: memoryview, corrupt: bool = False) -> None:
+def _write(handler: Channel, head: bytes, body: memoryview, corrupt: bool = False,
+           pace: Pacing | None = None) -> None:
     """The head with the start of the body in one write, the rest in chunks straight from memory.
 
     ``corrupt`` flips the first byte: same length, wrong bytes, no copy of a large body.
+    ``pace``: smaller chunks, each written when the network profile lets it through.
     """
-    first = bytearray(body[:_ONE_WRITE_LIMIT])
+    limit, chunk = (Shaper.CHUNK, Shaper.CHUNK) if pace else (_ONE_WRITE_LIMIT, _CHUNK)
+    first = bytearray(body[:limit])
     if corrupt and first:
         first[0] ^= 0xFF
+    if pace:
+        pace(len(first))
     handler.wfile.write(head + first)
-    for start in range(len(first), len(body), _CHUNK):
-        handler.wfile.write(body[start : start + _CHUNK])
+    for start in range(len(first), len(body), chunk):
+        piece = body[start : start + chunk]
+        if pace:
+            pace(len(piece))
+        handler.wfile.write(piece)
+
+
+def _trickle(handler: Channel, head: bytes, body: memoryview, delay: float, stop: threading.Event) -> None:
+    """The head, then one byte every ``delay`` seconds: alive, but never done in useful time."""
+    handler.wfile.write(head)
+    handler.wfile.flush()
+    for start in range(len(body)):
+        if stop.wait(delay):
+            break
+        handler.wfile.write(body[start : start + 1])
+        handler.wfile.flush()
+    handler.close_connection = True
 
 
 def _abort(handler: Channel) -> None:

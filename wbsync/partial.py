@@ -1,0 +1,144 @@
+"""A large blob arriving in byte ranges, resumable across processes.
+
+Layout in the store's ``tmp/`` folder, one pair per blob being fetched in ranges::
+
+    <algorithm>-<hex>.ranged        the file at its full size, parts written where they belong
+    <algorithm>-<hex>.ranged.json   which parts are complete: {"size", "digest", "part_size", "done"}
+
+A part is listed in the journal only after all its bytes were written, so a kill loses at most
+the parts in flight; the next sync fetches only the parts not listed. The journal is a hint,
+never trusted for content: the fetcher hashes the whole file in order before ``commit()``
+gives it its blob name, and a mismatch discards both files. The names are stable (not unique
+per process like the ``.part`` files) so that a later process finds them: only the holder of
+the blob's claim (wbsync.claims) opens them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from wbsync.digests import b64
+from wbsync.errors import IntegrityError
+from wbsync.models import FileRecord
+from wbsync.store import BLOB_MODE, Store, blob_hex
+
+SUFFIX = ".ranged"
+KEEP_S = 7 * 24 * 3600  # an abandoned part-done file older than this is removed (see clean)
+
+
+class PartialBlob:
+    """Open with ``PartialBlob.open``; ``write_at`` parts, ``part_done`` each, then ``commit``."""
+
+    def __init__(self, store: Store, record: FileRecord, part_size: int) -> None:
+        self.record = record
+        self.part_size = part_size
+        self.blob_path = store.blob_path(record)
+        self.path = store.tmp_dir / f"{record.algorithm}-{blob_hex(record)}{SUFFIX}"
+        self.journal = Path(f"{self.path}.json")
+        self.done: set[int] = set()
+        self._fd = -1
+
+    @classmethod
+    def open(cls, store: Store, record: FileRecord, part_size: int) -> PartialBlob:
+        """The part-done file of an earlier run if it matches (same size, digest, part size),
+        else a new empty one."""
+        store.tmp_dir.mkdir(parents=True, exist_ok=True)
+        blob = cls(store, record, part_size)
+        blob.done = blob._resumable()
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+        blob._fd = os.open(blob.path, flags, 0o600)  # writable until commit: a resume reopens it
+        if not blob.done:
+            os.ftruncate(blob._fd, 0)
+        os.ftruncate(blob._fd, record.size)  # sparse: parts land anywhere
+        return blob
+
+    @property
+    def parts(self) -> int:
+        return max(1, -(-self.record.size // self.part_size))
+
+    def span(self, index: int) -> tuple[int, int]:
+        start = index * self.part_size
+        return start, min(start + self.part_size, self.record.size)
+
+    def write_at(self, offset: int, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(self._fd, view, offset)
+            view, offset = view[written:], offset + written
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        return os.pread(self._fd, size, offset)
+
+    def part_done(self, index: int) -> None:
+        """Record a complete part (atomically: a kill leaves the old journal or the new one)."""
+        self.done.add(index)
+        doc = {"size": self.record.size, "digest": self.record.digest, "part_size": self.part_size,
+               "done": sorted(self.done)}
+        temp = Path(f"{self.journal}.{os.getpid()}.tmp")
+        temp.write_text(json.dumps(doc))
+        os.replace(temp, self.journal)
+
+    def commit(self, digest: str) -> Path:
+        """Name the blob if ``digest`` (of the whole file, hashed in order) is the lock's."""
+        if digest != self.record.digest:
+            self.discard()
+            raise IntegrityError(
+                f"{self.record.path}: received {self.record.size} bytes with {self.record.algorithm} digest "
+                f"{digest}, but the lock records digest {self.record.digest}; the bytes were discarded.")
+        os.fchmod(self._fd, BLOB_MODE)
+        try:
+            os.replace(self.path, self.blob_path)
+        except FileNotFoundError:  # first blob in its fan-out folder
+            self.blob_path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.path, self.blob_path)
+        self.journal.unlink(missing_ok=True)
+        self.close()
+        return self.blob_path
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.journal.unlink(missing_ok=True)
+        self.close()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _resumable(self) -> set[int]:
+        try:
+            doc = json.loads(self.journal.read_text())
+            size = os.stat(self.path).st_size
+        except (OSError, ValueError):
+            return set()
+        r = self.record
+        if not isinstance(doc, dict) or (doc.get("size"), doc.get("digest"), doc.get("part_size"), size) != (
+                r.size, r.digest, self.part_size, r.size):
+            return set()
+        done = doc.get("done")
+        if not isinstance(done, list):
+            return set()
+        return {i for i in done if isinstance(i, int) and 0 <= i < self.parts}
+
+
+def clean(store: Store, keep_s: float = KEEP_S) -> int:
+    """Remove part-done files (and journals) untouched for ``keep_s``; returns how many files.
+    Younger ones are kept: the next sync of that blob resumes them."""
+    cutoff = time.time() - keep_s
+    removed = 0
+    try:
+        entries = list(os.scandir(store.tmp_dir))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        if SUFFIX in entry.name:
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                pass
+    return removed
