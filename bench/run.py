@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.memory import TreeSampler
+from bench.network import NET_CASES, evaluate_network, run_network
 from bench.server import (
     LARGE,
     LARGE_QUARTER,
@@ -57,7 +58,7 @@ _SCRIPT = Path(PY).parent / "wbsync"
 WBSYNC = [str(_SCRIPT)] if _SCRIPT.exists() else [PY, "-m", "wbsync"]  # the console script
 MB = 1e6
 RUN_TIMEOUT_S = 1800.0
-CASES = ("small", "large", "noop", "lock", "memory")
+CASES = ("small", "large", "noop", "lock", "memory", "net")
 
 
 # -- running one measured command ---------------------------------------------------------
@@ -73,6 +74,7 @@ class Sample:
     internal_s: float | None = None  # the phase the command timed itself (SDK download, wire transfer)
     requests: int | None = None  # requests the server saw during the command
     tree_rss_mb: float = 0.0  # peak of the summed RSS of the child and all its descendants, sampled
+    note: str = ""  # case-specific detail (the network case: link renewals)
 
 
 def run(cmd: list[str], *, env: dict[str, str], cwd: Path, log: Path, check: bool = True) -> tuple[Sample, str]:
@@ -125,6 +127,9 @@ class Server:
         if ready != "READY":
             raise SystemExit(f"bench: the server did not start ({ready!r}); see {workdir / 'server.err'}")
         self.info: dict[str, Any] = json.loads(info_path.read_text())
+
+    def ask(self, command: str) -> str:
+        return self._ask(command)
 
     def _ask(self, command: str) -> str:
         self._in.write(command + "\n")
@@ -268,6 +273,16 @@ class Bench:
             sizes["noop_files"] = 0
         if "lock" not in args.only:
             sizes["lock_artifacts"] = 0
+        if "net" not in args.only:
+            sizes.update(net_one_mib=0, net_two_mib=0, net_small_files=0)
+        else:
+            if "one" not in args.net_cases:
+                sizes["net_one_mib"] = 0
+            if "two" not in args.net_cases:
+                sizes["net_two_mib"] = 0
+            if not {"small", "expiry"} & set(args.net_cases):
+                sizes["net_small_files"] = 0
+        sizes.update(json.loads(args.sizes))
         started = time.perf_counter()
         compile_wbsync()
         self.server = Server(workdir, args.quick, sizes)
@@ -344,7 +359,7 @@ class Bench:
         10 of the fast commands (no-op, lock); 2, 2 and 3 with --quick. --runs overrides."""
         if self.args.runs:
             return int(self.args.runs)
-        table = {"small": (3, 2), "large": (5, 2), "fast": (10, 3)}
+        table = {"small": (3, 2), "large": (5, 2), "fast": (10, 3), "net": (3, 2)}
         full, quick = table[kind]
         return quick if self.args.quick else full
 
@@ -642,10 +657,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(CASES), help=f"comma-separated cases among {','.join(CASES)}")
     parser.add_argument("--wire-threads", type=int, default=16,
                         help="connections of the wire-limit client (default 16, wbsync's default --jobs)")
+    parser.add_argument("--profiles", default="cloud,far",
+                        help="network profiles of the net case (default cloud,far; see wbsync/testing/network.py)")
+    parser.add_argument("--net-cases", default=",".join(NET_CASES),
+                        help=f"cases of the net case among {','.join(NET_CASES)} (default: all)")
+    parser.add_argument("--link-lifetime", type=float, default=2.0,
+                        help="seconds a file link lives in the net expiry case (default 2: shorter than the sync)")
+    parser.add_argument("--sizes", default="{}", help="JSON overrides of bench.server.Sizes fields")
     parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a new one under /tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (logs of every command)")
     args = parser.parse_args(argv)
     args.only = [c.strip() for c in args.only.split(",") if c.strip()]
+    args.profiles = [p.strip() for p in args.profiles.split(",") if p.strip()]
+    args.net_cases = [c.strip() for c in args.net_cases.split(",") if c.strip()]
     unknown = set(args.only) - set(CASES)
     if unknown:
         parser.error(f"unknown case(s) {', '.join(sorted(unknown))}")
@@ -663,6 +687,7 @@ def main(argv: list[str] | None = None) -> int:
             "noop": bench.noop,
             "lock": bench.lock,
             "memory": bench.memory,
+            "net": lambda: run_network(bench, args.profiles, args.net_cases, args.link_lifetime),
         }
         for case in args.only:
             print(f"== {case}", flush=True)
@@ -675,6 +700,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             _remove(workdir)
     bench.evaluate()
+    evaluate_network(bench)
     elapsed = time.perf_counter() - started
     load = {"before": load_before, "after": os.getloadavg()}
     command = " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)])

@@ -7,6 +7,8 @@ needs to ``--info`` (URL, API key, and every file's directUrl for the wire-limit
     count   -> the number of requests recorded since the last ``clear`` (a JSON line)
     ops     -> a JSON list of "METHOD path-or-operation" of those requests
     clear   -> forget recorded requests
+    network NAME      -> file links cross this network profile from now on (loopback, cloud, far)
+    lifetime SECONDS  -> file links handed out from now on expire after SECONDS ("none": never)
     quit    -> stop
 
 Running the server in its own process keeps the harness's (and the measured client's) GIL
@@ -24,7 +26,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from wbsync.testing import FakeWandb
+from wbsync.testing import FakeWandb, LinkPolicy
 
 ORG = "acme"
 KiB = 1024
@@ -42,17 +44,23 @@ class Sizes:
     noop_size: int = 4 * KiB
     lock_artifacts: int = 50  # lock resolution: this many collections
     lock_files: int = 10  # files in each (resolution lists them)
+    net_one_mib: int = 2100  # the network cases (bench/network.py): 1 file above the SDK's 2 GiB split,
+    net_two_mib: int = 1536  # 2 files below it,
+    net_small_files: int = 2000  # and many small files
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(small_files=1_000, large_files=3, large_mib=32, noop_artifacts=5, noop_files=2_000,
-                   lock_artifacts=10, lock_files=10)
+                   lock_artifacts=10, lock_files=10, net_one_mib=160, net_two_mib=96, net_small_files=500)
 
 
 # Collections (in the "dataset" registry) the world holds, by role.
 SMALL = "small-files"
 LARGE = "large-files"
 LARGE_QUARTER = "large-files-quarter"  # the same shape at a quarter of the size: is peak RSS flat?
+NET_ONE = "net-one-file"
+NET_TWO = "net-two-files"
+NET_SMALL = "net-small-files"
 
 
 def noop_collection(i: int) -> str:
@@ -106,6 +114,12 @@ def build(srv: FakeWandb, sizes: Sizes) -> dict[str, dict[str, object]]:
         log(noop_collection(i), small_files(per, sizes.noop_size, prefix=f"a{i}/"))
     for i in range(sizes.lock_artifacts):
         log(lock_collection(i), small_files(sizes.lock_files, 1 * KiB))
+    if sizes.net_one_mib:
+        log(NET_ONE, {"model.safetensors": large_blob(200, sizes.net_one_mib)})
+    if sizes.net_two_mib:
+        log(NET_TWO, {f"model-{i}.safetensors": large_blob(300 + i, sizes.net_two_mib) for i in range(2)})
+    if sizes.net_small_files:
+        log(NET_SMALL, small_files(sizes.net_small_files, 4 * KiB))
     return logged
 
 
@@ -133,6 +147,13 @@ def main(argv: list[str] | None = None) -> None:
                 print(json.dumps([f"{r.method} {r.operation or r.path}" for r in srv.requests]), flush=True)
             elif command == "clear":
                 srv.clear_requests()
+                print("ok", flush=True)
+            elif command.startswith("network "):
+                srv.network = command.split(" ", 1)[1]
+                print("ok", flush=True)
+            elif command.startswith("lifetime "):
+                value = command.split(" ", 1)[1]
+                srv.links = LinkPolicy(lifetime_s=None if value == "none" else float(value))
                 print("ok", flush=True)
             elif command == "quit":
                 break

@@ -174,7 +174,7 @@ def _file_answer(state: ServerState, request: RecordedRequest, path: str) -> tup
     if needs_auth and _authenticated_user(state, request.headers) is None:
         return error_response(401, "user is not logged in"), fault
     query = urlsplit(request.path).query
-    problem = link_problem(path, query)
+    problem = link_problem(path, query) if query else None
     if problem == "expired":
         status, body = expired_answer(state.links.style)
         return Response(status, body, "application/xml"), fault

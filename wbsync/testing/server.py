@@ -60,7 +60,8 @@ class _Handler(StreamRequestHandler):
         response, fault = route(state, request, body)
         if fault is None:
             request.status = response.status  # logged before the client can act on the answer
-        request.status = send(self, response, fault, state.hang_release, Pacing(state.shaper, self.clock))
+        pacing = Pacing(state.shaper, self.clock) if response.shaped and state.shaper.profile.shaped else None
+        request.status = send(self, response, fault, state.hang_release, pacing)
 
     def _read_headers(self) -> dict[str, str]:
         """Header names lower-cased; a repeated header keeps its last value."""
