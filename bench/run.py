@@ -655,8 +655,8 @@ def main(argv: list[str] | None = None) -> int:
                              "and lock; 2, 2 and 3 with --quick)")
     parser.add_argument("--large-mib", type=int, default=None, help="size of each large file in MiB (default 256)")
     parser.add_argument("--only", default=",".join(CASES), help=f"comma-separated cases among {','.join(CASES)}")
-    parser.add_argument("--wire-threads", type=int, default=16,
-                        help="connections of the wire-limit client (default 16, wbsync's default --jobs)")
+    parser.add_argument("--wire-threads", type=int, default=64,
+                        help="connections of the wire-limit client (default 64, wbsync's default --jobs)")
     parser.add_argument("--profiles", default="cloud,far",
                         help="network profiles of the net case (default cloud,far; see wbsync/testing/network.py)")
     parser.add_argument("--net-cases", default=",".join(NET_CASES),

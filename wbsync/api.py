@@ -82,7 +82,7 @@ def lock(names: Names = None, *, upgrade: bool = False, check: bool = False, man
 
 
 def sync(names: Names = None, *, locked: bool = False, frozen: bool = False, dry_run: bool = False,
-         jobs: int = 16, link_mode: LinkMode | None = None, manifest: PathLike | None = None,
+         jobs: int = 64, link_mode: LinkMode | None = None, manifest: PathLike | None = None,
          lockfile: PathLike | None = None, source: str | None = None, progress: bool = False) -> SyncResult:
     """``wbsync sync``: lock what is stale, then make the directories hold exactly the locked files.
 

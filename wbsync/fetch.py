@@ -106,23 +106,24 @@ class RetryPolicy:
 class RangePolicy:
     """When and how a file is fetched as parallel byte ranges.
 
-    Defaults chosen from measurements on the fake server's ``cloud`` (30 ms to first byte,
-    50 MB/s per connection, 400 MB/s shared) and ``far`` (80 ms, 20 MB/s, 1 GB/s) profiles;
-    see docs/benchmarks.md:
+    Chosen for the fake server's ``cloud`` (30 ms to first byte, 50 MB/s per connection,
+    400 MB/s shared) and ``far`` (80 ms, 20 MB/s, 1 GB/s) profiles; docs/benchmarks.md has the
+    measurements:
 
-    * ``connections``: one connection carries 20-50 MB/s, so filling 400 MB/s takes 8+ on
-      ``cloud``; on ``far`` 1 GB/s would take 50, but the in-order md5 (one core, ~600 MB/s)
-      and Python's receive loop cap a 2-core machine well below that, and more connections
-      only add threads. 16 fills ``cloud`` with room for retries and is the knee on ``far``.
+    * ``connections``: one connection carries 20-50 MB/s, so filling ``cloud``'s 400 MB/s takes
+      8 and ``far``'s 1 GB/s 50. 32 gives 640 MB/s on ``far`` (as many as the SDK's 32 threads,
+      so never fewer connections than it) and 4x ``cloud``'s link; past that the in-order md5
+      (one core, ~600 MB/s) and Python's receive loop on 2 cores are the limit, and more
+      connections only add threads.
     * ``part_size``: each part pays a time to first byte (80 ms on ``far`` = 1.6 MB at 20 MB/s);
-      32 MiB keeps that under 5%, and a kill loses at most ``connections`` parts in flight.
-    * ``threshold``: below two parts, ranges save nothing over one stream per file plus many
-      files at once.
+      32 MiB keeps that under 5%, and a kill loses at most the parts in flight.
+    * ``threshold``: below two parts, ranges save nothing over one stream per file with many
+      files at once (``--jobs``).
     """
 
     threshold: int = 64 * MiB
     part_size: int = 32 * MiB
-    connections: int = 16
+    connections: int = 32
 
     @classmethod
     def from_env(cls) -> RangePolicy:

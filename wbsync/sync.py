@@ -97,7 +97,7 @@ def _stale_message(project: Project, missing: bool, stale: dict[str, str]) -> st
 
 
 def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = False, frozen: bool = False,
-             dry_run: bool = False, jobs: int = 16, link_mode: LinkMode = "auto",
+             dry_run: bool = False, jobs: int = 64, link_mode: LinkMode = "auto",
              progress: Callable[[int], None] | None = None, on_fetch_start: Callable[[int, int], None] | None = None,
              source: Source | None = None) -> SyncResult:
     lock_result: LockResult | None = None

@@ -22,8 +22,8 @@ Examples:
 @click.option("--locked", is_flag=True, help="Never write the lock; exit 1 if it is stale.")
 @click.option("--frozen", is_flag=True, help="Use the lock as it is; do not read the manifest or resolve.")
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
-@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=16, show_default=True,
-              help="Parallel transfers.")
+@click.option("-j", "--jobs", type=click.IntRange(1, 256), default=64, show_default=True,
+              help="Files in flight at once (large files also use WBSYNC_CONNECTIONS ranges).")
 @click.option("--link", "link_mode", type=click.Choice(["auto", "copy", "reflink", "hardlink"]),
               default=lambda: os.environ.get("WBSYNC_LINK_MODE", "auto"), show_default="auto",
               help="How files reach the directories from the store.")
