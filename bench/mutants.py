@@ -184,8 +184,9 @@ def markdown(outcomes: list[Outcome]) -> str:
 
 
 def document(table: str, complete: bool) -> str:
-    commit = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%h (%cs)"], capture_output=True,
-                            text=True, check=False).stdout.strip() or "unknown"
+    # The commit whose package and tests were mutated: the last one that changed either.
+    commit = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%h (%cs)", "--", "wbsync", "tests"],
+                            capture_output=True, text=True, check=False).stdout.strip() or "unknown"
     dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "wbsync", "tests"],
                            capture_output=True, text=True, check=False).stdout.strip()
     scope = "every mutant" if complete else "a selection of the mutants"
@@ -197,7 +198,8 @@ def document(table: str, complete: bool) -> str:
         "a collection error or a crash of the mutated code is not a catch. The patches and the tests\n"
         "chosen for each are in `bench/mutant_list.py`.\n\n"
         "```bash\npython -m bench.mutants --baseline --markdown docs/mutation.md\n```\n\n"
-        f"Last run: {scope}, on commit {commit}{' with uncommitted changes' if dirty else ''}.\n\n"
+        f"Last run: {scope}, on the package and tests of commit {commit}"
+        f"{' with uncommitted changes' if dirty else ''}.\n\n"
         + table
     )
 
