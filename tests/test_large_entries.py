@@ -184,6 +184,7 @@ def test_a_source_whose_file_list_does_not_match_the_locked_digest_is_refused(fa
     lock.write_text(lock.read_text().replace(v.digest, "0" * 32))
     result = run("sync", "--frozen", check=4)
     assert "0" * 32 in result.stderr and not (project / "data").exists()
+    assert not (listings() / ("0" * 32)).exists()  # "nothing was written": no listing under that digest
 
 
 def test_a_fresh_machine_fetches_the_listing_once_then_works_offline(fake_wandb: FakeWandb, project: Path,
@@ -232,3 +233,17 @@ def test_a_one_percent_version_move_fetches_places_and_records_only_what_changed
     assert after.keys() == before.keys()
     assert [p for p in after if after[p] != before[p]] == ["train/0000.jpg"]
     assert (project / "data/images/train/0000.jpg").read_bytes() == b"new image 0"
+
+
+def test_a_file_list_that_does_not_hash_to_the_artifact_digest_is_never_stored(tmp_path: Path) -> None:
+    """The store's own check, beneath the source's: a list that W&B's digest does not vouch for
+    gets no name in the store (the sources check it too, so only a direct call reaches this)."""
+    from wbsync.errors import IntegrityError
+    from wbsync.listing import write_listing
+    from wbsync.models import FileRecord, RemoteFile
+
+    files = [RemoteFile(FileRecord(f"f{i}.txt", 1, "7MvIfktc4v4oMI/Z8qe68w==")) for i in range(3)]
+    folder = tmp_path / "listings"
+    with pytest.raises(IntegrityError, match="does not match artifact digest"):
+        write_listing(files, "0" * 32, "data (acme-org/wandb-registry-dataset/images:v0)", folder)
+    assert list(folder.iterdir()) == []
