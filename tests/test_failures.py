@@ -144,14 +144,16 @@ def test_wrong_bytes_exit_4_are_discarded_and_leave_the_tree_intact(fake_wandb: 
     assert tree(project / "models/phi3") == MODEL
 
 
-def test_a_version_deleted_after_locking_exits_3_and_says_to_upgrade(fake_wandb: FakeWandb, project: Path) -> None:
+def test_a_version_deleted_with_its_alias_exits_3_and_says_to_change_the_manifest(fake_wandb: FakeWandb,
+                                                                                   project: Path) -> None:
     publish(fake_wandb)
     publish(fake_wandb, {"config.json": b"{}"}, aliases=["production"])
     write_manifest(project, PHI3)
     run("lock")
-    fake_wandb.delete_version("acme", "model", "phi3-finetuned", 1)
+    fake_wandb.delete_version("acme", "model", "phi3-finetuned", 1)  # `production` goes with it
     err = run("sync", check=3).stderr
-    assert "wbsync lock --upgrade" in err
+    assert "its alias `production` no longer resolves either" in err
+    assert "then run `wbsync lock`" in err
 
 
 def test_an_artifact_with_a_traversal_path_is_refused_before_anything_is_written(fake_wandb: FakeWandb, project: Path) -> None:

@@ -56,6 +56,18 @@ class NotFoundError(RemoteError):
     """A registry, collection, alias or version does not exist (any more)."""
 
 
+class VanishedError(NotFoundError):
+    """A locked version is gone from the source (deleted, unlinked, or no longer committed).
+
+    ``name`` is the lock entry; sync turns this into a message saying where the entry's alias
+    points now and which ``wbsync lock --upgrade NAME`` fixes it (wbsync.vanished)."""
+
+    def __init__(self, message: str, name: str, reason: str) -> None:
+        super().__init__(message)
+        self.name = name
+        self.reason = reason  # e.g. "not found (deleted, or unlinked from its collection)"
+
+
 class IntegrityError(WbsyncError):
     """Remote content rejected: digest mismatch, size mismatch."""
 

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, BinaryIO
 
 import xxhash
 
-from wbsync.errors import IntegrityError, UsageError
+from wbsync.errors import IntegrityError, NotFoundError, UsageError
 from wbsync.models import Algorithm, FileRecord, RemoteFile
 
 if TYPE_CHECKING:
@@ -292,6 +292,18 @@ def ensure_listings(lock: Lock, source: Source, names: frozenset[str] | None = N
     return len(missing)
 
 
+def _raise_if_vanished(artifact: LockedArtifact, source: Source) -> None:
+    """The locked version is gone (not an org or access problem): a VanishedError, which sync
+    words with where the alias points now."""
+    from wbsync.errors import VanishedError
+    from wbsync.outdated import vanished_reason
+
+    problem = vanished_reason(source.status(artifact), artifact)
+    if problem is not None:
+        raise VanishedError(f"{artifact.name}: the locked version {artifact.resolved} is {problem[1]}. "
+                            f"Run `wbsync lock --upgrade {artifact.name}`.", artifact.name, problem[1])
+
+
 def fetch_listing(artifact: LockedArtifact, source: Source) -> None:
     from wbsync.models import Entry
     from wbsync.references import parse_reference
@@ -301,7 +313,11 @@ def fetch_listing(artifact: LockedArtifact, source: Source) -> None:
     except ValueError as exc:
         raise IntegrityError(f"{artifact.name}: the lock's `resolved` {artifact.resolved!r} is not a "
                              f"registry version ({exc}). Run `wbsync lock --upgrade {artifact.name}`.") from None
-    res = source.resolve(Entry(artifact.name, reference, artifact.path))
+    try:
+        res = source.resolve(Entry(artifact.name, reference, artifact.path))
+    except NotFoundError:
+        _raise_if_vanished(artifact, source)
+        raise
     what = f"{artifact.name} ({artifact.resolved})"
     if res.digest != artifact.digest:
         raise IntegrityError(

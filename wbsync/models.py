@@ -144,3 +144,16 @@ class Resolved:
     type: str
     digest: str
     files: tuple[RemoteFile, ...]
+
+
+VersionState = Literal["committed", "pending", "deleted", "missing"]
+
+
+@dataclass(frozen=True)
+class VersionStatus:
+    """What a Source says about a locked version today: whether it is still there, committed,
+    and when (if ever) it is scheduled for deletion."""
+
+    state: VersionState  # "missing": deleted for good, or unlinked from the collection
+    digest: str | None = None  # W&B's artifact digest, when the version is there
+    expires_at: str | None = None  # ISO 8601 UTC time of a scheduled deletion (TTL), if any

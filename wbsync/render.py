@@ -6,6 +6,7 @@ from typing import Any
 
 from wbsync import style
 from wbsync.manifest_edit import AddResult
+from wbsync.outdated import OutdatedReport
 from wbsync.resolve import PinChange
 from wbsync.sync import LockResult, SyncResult
 from wbsync.verify import EntryReport
@@ -145,11 +146,29 @@ def verify_json(reports: list[EntryReport]) -> dict[str, Any]:
     }
 
 
-def outdated_text(changes: list[PinChange], checked: int) -> list[str]:
-    if not changes:
-        return [f"All {checked} alias entries still point at their locked versions."]
-    return ([change_line(c) for c in changes]
-            + ["Run `wbsync lock --upgrade [NAMES]` to move the pins, then `wbsync sync`."])
+def outdated_text(r: OutdatedReport) -> list[str]:
+    lines = [change_line(c) for c in r.moved]
+    for v in r.vanished:
+        lines.append(f"{style.name(v.name)}  {style.bad('vanished')}  {v.resolved} is {v.reason}. Fix: {v.fix}")
+    for e in r.expiring:
+        lines.append(f"{style.name(e.name)}  {style.warn('expiring')}  {e.resolved} is scheduled for deletion at "
+                     f"{e.expires_at} (a TTL): move to another version before then.")
+    if not lines:
+        return [f"All {r.checked} entries are current: every alias still points at its locked version, "
+                "and every locked version is still there."]
+    if r.moved:
+        lines.append("Run `wbsync lock --upgrade [NAMES]` to move the pins, then `wbsync sync`.")
+    return lines
+
+
+def outdated_json(r: OutdatedReport) -> dict[str, Any]:
+    return {
+        "checked": r.checked,
+        "outdated": [change_json(c) for c in r.moved],
+        "vanished": [{"name": v.name, "resolved": v.resolved, "state": v.state, "reason": v.reason,
+                      "alias": v.alias, "now": v.now, "fix": v.fix} for v in r.vanished],
+        "expiring": [{"name": e.name, "resolved": e.resolved, "expires_at": e.expires_at} for e in r.expiring],
+    }
 
 
 def add_text(r: AddResult, lockfile: str) -> list[str]:

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from wbsync.digests import hash_file
 from wbsync.agreement import describe, stale_report
-from wbsync.errors import CheckFailed, WbsyncError, local_io_error
+from wbsync.errors import CheckFailed, VanishedError, WbsyncError, local_io_error
 from wbsync.listing import ensure_listings, iter_files
 from wbsync.lockfile import write_lock
-from wbsync.models import Lock
+from wbsync.models import Lock, Manifest
 from wbsync.place import (
     LinkMode,
     Staged,
@@ -120,7 +120,8 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
             lock = old
     selected = check_names(names, set(lock.artifacts), str(project.lock_path))
     root = project.root
-    ensure_listings(lock, source, selected)  # large entries' file lists: fetched once, then offline
+    with _explaining_vanished(project, lock, source):
+        ensure_listings(lock, source, selected)  # large entries' file lists: fetched once, then offline
     plan = plan_tree(root, lock, selected)
     result = SyncResult(lock_result, plan, dry_run=dry_run)
     if not dry_run:  # no-op syncs too, where it writes nothing unless the lock changed
@@ -132,12 +133,32 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
         plan = plan_tree(root, lock, selected)  # another sync may have done part of it while we waited
         result.plan = plan
         actor = _Actor(root, Store(default_store_dir()), jobs, link_mode, progress, on_fetch_start, source)
-        actor.apply(plan, result)
+        with _explaining_vanished(project, lock, source):
+            actor.apply(plan, result)
     from wbsync.cache import (
         auto_prune,  # does nothing unless WBSYNC_CACHE_MAX_SIZE is exceeded
     )
     auto_prune(Store(default_store_dir()))
     return result
+
+
+@contextmanager
+def _explaining_vanished(project: Project, lock: Lock, source: Source) -> Iterator[None]:
+    """A locked version that vanished: say where the alias points now and which command fixes it."""
+    try:
+        yield
+    except VanishedError as exc:
+        from wbsync.outdated import explain_vanished
+
+        raise explain_vanished(exc, _manifest_if_any(project), lock.artifacts[exc.name], source) from None
+
+
+def _manifest_if_any(project: Project) -> Manifest | None:
+    """The manifest, for a message only: `sync --frozen` may run without one (or with a broken one)."""
+    try:
+        return project.manifest() if project.manifest_path.exists() else None
+    except WbsyncError:
+        return None
 
 
 def plan_tree(root: Path, lock: Lock, names: frozenset[str] | None) -> Plan:

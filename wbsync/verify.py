@@ -1,4 +1,4 @@
-"""Offline checks against the lock: verify (re-hash everything) and outdated (ask the source)."""
+"""verify: re-hash the locked directories against the lock, offline."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ from pathlib import Path
 
 from wbsync.digests import hash_file
 from wbsync.listing import iter_files
-from wbsync.models import FileRecord, Lock, Manifest
-from wbsync.resolve import PinChange, to_locked
-from wbsync.sources import Source
+from wbsync.models import FileRecord, Lock
 
 
 @dataclass
@@ -77,17 +75,3 @@ def _walk(folder: Path) -> list[str]:
         for fn in filenames:
             found.append(fn if rel == "." else f"{rel}/{fn}".replace(os.sep, "/"))
     return found
-
-
-def outdated(manifest: Manifest, lock: Lock, source: Source, names: frozenset[str] | None) -> list[PinChange]:
-    """Entries locked by alias whose alias now points elsewhere (or whose content changed)."""
-    todo = [e for n, e in sorted(manifest.entries.items())
-            if (names is None or n in names) and n in lock.artifacts and e.reference.alias is not None]
-    with ThreadPoolExecutor(max(1, min(8, len(todo)))) as pool:
-        now = list(pool.map(lambda e: to_locked(e, source.resolve(e)), todo))
-    changes = []
-    for entry, new in zip(todo, now):
-        old = lock.artifacts[entry.name]
-        if (old.version, old.digest) != (new.version, new.digest):
-            changes.append(PinChange(entry.name, entry.reference.selector, old, new))
-    return changes

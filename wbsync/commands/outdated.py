@@ -1,15 +1,16 @@
-"""`wbsync outdated`: which aliases moved since locking."""
+"""`wbsync outdated`: which aliases moved since locking, and which locked versions vanished."""
 
 from __future__ import annotations
 
 import click
 
 from wbsync.cli import Ctx, cli, common
+from wbsync.errors import CheckFailed
 
 EPILOG = """\b
 Examples:
-  wbsync outdated               # which aliases moved since locking?
-  wbsync outdated --json
+  wbsync outdated               # moved aliases; vanished or expiring locked versions
+  wbsync outdated --json        # {"outdated": [...], "vanished": [...], "expiring": [...]}
 """
 
 
@@ -19,17 +20,18 @@ Examples:
                    "WBSYNC_SOURCE or the manifest's source:.")
 @common
 def outdated(ctx: Ctx, names: tuple[str, ...]) -> None:
-    """Ask the source where each alias points now; list entries whose alias moved."""
+    """Ask the source where each alias points now and whether each locked version still exists.
+
+    Exit 1 when a locked version vanished (deleted, unlinked or not committed)."""
     from wbsync import render
+    from wbsync.outdated import check_outdated
     from wbsync.project import check_names
     from wbsync.sources import project_source
-    from wbsync.verify import outdated as run_outdated
 
     manifest = ctx.project.manifest()
     lock = ctx.project.require_lock()
     selected = check_names(names, set(manifest.entries), str(ctx.project.manifest_path))
-    source = project_source(ctx.project, manifest)
-    changes = run_outdated(manifest, lock, source, selected)
-    checked = sum(1 for n, e in manifest.entries.items() if e.reference.alias and (selected is None or n in selected))
-    ctx.emit(render.outdated_text(changes, checked),
-             {"outdated": [render.change_json(c) for c in changes], "checked": checked}, "outdated")
+    report = check_outdated(manifest, lock.artifacts, project_source(ctx.project, manifest), selected)
+    ctx.emit(render.outdated_text(report), render.outdated_json(report), "outdated")
+    if not report.ok:
+        raise CheckFailed("")

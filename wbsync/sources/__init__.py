@@ -9,7 +9,7 @@ import threading
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from wbsync.models import Entry, LockedArtifact, Manifest, Resolved
+from wbsync.models import Entry, LockedArtifact, Manifest, Resolved, VersionStatus
 
 if TYPE_CHECKING:
     from wbsync.project import Project
@@ -27,7 +27,12 @@ class Source(Protocol):
         """For a locked version: artifact path -> URL, for every file or only ``paths`` (fresh
         links for the files still missing when the first ones expired; one call, not one per
         file). http(s) URLs are fetched by wbsync.fetch; any other URL is handed to
-        ``open_file``. Raises NotFoundError when the version vanished."""
+        ``open_file``. Raises VanishedError when the version vanished."""
+        ...
+
+    def status(self, artifact: LockedArtifact) -> VersionStatus:
+        """Whether a locked version is still there and committed, and any scheduled deletion.
+        Cheap: no file listing. A missing version is an answer (state "missing"), not an error."""
         ...
 
     def open_file(self, url: str, offset: int) -> BinaryIO:
@@ -90,6 +95,9 @@ class _Deferred:
 
     def open_file(self, url: str, offset: int) -> BinaryIO:
         return self._get().open_file(url, offset)
+
+    def status(self, artifact: LockedArtifact) -> VersionStatus:
+        return self._get().status(artifact)
 
     def _get(self) -> Source:
         with self._lock:  # resolve runs on several threads

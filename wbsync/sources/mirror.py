@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 import xxhash
 
 from wbsync.atomic import write_atomic
-from wbsync.errors import IntegrityError, NotFoundError, RemoteError, UsageError
+from wbsync.errors import IntegrityError, NotFoundError, RemoteError, UsageError, VanishedError
 from wbsync.listing import iter_files
 from wbsync.models import (
     REGISTRY_PREFIX,
@@ -34,6 +34,7 @@ from wbsync.models import (
     LockedArtifact,
     RemoteFile,
     Resolved,
+    VersionStatus,
 )
 from wbsync.store import blob_hex
 
@@ -317,8 +318,11 @@ class MirrorSource:
     def file_urls(self, artifact: LockedArtifact, paths: Collection[str] | None = None) -> dict[str, str]:
         """Mirror links never expire (a folder, or fsspec with its own credentials), so ``paths``
         only narrows the answer."""
-        org, project, collection, version = split_resolved(artifact.resolved)
-        res = self._version(collection_rel(org, project, collection), version, f"{artifact.name!r}")
+        res = self._locked_version(artifact)
+        if res is None:
+            reason = "not in the mirror"
+            raise VanishedError(f"{artifact.name}: the {self.description} does not hold {artifact.resolved}. "
+                                f"{_HOW_TO_MIRROR}", artifact.name, reason)
         if res.digest != artifact.digest:
             raise IntegrityError(
                 f"{artifact.name}: the {self.description} holds {artifact.resolved} with artifact digest "
@@ -330,6 +334,17 @@ class MirrorSource:
 
     def open_file(self, url: str, offset: int) -> BinaryIO:
         return self.location.open(self.location.rel_of(url), offset)
+
+    def status(self, artifact: LockedArtifact) -> VersionStatus:
+        """A mirror keeps committed versions only, and has no TTL."""
+        res = self._locked_version(artifact)
+        return VersionStatus("missing") if res is None else VersionStatus("committed", res.digest)
+
+    def _locked_version(self, artifact: LockedArtifact) -> Resolved | None:
+        org, project, collection, version = split_resolved(artifact.resolved)
+        folder = collection_rel(org, project, collection)
+        doc = read_json(self.location, version_rel(folder, version))
+        return None if doc is None else parse_version_doc(doc, self.location.url(version_rel(folder, version)))
 
     # -- reading the mirror's indexes --
 

@@ -29,6 +29,7 @@ from wbsync.errors import (
     NotFoundError,
     RemoteError,
     UsageError,
+    VanishedError,
 )
 from wbsync.models import (
     Algorithm,
@@ -37,6 +38,8 @@ from wbsync.models import (
     LockedArtifact,
     RemoteFile,
     Resolved,
+    VersionState,
+    VersionStatus,
 )
 from wbsync.sources.diagnose import check_reachable, diagnose_server, public_url
 
@@ -82,7 +85,12 @@ class WandbSource:
         with self._lock:
             remote = self._remotes.get(artifact.resolved)
         if remote is None:
-            remote = self._artifact(artifact.resolved, None, None)
+            remote = self._locked_version(artifact)
+            if remote is None or remote.state != "COMMITTED":
+                reason = _vanished_reason(remote)
+                raise VanishedError(f"{artifact.name}: the locked version {artifact.resolved} is {reason} in W&B. "
+                                    f"Run `wbsync lock --upgrade {artifact.name}` to re-resolve it.",
+                                    artifact.name, reason)
             with self._lock:
                 self._remotes[artifact.resolved] = remote
         if paths is None:
@@ -95,6 +103,24 @@ class WandbSource:
             urls.update(_call(lambda: {f.name: f.direct_url for f in remote.files(names=batch, per_page=len(batch))},
                               artifact.resolved))
         return urls
+
+    def status(self, artifact: LockedArtifact) -> VersionStatus:
+        remote = self._locked_version(artifact)
+        if remote is None:
+            return VersionStatus("missing")
+        state = _STATES.get(remote.state, "missing")
+        if state != "committed":  # the SDK refuses to read digest or TTL of a PENDING artifact
+            return VersionStatus(state)
+        return VersionStatus(state, remote.digest, _expires_at(remote))
+
+    def _locked_version(self, artifact: LockedArtifact) -> Any:
+        """The SDK's Artifact for a locked ``resolved`` name, or None when W&B no longer has it
+        (or _NOT_COMMITTED)."""
+        api = self._api(None)
+        try:
+            return _call(lambda: _load_version(api, artifact.resolved), artifact.resolved)
+        except _Missing:
+            return None
 
     def open_file(self, url: str, offset: int) -> BinaryIO:
         raise RemoteError(f"W&B returned a file URL wbsync cannot fetch: {url!r}.")
@@ -109,6 +135,50 @@ class WandbSource:
     def _artifact(self, name: str, entity: str | None, entry: Entry | None) -> Any:
         api = self._api(entity)
         return _call(lambda: api.artifact(name), name, entry)
+
+
+class _NotCommittedVersion:
+    """Stands for an artifact the SDK cannot load: wandb 0.31 fails ``assert artifact.id is not
+    None`` inside ``api.artifact()`` when W&B answers with state PENDING (a draft has no id)."""
+
+    state = "PENDING"
+
+
+_NOT_COMMITTED = _NotCommittedVersion()
+
+
+def _load_version(api: Any, name: str) -> Any:
+    import wandb.errors
+
+    try:
+        return api.artifact(name)
+    except wandb.errors.CommError as exc:
+        if isinstance(getattr(exc, "exc", None), AssertionError):
+            return _NOT_COMMITTED
+        raise
+
+
+#: Artifact.state as wbsync reports it; a state this table does not know counts as missing.
+_STATES: dict[str, VersionState] = {"COMMITTED": "committed", "PENDING": "pending", "DELETED": "deleted"}
+
+
+def _vanished_reason(remote: Any) -> str:
+    if remote is None:
+        return "not found (deleted, or unlinked from its collection)"
+    if remote.state == "PENDING":
+        return "not committed (state PENDING)"
+    return f"deleted (state {remote.state})"
+
+
+def _expires_at(remote: Any) -> str | None:
+    """When W&B will delete the version: its TTL counts from the (source) artifact's creation."""
+    from datetime import datetime, timezone
+
+    ttl = remote.ttl
+    if ttl is None:
+        return None
+    created = datetime.fromisoformat(str(remote.created_at).replace("Z", "+00:00"))
+    return (created + ttl).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _manifest_deadline() -> float:
@@ -257,7 +327,7 @@ def _comm_error(detail: str, name: str | None, entry: Entry | None) -> RemoteErr
             "needs one of them."
         )
     if "not found" in lowered or "membership" in lowered:
-        return NotFoundError(
+        return _Missing(
             f"{where}: not found in W&B ({text}). Check the registry, collection and alias or version "
             "in the W&B App (Registry > collection > version > Full Name), and that your account "
             "can see that registry. A locked version that was deleted needs `wbsync lock --upgrade`."
@@ -265,6 +335,10 @@ def _comm_error(detail: str, name: str | None, entry: Entry | None) -> RemoteErr
     diagnosis = diagnose_server(base_url())  # the server looked fine when the command started
     advice = diagnosis or "Check your network and WANDB_BASE_URL, then retry."
     return RemoteError(f"{where}: W&B request failed: {text}. {advice}")
+
+
+class _Missing(NotFoundError):
+    """W&B answered that the name does not exist (as opposed to an org it could not work out)."""
 
 
 def _first_line(text: str) -> str:

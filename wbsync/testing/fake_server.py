@@ -21,7 +21,7 @@ from .graphql import blob_url
 from .network import LinkPolicy, NetworkProfile, Shaper, profile_named
 from .routes import RecordedRequest, ServerState
 from .server import LoopbackServer
-from .world import DigestAlgorithm, LoggedVersion, api_key_for, default_world
+from .world import ArtifactState, DigestAlgorithm, LoggedVersion, api_key_for, default_world
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -190,6 +190,18 @@ class FakeWandb:
         """Remove ``v{version_index}`` from the collection: it and its aliases are "not found" after."""
         with self._state.lock:
             self._state.world.portfolio(org, registry, collection).remove_version(version_index)
+
+    def set_state(self, org: str, registry: str, collection: str, version_index: int, state: ArtifactState) -> None:
+        """Set the state of the artifact behind ``v{version_index}``: "DELETED" is a deletion the
+        server still answers for (with that state), "PENDING" a version that was never committed."""
+        with self._state.lock:
+            self._state.world.portfolio(org, registry, collection).versions[version_index].artifact.state = state
+
+    def set_ttl(self, org: str, registry: str, collection: str, version_index: int, seconds: int | None) -> None:
+        """Schedule the deletion of the artifact behind ``v{version_index}``, ``seconds`` after it
+        was created (W&B's TTL); None removes the TTL."""
+        with self._state.lock:
+            self._state.world.portfolio(org, registry, collection).versions[version_index].artifact.ttl_seconds = seconds
 
     def file_url(self, artifact_id: str, path: str) -> str:
         """The directUrl the server hands out for file ``path`` of a logged artifact."""

@@ -124,11 +124,12 @@ def _artifact(artifact: Artifact) -> JSON:
         "artifactType": {"name": artifact.type},
         "description": None,
         "metadata": None if artifact.metadata is None else json.dumps(artifact.metadata),
-        "ttlDurationSeconds": -2,  # "no TTL"; null fails validation
-        "ttlIsInherited": True,
+        # -2 means "no TTL" (null fails the SDK's validation)
+        "ttlDurationSeconds": -2 if artifact.ttl_seconds is None else artifact.ttl_seconds,
+        "ttlIsInherited": artifact.ttl_seconds is None,
         "tags": [],
         "historyStep": None,
-        "state": "COMMITTED",
+        "state": artifact.state,
         "size": artifact.size,
         "digest": artifact.digest,
         "digestAlgorithm": "MANIFEST_XXH128" if artifact.algorithm == "xxh128" else "MANIFEST_MD5",

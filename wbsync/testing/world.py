@@ -22,6 +22,7 @@ import xxhash
 REGISTRY_PREFIX = "wandb-registry-"
 DigestAlgorithm = Literal["md5", "xxh128"]
 CollectionKind = Literal["ArtifactSequence", "ArtifactPortfolio"]
+ArtifactState = Literal["COMMITTED", "PENDING", "DELETED"]
 _VERSION_ALIAS = re.compile(r"v(\d+)")
 _EPOCH = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -89,6 +90,8 @@ class Artifact:
     metadata: dict[str, Any] | None
     created_at: datetime
     memberships: list[Membership] = field(default_factory=list)
+    state: ArtifactState = "COMMITTED"
+    ttl_seconds: int | None = None  # a TTL: W&B deletes the version this long after created_at
 
     @property
     def size(self) -> int:
@@ -163,6 +166,7 @@ class LoggedVersion:
     files: dict[str, tuple[int, str]]  # stored files: path -> (size, base64 digest)
     source_version: str
     manifest: dict[str, Any]
+    created_at: datetime | None = None  # the source artifact's creation (a TTL counts from it)
 
 
 class World:
@@ -333,6 +337,7 @@ class World:
             files={p: (len(d), artifact.contents[p]["digest"]) for p, d in files.items()},
             source_version=f"v{artifact.version_index}",
             manifest=json.loads(artifact.manifest),
+            created_at=artifact.created_at,
         )
 
 
