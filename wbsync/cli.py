@@ -159,4 +159,4 @@ def main() -> None:
 
 
 # Each command lives in its own module under wbsync/commands/ and registers itself on `cli`.
-from wbsync.commands import add, cache, lineage, lock, mirror, outdated, sync, verify  # noqa: E402,F401
+from wbsync.commands import add, cache, diff, lineage, lock, mirror, outdated, sync, verify  # noqa: E402,F401
