@@ -69,6 +69,7 @@ def write_out(tmp_path: Path, name: str, text: str) -> Path:
 def test_the_docs_and_examples_publish_the_workflows_this_file_lints() -> None:
     names = set(WORKFLOWS)
     assert "docs/ci.md#1" in names
+    assert "examples/lock-bump/.github/workflows/wbsync-bump.yml" in names
 
 
 @pytest.mark.parametrize("name", sorted(WORKFLOWS))

@@ -63,6 +63,8 @@ def check_outdated(manifest: Manifest, locked: dict[str, LockedArtifact], source
     """Ask the source about every selected entry that is both in the manifest and locked."""
     todo = [(manifest.entries[n], locked[n]) for n in sorted(manifest.entries)
             if n in locked and (names is None or n in names)]
+    if not todo:
+        return OutdatedReport([], [], [], 0)
     with ThreadPoolExecutor(max(1, min(JOBS, len(todo))), thread_name_prefix="wbsync-outdated") as pool:
         answers = list(pool.map(lambda pair: _check_entry(pair[0], pair[1], source, manifest.file), todo))
     return OutdatedReport(
@@ -71,6 +73,15 @@ def check_outdated(manifest: Manifest, locked: dict[str, LockedArtifact], source
         expiring=[a.expiring for a in answers if a.expiring],
         checked=len(todo),
     )
+
+
+def following(manifest: Manifest, collection: str, alias: str) -> frozenset[str]:
+    """The entries that follow ``collection`` and ``alias`` (an empty one matches any): how an
+    event that names a collection and an alias (a W&B automation's webhook) maps to entries. The
+    names come from the manifest, never from the event; an event naming nothing here selects none."""
+    return frozenset(n for n, e in manifest.entries.items()
+                     if (not collection or e.reference.collection == collection)
+                     and (not alias or e.reference.alias == alias))
 
 
 def _check_entry(entry: Entry, old: LockedArtifact, source: Source, manifest_file: str) -> _Answer:

@@ -171,6 +171,20 @@ def outdated_json(r: OutdatedReport) -> dict[str, Any]:
     }
 
 
+def outdated_porcelain(r: OutdatedReport) -> list[tuple[str, str]]:
+    """(kind, entry name) pairs; names are the manifest's ([A-Za-z0-9][A-Za-z0-9._-]*), safe in a shell loop."""
+    return ([("moved", c.name) for c in r.moved] + [("vanished", v.name) for v in r.vanished]
+            + [("expiring", e.name) for e in r.expiring])
+
+
+def nothing_follows(manifest: str, collection: str, alias: str) -> str:
+    """Said when a filter (from a webhook's payload, say) selects no entry; the values are untrusted,
+    so they are shown quoted and escaped, never at the start of a line (no CI log command)."""
+    wanted = " and ".join(f"{what} {value!r}" for what, value in (("collection", collection), ("alias", alias))
+                          if value)
+    return f"No entry of {manifest} follows {wanted}: nothing to check."
+
+
 def add_text(r: AddResult, lockfile: str) -> list[str]:
     e = r.entry
     verb = "Created" if r.created else "Updated"
