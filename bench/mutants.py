@@ -34,7 +34,7 @@ from pathlib import Path
 from bench.mutant_list import MUTANTS, Mutant, Patch
 
 REPO = Path(__file__).resolve().parent.parent
-COPIED = ("wbsync", "tests", "schema", "bench", "pyproject.toml")
+COPIED = ("wbsync", "tests", "schema", "bench", "examples", "docs", "README.md", "pyproject.toml")
 TIMEOUT_S = 600  # per mutant: a planted bug that makes a test hang ends as "timed out"
 
 

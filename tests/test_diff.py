@@ -3,6 +3,7 @@ temporary git repository, compared in text, JSON and Markdown."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from helpers import run, run_json, write_manifest
 from test_lineage import git
 from test_lock_and_sync import MODEL, PHI3, publish
 from wbsync.lockfile import dumps, read_lock
-from wbsync.models import FileRecord, Lock
+from wbsync.models import FileRecord, Lock, LockedArtifact
 from wbsync.render_diff import md, plain
 from wbsync.testing import FakeWandb
 
@@ -222,3 +223,61 @@ def test_md_escapes_every_character_markdown_or_html_could_read(text: str) -> No
 @given(st.text())
 def test_plain_shows_every_invisible_character_as_an_escape(text: str) -> None:
     assert all(c.isprintable() for c in plain(text))
+
+
+# -- large entries: file lists in the content store, compared file by file --------------------
+
+DATASET = """
+    version: 1
+    artifacts:
+      images:
+        artifact: wandb-registry-dataset/images:production
+        path: data/images
+"""
+
+
+def images(n: int, changed: int = 0) -> dict[str, bytes]:
+    files = {f"train/{i:04d}.jpg": b"image %d" % i for i in range(n)}
+    files.update({f"train/{i:04d}.jpg": b"new image %d" % i for i in range(changed)})
+    return files
+
+
+def test_a_large_entrys_move_is_compared_file_by_file_from_the_stored_listings(
+        fake_wandb: FakeWandb, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WBSYNC_LOCK_INLINE_MAX", "10")
+    fake_wandb.log_artifact("acme", "dataset", "images", images(30), type="dataset", aliases=["production"])
+    committed(fake_wandb, project, DATASET)
+    fake_wandb.log_artifact("acme", "dataset", "images", images(31, changed=2), type="dataset",
+                            aliases=["production"])
+    run("lock", "--upgrade")
+    [entry] = run_json("diff")["entries"]
+    assert entry["files_added"] == [{"path": "train/0030.jpg", "size": 8}]
+    assert [f["path"] for f in entry["files_changed"]] == ["train/0000.jpg", "train/0001.jpg"]
+    assert (entry["old"]["files"], entry["new"]["files"], entry["bytes_delta"]) == (30, 31, 8 + 2 * 4)
+
+
+def test_a_large_entry_whose_old_listing_this_machine_lacks_compares_totals_and_says_so(
+        fake_wandb: FakeWandb, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WBSYNC_LOCK_INLINE_MAX", "10")
+    fake_wandb.log_artifact("acme", "dataset", "images", images(30), type="dataset", aliases=["production"])
+    committed(fake_wandb, project, DATASET)
+    fake_wandb.log_artifact("acme", "dataset", "images", images(31, changed=2), type="dataset",
+                            aliases=["production"])
+    run("lock", "--upgrade")
+    for listing in (Path(os.environ["WBSYNC_CACHE_DIR"]) / "listings").iterdir():
+        listing.unlink()
+    [entry] = run_json("diff")["entries"]
+    assert (entry["change"], entry["files_added"], entry["bytes_delta"]) == ("moved", [], 8 + 2 * 4)
+    assert any("file lists not compared" in n for n in entry["notes"])
+
+
+def test_a_hand_edited_lock_with_unsorted_files_is_still_compared_correctly() -> None:
+    from wbsync.lockdiff import diff_entry
+
+    def pin(files: tuple[FileRecord, ...]) -> LockedArtifact:
+        return LockedArtifact("x", "sha256:" + "0" * 64, "wandb-registry-model/x:v1",
+                              "acme-org/wandb-registry-model/x:v1", "v1", "model", "d", "m", files)
+
+    a, b, c = (FileRecord(p, 1, "1B2M2Y8AsgTpgAmY7PhCfg==") for p in "abc")
+    d = diff_entry("x", pin((c, a)), pin((b, a, c)))
+    assert ([f.path for f in d.files.added], d.files.removed, d.files.changed) == (["b"], (), ())

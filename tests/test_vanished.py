@@ -4,8 +4,11 @@ deleted version says where the alias points now and what fixes it."""
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
+
+import pytest
 
 from helpers import run, run_json, tree, write_manifest
 from test_lock_and_sync import MODEL, PHI3, publish
@@ -113,3 +116,16 @@ def test_a_cold_sync_meeting_a_deleted_version_says_where_the_alias_points_now(f
     run("lock", "--upgrade", "phi3")
     run("sync")
     assert tree(project / "models/phi3") == NEWER
+
+
+def test_a_cold_sync_of_a_large_entry_meeting_a_deleted_version_names_the_fix_too(
+        fake_wandb: FakeWandb, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its file list is fetched before anything else: that is where the deletion shows."""
+    monkeypatch.setenv("WBSYNC_LOCK_INLINE_MAX", "1")
+    _locked_then_moved(fake_wandb, project)
+    for listing in (Path(os.environ["WBSYNC_CACHE_DIR"]) / "listings").iterdir():
+        listing.unlink()  # a fresh machine
+    fake_wandb.delete_version("acme", "model", "phi3-finetuned", 0)
+    err = run("sync", check=3).stderr
+    assert f"phi3: the locked version {RESOLVED.format(0)} is not found" in err, err
+    assert "its alias `production` now points at v1: run `wbsync lock --upgrade phi3`" in err
