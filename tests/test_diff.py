@@ -177,6 +177,13 @@ def test_a_bad_revision_exits_2_naming_it(fake_wandb: FakeWandb, project: Path, 
     assert says in run("diff", "--", rev, check=2).stderr
 
 
+def test_an_entry_name_given_as_the_revision_says_to_give_the_revision_first(fake_wandb: FakeWandb,
+                                                                            project: Path) -> None:
+    committed(fake_wandb, project)
+    assert "`wbsync diff HEAD phi3`" in run("diff", "phi3", check=2).stderr
+    run("diff", "HEAD", "phi3")
+
+
 def test_outside_git_a_revision_exits_2_and_suggests_a_lock_file(fake_wandb: FakeWandb, project: Path) -> None:
     publish(fake_wandb)
     write_manifest(project, PHI3)

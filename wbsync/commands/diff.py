@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from wbsync.cli import Ctx, _complete_names, cli, project_options
-from wbsync.errors import CheckFailed
+from wbsync.errors import CheckFailed, UsageError
 
 EPILOG = """\b
 Examples:
@@ -45,6 +45,9 @@ def diff(ctx: Ctx, against: str | None, names: tuple[str, ...], markdown: bool, 
     else:
         from wbsync.gitrev import lock_text_at
 
+        if base in current.artifacts and not _is_revision(base, ctx.project.lock_path):
+            raise UsageError(f"{base!r} is an entry name, not a git revision or a lock file. To compare only "
+                             f"some entries, give the revision first: `wbsync diff HEAD {base}`.")
         text = lock_text_at(base, ctx.project.lock_path)
         other = loads(text, f"{base}:{ctx.project.lock_path.name}") if text is not None else Lock({})
         label = base if text is not None else f"{base} (no {ctx.project.lock_path.name} there)"
@@ -58,3 +61,13 @@ def diff(ctx: Ctx, against: str | None, names: tuple[str, ...], markdown: bool, 
                  render_diff.diff_json(result, ctx.lockfile, label), "diff")
     if exit_code and result.differs:
         raise CheckFailed("")
+
+
+def _is_revision(name: str, lock_path: Path) -> bool:
+    from wbsync.gitrev import lock_text_at
+
+    try:
+        lock_text_at(name, lock_path)
+    except UsageError:
+        return False
+    return True
