@@ -181,6 +181,18 @@ def _resolved_problem(art: LockedArtifact, entry: Entry) -> str | None:
     return None
 
 
+def resolved_mismatch(art: LockedArtifact) -> str | None:
+    """The ``resolved`` rule against the lock entry's own ``requested``, for when no manifest is at
+    hand (`wbsync diff` compares two locks): why they disagree, or None."""
+    from wbsync.references import parse_reference
+
+    try:
+        reference = parse_reference(art.requested)
+    except ValueError:
+        return f"requested: {art.requested!r} is not a registry reference"
+    return _resolved_problem(art, Entry(art.name, reference, art.path))
+
+
 def stale_entries(manifest: Manifest, lock: Lock | None) -> dict[str, str]:
     """Manifest entries the lock does not pin as asked, in manifest order: name -> why."""
     locked = lock.artifacts if lock else {}

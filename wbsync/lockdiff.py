@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from wbsync.agreement import resolved_mismatch
 from wbsync.listing import ListingMissing, iter_files
 from wbsync.models import REGISTRY_PREFIX, FileRecord, Lock, LockedArtifact
-from wbsync.references import parse_reference
 
 #: An entry's files, in path order.
 FilesOf = Callable[[LockedArtifact], Iterable[FileRecord]]
@@ -182,28 +182,11 @@ def _move_alerts(old: LockedArtifact, new: LockedArtifact) -> Iterable[Alert]:
 
 
 def mismatch_alerts(art: LockedArtifact) -> Iterable[Alert]:
-    """A `resolved` that is not what `requested` asks for: another registry, collection or org,
-    another version than a pinned one, or a `version` field that disagrees with `resolved`."""
-    got = split_resolved(art.resolved)
-    try:
-        want = parse_reference(art.requested)
-    except ValueError:
-        yield Alert("mismatch", f"requested {art.requested!r} is not a registry reference")
-        return
-    if got is None:
-        yield Alert("mismatch", f"resolved {art.resolved!r} is not ORG/wandb-registry-REGISTRY/COLLECTION:vN")
-        return
-    wrong = []
-    # Case-insensitively: W&B answers with its own spelling of a name typed in another case.
-    if (got.registry.casefold(), got.collection.casefold()) != (want.registry.casefold(), want.collection.casefold()):
-        wrong.append(f"registry/collection {got.registry}/{got.collection}, not {want.registry}/{want.collection}")
-    if want.version is not None and got.version != want.version:
-        wrong.append(f"version {got.version}, not the pinned {want.version}")
-    if got.version != art.version:
-        wrong.append(f"version {got.version}, but the entry's version field says {art.version}")
-    if wrong:
-        yield Alert("mismatch", f"resolved {art.resolved} does not match requested {art.requested}: "
-                                + "; ".join(wrong))
+    """A `resolved` that is not what `requested` asks for (another registry or collection, another
+    version than a pinned one, a `version` field that disagrees): the rule of wbsync.agreement."""
+    problem = resolved_mismatch(art)
+    if problem is not None:
+        yield Alert("mismatch", problem)
 
 
 def _notes(old: LockedArtifact, new: LockedArtifact) -> Iterable[str]:
