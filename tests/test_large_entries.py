@@ -247,3 +247,37 @@ def test_a_file_list_that_does_not_hash_to_the_artifact_digest_is_never_stored(t
     with pytest.raises(IntegrityError, match="does not match artifact digest"):
         write_listing(files, "0" * 32, "data (acme-org/wandb-registry-dataset/images:v0)", folder)
     assert list(folder.iterdir()) == []
+
+
+def test_verify_hashes_a_large_entry_in_worker_processes_and_finds_every_difference(
+        fake_wandb: FakeWandb, project: Path) -> None:
+    from wbsync.listing import iter_files
+    from wbsync.lockfile import read_lock
+    from wbsync.rehash import compare_folder
+
+    publish(fake_wandb, dataset(600))
+    write_manifest(project, DATA)
+    run("sync")
+    folder = project / "data/images"
+    (folder / "train/0100.jpg").write_bytes(b"edited")
+    (folder / "train/0200.jpg").unlink()
+    (folder / "train/0300.jpg").write_bytes(b"same size!!")  # size differs from "image 300"
+    (folder / "train/0599.jpg.bak").write_bytes(b"x")
+    (folder / "zz").mkdir()
+    (folder / "zz/extra.bin").write_bytes(b"x")
+    art = read_lock(project / "artifacts.lock").artifacts["images"]
+    found = compare_folder(str(folder), iter_files(art), count=len(art.files), jobs=2, process_min=0)
+    assert found.missing == ["train/0200.jpg"]
+    assert found.modified == ["train/0100.jpg", "train/0300.jpg"]
+    assert found.extra == ["train/0599.jpg.bak", "zz/extra.bin"]
+
+
+def test_the_sorted_walk_lists_files_in_the_order_their_paths_sort(tmp_path: Path) -> None:
+    from wbsync.rehash import walk_sorted
+
+    for rel in ("a/b", "a-b", "a.txt", "a0", "a/c/d", "b", "A"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    (tmp_path / "link").symlink_to(tmp_path / "a")
+    walked = list(walk_sorted(str(tmp_path)))
+    assert walked == sorted(walked) == ["A", "a-b", "a.txt", "a/b", "a/c/d", "a0", "b"]

@@ -30,11 +30,12 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import os
+import shutil
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import xxhash
 
@@ -136,14 +137,14 @@ def has_listing(digest: str, folder: Path | None = None) -> bool:
 
 def write_listing(files: Iterable[RemoteFile], digest: str, what: str, folder: Path | None = None) -> Path:
     """Store the whole artifact's file list under ``digest``, after checking that it hashes to it
-    (md5 or xxh128, as W&B may use either). ``files`` may come in any order."""
+    (md5 or xxh128, as W&B may use either). ``files`` streams, in path order (sorted here if
+    a source gave another order)."""
     folder = folder or default_listing_dir()
     target = listing_path(folder, digest)
-    ordered = sorted(files, key=lambda f: f.record.path)
     folder.mkdir(parents=True, exist_ok=True)
     tmp = folder / f".{digest}.{os.getpid()}.{threading.get_ident()}.tmp"
     try:
-        algorithm = _write(tmp, ordered, digest, what)
+        algorithm = _write(tmp, files, digest, what)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -152,34 +153,59 @@ def write_listing(files: Iterable[RemoteFile], digest: str, what: str, folder: P
     return target
 
 
-def _write(tmp: Path, ordered: list[RemoteFile], digest: str, what: str) -> str:
-    sizes = bytearray()
-    text = bytearray(DIGEST_HEADER)
-    for f in ordered:
-        r = f.record
-        if "\n" in r.path or ":" in r.digest or "\n" in r.digest:
-            raise IntegrityError(f"{what}: the artifact lists {r.path!r} with digest {r.digest!r}, which W&B's "
-                                 "artifact digest cannot tell apart from other files. wbsync refuses it.")
-        sizes += b"-\n" if f.ref is not None else (f"{r.size} x\n" if r.algorithm == "xxh128" else f"{r.size}\n").encode()
-        text += f"{r.path}:{r.digest}\n".encode("utf-8", "surrogatepass")
-    algorithm = _matching_algorithm(bytes(text), digest)
-    if algorithm is None:
-        raise IntegrityError(f"{what}: the file list the source sent does not match artifact digest {digest}. "
-                             "Nothing was written. Run again; if it persists, report it to the source's owner.")
-    with open(tmp, "wb") as fh:
-        fh.write(b"%s %s %d %d\n" % (MAGIC, algorithm.encode(), len(ordered), len(sizes)))
-        fh.write(sizes)
-        fh.write(text)
-    return algorithm
+class _Unsorted(Exception):
+    pass
 
 
-def _matching_algorithm(text: bytes, digest: str) -> str | None:
-    for name, new in _ALGORITHMS.items():
-        h = new()
-        h.update(text)
-        if h.hexdigest() == digest:
-            return name
-    return None
+def _write(tmp: Path, files: Iterable[RemoteFile], digest: str, what: str) -> str:
+    try:
+        return _write_sorted(tmp, files, digest, what)
+    except _Unsorted:
+        return _write_sorted(tmp, sorted(files, key=lambda f: f.record.path), digest, what)
+
+
+def _write_sorted(tmp: Path, files: Iterable[RemoteFile], digest: str, what: str) -> str:
+    """The sizes block goes to the final file's place after the header, the digest text to a
+    second temp file, hashed with both algorithms as it is written; then the two are joined."""
+    hashers = {name: new() for name, new in _ALGORITHMS.items()}
+    text_tmp = tmp.with_name(tmp.name + ".text")
+    count = 0
+    previous = None
+    try:
+        with open(tmp.with_name(tmp.name + ".sizes"), "wb") as sizes, open(text_tmp, "wb") as text:
+            _emit(text, hashers, DIGEST_HEADER)
+            for f in files:
+                r = f.record
+                if previous is not None and r.path <= previous:
+                    raise _Unsorted
+                previous = r.path
+                if "\n" in r.path or ":" in r.digest or "\n" in r.digest:
+                    raise IntegrityError(f"{what}: the artifact lists {r.path!r} with digest {r.digest!r}, which "
+                                         "W&B's artifact digest cannot tell apart from other files. wbsync refuses it.")
+                sizes.write(b"-\n" if f.ref is not None else
+                            (f"{r.size} x\n" if r.algorithm == "xxh128" else f"{r.size}\n").encode())
+                _emit(text, hashers, f"{r.path}:{r.digest}\n".encode("utf-8", "surrogatepass"))
+                count += 1
+            sizes_len = sizes.tell()
+        algorithm = next((name for name, h in hashers.items() if h.hexdigest() == digest), None)
+        if algorithm is None:
+            raise IntegrityError(f"{what}: the file list the source sent does not match artifact digest {digest}. "
+                                 "Nothing was written. Run again; if it persists, report it to the source's owner.")
+        with open(tmp, "wb") as out:
+            out.write(b"%s %s %d %d\n" % (MAGIC, algorithm.encode(), count, sizes_len))
+            for part in (tmp.with_name(tmp.name + ".sizes"), text_tmp):
+                with open(part, "rb") as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+        return algorithm
+    finally:
+        tmp.with_name(tmp.name + ".sizes").unlink(missing_ok=True)
+        text_tmp.unlink(missing_ok=True)
+
+
+def _emit(fh: BinaryIO, hashers: dict[str, Any], data: bytes) -> None:
+    fh.write(data)
+    for h in hashers.values():
+        h.update(data)
 
 
 # -- reading ------------------------------------------------------------------------------------

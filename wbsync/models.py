@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Union
 
@@ -143,7 +144,7 @@ class Resolved:
     version: str
     type: str
     digest: str
-    files: tuple[RemoteFile, ...]
+    files: Iterable[RemoteFile]  # every file, unfiltered; iterable more than once (sources stream it)
 
 
 VersionState = Literal["committed", "pending", "deleted", "missing"]

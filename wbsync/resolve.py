@@ -128,17 +128,31 @@ def _resolve_all(entries: list[Entry], source: Source) -> dict[str, LockedArtifa
 
 
 def to_locked(entry: Entry, res: Resolved) -> LockedArtifact:
-    kept = [f for f in res.files if selected(entry, f.record.path)]
-    _refuse_references(entry, res, kept)
-    files = tuple(sorted((f.record for f in kept), key=lambda r: r.path))
-    check_paths(entry.name, files, entry.path)
-    if len(files) > listing.inline_max():
+    """One pass over the source's list (which may hold a million files): filter, refuse
+    references and unsafe paths, count; keep the records only while they fit inline."""
+    limit = listing.inline_max()
+    kept: list[FileRecord] = []
+    count = total = 0
+    paths = PathCheck(entry.name, entry.path)
+    for f in res.files:
+        path = f.record.path
+        if not selected(entry, path):
+            continue
+        if f.ref is not None:
+            _refuse_reference(entry, res, f)
+        paths.add(path)
+        count += 1
+        total += f.record.size
+        if count <= limit:
+            kept.append(f.record)
+    paths.finish()
+    files: tuple[FileRecord, ...] | StoredFiles
+    if count > limit:
         # Too many to review in the lock: it keeps the digest, and the list goes to the store.
         listing.write_listing(res.files, res.digest, f"{entry.name} ({res.resolved})")
-        stored: tuple[FileRecord, ...] | StoredFiles = StoredFiles(
-            entry.name, res.resolved, res.digest, entry.include, entry.exclude, len(files), sum(f.size for f in files))
+        files = StoredFiles(entry.name, res.resolved, res.digest, entry.include, entry.exclude, count, total)
     else:
-        stored = files
+        files = tuple(sorted(kept, key=lambda r: r.path))
     return LockedArtifact(
         name=entry.name,
         entry_digest=entry.digest(),
@@ -148,20 +162,18 @@ def to_locked(entry: Entry, res: Resolved) -> LockedArtifact:
         type=res.type,
         digest=res.digest,
         path=entry.path,
-        files=stored,
+        files=files,
     )
 
 
-def _refuse_references(entry: Entry, res: Resolved, kept: Iterable[RemoteFile]) -> None:
-    for f in kept:
-        if f.ref is not None:
-            # Reference entries keep their bytes outside W&B (s3://, gs://, https://) and their
-            # digest is an ETag, not a content hash: wbsync could not verify them, so it refuses.
-            raise IntegrityError(
-                f"{entry.name}: file {f.record.path!r} of {res.resolved} is a reference to {f.ref}, "
-                "stored outside W&B. wbsync only syncs files stored in W&B, whose bytes it can verify. "
-                f"Leave it out with `exclude: [{f.record.path!r}]` in the entry, or log the file into the artifact."
-            )
+def _refuse_reference(entry: Entry, res: Resolved, f: RemoteFile) -> None:
+    # Reference entries keep their bytes outside W&B (s3://, gs://, https://) and their
+    # digest is an ETag, not a content hash: wbsync could not verify them, so it refuses.
+    raise IntegrityError(
+        f"{entry.name}: file {f.record.path!r} of {res.resolved} is a reference to {f.ref}, "
+        "stored outside W&B. wbsync only syncs files stored in W&B, whose bytes it can verify. "
+        f"Leave it out with `exclude: [{f.record.path!r}]` in the entry, or log the file into the artifact."
+    )
 
 
 def selected(entry: Entry, path: str) -> bool:
@@ -169,45 +181,77 @@ def selected(entry: Entry, path: str) -> bool:
     return listing.selected(entry.include, entry.exclude, path)
 
 
-def check_paths(name: str, files: tuple[FileRecord, ...], base: str = "") -> None:
+def check_paths(name: str, files: Iterable[FileRecord], base: str = "") -> None:
     """Refuse artifact file lists that could write outside the destination, into git's or
     wbsync's folders, or collide on disk, before anything is written (the lock is the first
     thing written). ``base`` is the entry's folder: the two together must fit a path."""
-    seen: dict[str, str] = {}
-    folders: set[str] = set()
+    paths = PathCheck(name, base)
     for f in files:
-        problem = unsafe_reason(f.path) or too_long_with(base, f.path)
+        paths.add(f.path)
+    paths.finish()
+
+
+class PathCheck:
+    """check_paths one path at a time. It remembers the hash of each case-folded path, not a
+    case-folded copy, so a million-file artifact costs tens of MB here, not hundreds; a hash
+    that repeats is confirmed against the path it came from before anything is refused."""
+
+    def __init__(self, name: str, base: str = "") -> None:
+        self.name, self.base = name, base
+        self.seen: dict[int, str] = {}  # hash(casefolded path) -> path
+        self.folders: set[int] = set()  # hash(casefolded folder)
+        self.parent = ""  # folders of the previous path are already in ``folders``
+
+    def add(self, path: str) -> None:
+        name = self.name
+        problem = unsafe_reason(path) or too_long_with(self.base, path)
         if problem:
             raise UnsafePathError(
-                f"{name}: the artifact lists a file at {f.path!r}, which {problem}. wbsync refuses "
-                f"to write it; nothing was written. Leave it out with `exclude: [{json.dumps(f.path)}]` in "
+                f"{name}: the artifact lists a file at {path!r}, which {problem}. wbsync refuses "
+                f"to write it; nothing was written. Leave it out with `exclude: [{json.dumps(path)}]` in "
                 "the entry, and report the artifact to its owner."
             )
-        reserved = reserved_segment(f.path)
+        reserved = reserved_segment(path)
         if reserved:
             prefix, what = reserved
             raise UnsafePathError(
-                f"{name}: the artifact lists a file at {f.path!r}, inside {prefix!r}, which filesystems "
+                f"{name}: the artifact lists a file at {path!r}, inside {prefix!r}, which filesystems "
                 f"treat as {what}: {_RESERVED_WHY[what]}. wbsync refuses it; nothing was written. Leave "
-                f"it out with `exclude: [{json.dumps(exclude_glob(f.path, prefix))}]` in the entry, and "
+                f"it out with `exclude: [{json.dumps(exclude_glob(path, prefix))}]` in the entry, and "
                 "report the artifact to its owner."
             )
-        folded = f.path.casefold()
-        if folded in seen:
+        folded = path.casefold()
+        key = hash(folded)
+        other = self.seen.get(key)
+        if other is not None and other.casefold() == folded:
             raise UnsafePathError(
-                f"{name}: the artifact lists {seen[folded]!r} and {f.path!r}, which differ only by case "
+                f"{name}: the artifact lists {other!r} and {path!r}, which differ only by case "
                 "and would overwrite each other on case-insensitive filesystems (macOS, Windows). "
                 "wbsync refuses it; nothing was written."
             )
-        seen[folded] = f.path
-        parts = f.path.split("/")
-        folders.update("/".join(parts[:i]).casefold() for i in range(1, len(parts)))
-    for folded, path in seen.items():
-        if folded in folders:
-            raise UnsafePathError(
-                f"{name}: the artifact lists {path!r} both as a file and as a folder of other files. "
-                "wbsync refuses it; nothing was written."
-            )
+        self.seen[key] = path
+        parent = folded.rpartition("/")[0]
+        if parent and parent != self.parent:  # sorted lists: a folder's files come together
+            self.parent = parent
+            parts = parent.split("/")
+            self.folders.update(hash("/".join(parts[:i])) for i in range(1, len(parts) + 1))
+
+    def finish(self) -> None:
+        for key in self.seen.keys() & self.folders:
+            path = self.seen[key]
+            if path.casefold() in self._folder_names():
+                raise UnsafePathError(
+                    f"{self.name}: the artifact lists {path!r} both as a file and as a folder of other files. "
+                    "wbsync refuses it; nothing was written."
+                )
+
+    def _folder_names(self) -> set[str]:
+        """The folders themselves (only on a hash match, to confirm it): one more pass."""
+        names: set[str] = set()
+        for path in self.seen.values():
+            parts = path.casefold().split("/")
+            names.update("/".join(parts[:i]) for i in range(1, len(parts)))
+        return names
 
 
 _RESERVED_WHY = {

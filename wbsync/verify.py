@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wbsync.digests import hash_file
 from wbsync.listing import iter_files
-from wbsync.models import FileRecord, Lock
+from wbsync.models import Lock
+from wbsync.rehash import compare_folder
 
 
 @dataclass
@@ -26,52 +24,22 @@ class EntryReport:
         return not (self.missing or self.modified or self.extra or self.stale)
 
 
-def verify(root: Path, lock: Lock, names: frozenset[str] | None, jobs: int = 8,
+def verify(root: Path, lock: Lock, names: frozenset[str] | None, jobs: int | None = None,
            stale: dict[str, str] | None = None) -> list[EntryReport]:
-    """Re-hash every locked file. ``stale``: entries whose lock disagrees with the manifest
-    (name -> why), reported as differences too: matching a tampered lock proves nothing."""
+    """Re-hash every locked file (on every core: wbsync.rehash) and list extra ones. ``stale``:
+    entries whose lock disagrees with the manifest (name -> why), reported as differences too:
+    matching a tampered lock proves nothing."""
     stale = stale or {}
     reports = []
     for name in sorted(lock.artifacts):
         if names is not None and name not in names:
             continue
         art = lock.artifacts[name]
-        folder = root / art.path
-        report = EntryReport(name, art.path)
-        files = list(iter_files(art))
-        with ThreadPoolExecutor(jobs) as pool:
-            states = list(pool.map(lambda f: _file_state(folder, f), files))
-        for f, st in zip(files, states):
-            if st == "missing":
-                report.missing.append(f.path)
-            elif st == "modified":
-                report.modified.append(f.path)
-        locked = {f.path for f in files}
-        report.extra = sorted(p for p in _walk(folder) if p not in locked)
-        report.stale = stale.get(name)
-        reports.append(report)
+        found = compare_folder(str(root / art.path), iter_files(art), count=len(art.files), jobs=jobs)
+        reports.append(EntryReport(name, art.path, found.missing, found.modified, found.extra, stale.get(name)))
     for name, why in sorted(stale.items()):  # in artifacts.yaml but not in the lock
         if name not in lock.artifacts and (names is None or name in names):
             reports.append(EntryReport(name, "", stale=why))
     return reports
 
 
-def _file_state(folder: Path, record: FileRecord) -> str:
-    path = folder / record.path
-    try:
-        if path.is_symlink() or not path.is_file():
-            return "missing"
-        if path.stat().st_size != record.size:
-            return "modified"
-        return "ok" if hash_file(path, record.algorithm) == record.digest else "modified"
-    except OSError:
-        return "missing"
-
-
-def _walk(folder: Path) -> list[str]:
-    found = []
-    for dirpath, _dirnames, filenames in os.walk(folder):
-        rel = os.path.relpath(dirpath, folder)
-        for fn in filenames:
-            found.append(fn if rel == "." else f"{rel}/{fn}".replace(os.sep, "/"))
-    return found

@@ -70,7 +70,7 @@ class WandbSource:
         # The SDK GETs the manifest with no timeout and ~20 minutes of retries: bound it.
         manifest = _call(lambda: _with_deadline(lambda: artifact.manifest, _manifest_deadline(), entry.name),
                          entry.reference.full_name(), entry)
-        files = tuple(_remote_file(e, entry.name) for e in manifest.entries.values())
+        files = _ManifestFiles(manifest.entries, entry.name)
         return Resolved(
             resolved=f"{artifact.entity}/{artifact.project}/{collection}:{version}",
             version=version,
@@ -229,9 +229,26 @@ def _new_api(entity: str | None) -> Any:
     return wandb.Api(overrides=overrides, api_key=os.environ.get("WANDB_API_KEY") or None)
 
 
-def _remote_file(entry: Any, name: str) -> RemoteFile:
-    path = str(entry.path)
-    algorithm: Algorithm = "xxh128" if str((entry.extra or {}).get("alg", "")).upper() == "XXH128" else "md5"
+class _ManifestFiles:
+    """The SDK manifest's entries as RemoteFiles, in path order, made one at a time on each
+    iteration: a million-file manifest is already ~1.6 KB a file inside the SDK, and a second
+    copy of it as our own objects would double that. The paths are the manifest's own keys."""
+
+    def __init__(self, entries: dict[str, Any], name: str) -> None:
+        self.entries, self.name = entries, name
+        self.order = sorted(entries)
+
+    def __iter__(self) -> Iterator[RemoteFile]:
+        entries, name = self.entries, self.name
+        return (_remote_file(entries[path], name, path) for path in self.order)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+
+def _remote_file(entry: Any, name: str, path: str) -> RemoteFile:
+    extra = entry.extra
+    algorithm: Algorithm = "xxh128" if extra and str(extra.get("alg", "")).upper() == "XXH128" else "md5"
     if entry.size is None and entry.ref is None:
         raise IntegrityError(f"{name}: file {path!r} has no size in the W&B manifest; wbsync cannot verify it.")
     record = FileRecord(path=path, size=int(entry.size or 0), digest=entry.digest, algorithm=algorithm)
