@@ -281,3 +281,47 @@ def test_the_sorted_walk_lists_files_in_the_order_their_paths_sort(tmp_path: Pat
     (tmp_path / "link").symlink_to(tmp_path / "a")
     walked = list(walk_sorted(str(tmp_path)))
     assert walked == sorted(walked) == ["A", "a-b", "a.txt", "a/b", "a/c/d", "a0", "b"]
+
+
+def test_a_no_op_sync_checks_the_tree_against_its_fingerprint_without_reading_the_state(
+        fake_wandb: FakeWandb, project: Path) -> None:
+    publish(fake_wandb, dataset())
+    write_manifest(project, DATA)
+    run("sync")
+    state = project / ".wbsync/state.json"
+    st = state.stat()
+    with open(state, "r+b") as fh:  # same size, inode and mtime: only a reader of the state notices
+        fh.write(b"X" * st.st_size)
+    os.utime(state, ns=(st.st_atime_ns, st.st_mtime_ns))
+    fake_wandb.clear_requests()
+    assert run_json("sync")["noop"] is True
+    assert run("sync").stdout.count("100 files") == 1 and fake_wandb.requests == []
+
+
+def test_a_file_changed_after_the_fingerprint_falls_back_to_the_full_plan(fake_wandb: FakeWandb,
+                                                                          project: Path) -> None:
+    publish(fake_wandb, dataset())
+    write_manifest(project, DATA)
+    run("sync")
+    run("sync")
+    assert (project / ".wbsync/fingerprint.json").is_file()
+    target = project / "data/images/train/0042.jpg"
+    target.unlink()
+    target.write_bytes(b"image 42")  # same bytes, new inode: re-hashed, adopted, no fetch
+    fake_wandb.clear_requests()
+    summary = run_json("sync")
+    assert summary["noop"] is False and blob_gets(fake_wandb) == []
+    (project / "data/images/train/0043.jpg").write_bytes(b"edited!")
+    assert run_json("sync")["placed"] == 1
+    assert (project / "data/images/train/0043.jpg").read_bytes() == b"image 43"
+    assert run_json("sync")["noop"] is True
+
+
+def test_a_lost_state_is_recorded_again_even_though_the_tree_did_not_change(fake_wandb: FakeWandb,
+                                                                            project: Path) -> None:
+    publish(fake_wandb, dataset())
+    write_manifest(project, DATA)
+    run("sync")
+    (project / ".wbsync/state.json").unlink()
+    assert run_json("sync")["noop"] is False  # every file re-hashed and adopted: wbsync owns them again
+    assert len(json.loads((project / ".wbsync/state.json").read_text())["entries"]["images"]["files"]) == 100

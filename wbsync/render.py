@@ -73,7 +73,7 @@ def lock_json(r: LockResult, lockfile: str) -> dict[str, Any]:
 def sync_text(r: SyncResult, lockfile: str, verbose: bool) -> list[str]:
     lines = lock_text(r.lock, lockfile) if r.lock and r.lock.changes else []
     if r.noop:
-        return lines + [style.good("Up to date:") + f" {sum(len(e.keep) for e in r.plan.entries)} files in "
+        return lines + [style.good("Up to date:") + f" {sum(len(e.artifact.files) for e in r.plan.entries)} files in "
                         f"{len(r.plan.entries)} entries match {lockfile}."]
     for e in r.plan.entries:
         if not e.changes and not verbose:
@@ -110,7 +110,8 @@ def sync_json(r: SyncResult, lockfile: str) -> dict[str, Any]:
         "kept_modified": r.kept_modified,
         "entries": [
             {"name": e.name, "version": e.artifact.version, "path": e.artifact.path,
-             "keep": len(e.keep), "check": len(e.check), "place": len(e.place), "remove": list(e.remove)}
+             "keep": len(e.artifact.files) - len(e.check) - len(e.place), "check": len(e.check),
+             "place": len(e.place), "remove": list(e.remove)}
             for e in r.plan.entries
         ],
         "orphans": list(r.plan.orphans),

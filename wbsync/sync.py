@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
+from wbsync import fingerprint
 from wbsync.digests import hash_file
 from wbsync.agreement import describe, stale_report
 from wbsync.errors import CheckFailed, VanishedError, WbsyncError, local_io_error
@@ -122,7 +123,12 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
     root = project.root
     with _explaining_vanished(project, lock, source):
         ensure_listings(lock, source, selected)  # large entries' file lists: fetched once, then offline
-    plan = plan_tree(root, lock, selected)
+    if selected is None and fingerprint.unchanged(root, lock) is not None:
+        plan = Plan(tuple(EntryPlan(n, a) for n, a in sorted(lock.artifacts.items())))  # nothing to do
+    else:
+        plan = plan_tree(root, lock, selected)
+        if plan.is_noop and selected is None and not dry_run:
+            fingerprint.record(root, lock, load_state(root))  # the next no-op skips the state
     result = SyncResult(lock_result, plan, dry_run=dry_run)
     if not dry_run:  # no-op syncs too, where it writes nothing unless the lock changed
         from wbsync.cache import register_lock
@@ -135,6 +141,8 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
         actor = _Actor(root, Store(default_store_dir()), jobs, link_mode, progress, on_fetch_start, source)
         with _explaining_vanished(project, lock, source):
             actor.apply(plan, result)
+        if selected is None:
+            fingerprint.record(root, lock, actor.state)
     from wbsync.cache import (
         auto_prune,  # does nothing unless WBSYNC_CACHE_MAX_SIZE is exceeded
     )

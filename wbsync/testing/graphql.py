@@ -274,7 +274,7 @@ def _membership_files(ctx: Context, variables: JSON, build: Callable[[Membership
 
 def _stored_paths(artifact: Artifact) -> list[str]:
     """Stored files only: reference entries have no bytes and are not in the File connection."""
-    return sorted(artifact.blobs)
+    return artifact.stored_paths()
 
 
 def _file_urls(ctx: Context, variables: JSON) -> JSON:

@@ -92,10 +92,17 @@ class Artifact:
     memberships: list[Membership] = field(default_factory=list)
     state: ArtifactState = "COMMITTED"
     ttl_seconds: int | None = None  # a TTL: W&B deletes the version this long after created_at
+    _sorted: tuple[int, list[str]] | None = field(default=None, repr=False)
 
     @property
     def size(self) -> int:
         return sum(len(data) for data in self.blobs.values())
+
+    def stored_paths(self) -> list[str]:
+        """The stored files' paths, sorted once (a million-file artifact is paged 1,000 at a time)."""
+        if self._sorted is None or self._sorted[0] != len(self.blobs):
+            self._sorted = (len(self.blobs), sorted(self.blobs))
+        return self._sorted[1]
 
 
 @dataclass
