@@ -58,7 +58,8 @@ _SCRIPT = Path(PY).parent / "wbsync"
 WBSYNC = [str(_SCRIPT)] if _SCRIPT.exists() else [PY, "-m", "wbsync"]  # the console script
 MB = 1e6
 RUN_TIMEOUT_S = 1800.0
-CASES = ("small", "large", "noop", "lock", "memory", "net")
+DEFAULT_CASES = ("small", "large", "noop", "lock", "memory", "net")
+CASES = (*DEFAULT_CASES, "scale")  # scale (issue 17: a million files) only when asked for
 
 
 # -- running one measured command ---------------------------------------------------------
@@ -282,6 +283,8 @@ class Bench:
                 sizes["net_two_mib"] = 0
             if not {"small", "expiry"} & set(args.net_cases):
                 sizes["net_small_files"] = 0
+        if "scale" in args.only:
+            sizes.update(scale_files=args.scale_files, scale_cold_files=args.scale_cold_files)
         sizes.update(json.loads(args.sizes))
         started = time.perf_counter()
         compile_wbsync()
@@ -565,7 +568,8 @@ class Bench:
         if "lock.many" in m:
             ratio = m["lock.many"].median / m["lock.one"].median
             self.targets.append(Target(f"lock {self.sizes.lock_artifacts} artifacts / lock 1", ratio, "<", 3, "x"))
-        wbsync_rss = [(mm.tree_rss_max, mm.label) for mm in m.values() if "wbsync" in mm.label]
+        wbsync_rss = [(mm.tree_rss_max, mm.label) for mm in m.values()
+                      if "wbsync" in mm.label and not mm.key.startswith("scale.")]  # scale: its own targets
         if wbsync_rss:
             worst, label = max(wbsync_rss)
             self.targets.append(Target("peak memory of every wbsync command: summed RSS of its process tree (max)",
@@ -654,7 +658,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="runs per measure (default: 3 for cold small files, 5 for cold large files, 10 for no-op "
                              "and lock; 2, 2 and 3 with --quick)")
     parser.add_argument("--large-mib", type=int, default=None, help="size of each large file in MiB (default 256)")
-    parser.add_argument("--only", default=",".join(CASES), help=f"comma-separated cases among {','.join(CASES)}")
+    parser.add_argument("--only", default=",".join(DEFAULT_CASES),
+                        help=f"comma-separated cases among {','.join(CASES)} (default: all but scale)")
+    parser.add_argument("--scale-files", type=int, default=1_000_000, help="files of the scale case's dataset")
+    parser.add_argument("--scale-cold-files", type=int, default=100_000,
+                        help="files of the scale case's cold sync (against Artifact.download())")
     parser.add_argument("--wire-threads", type=int, default=64,
                         help="connections of the wire-limit client (default 64, wbsync's default --jobs)")
     parser.add_argument("--profiles", default="cloud,far",
@@ -679,6 +687,9 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()
     info = machine(workdir)
     bench = Bench(args, workdir)
+    from bench.scale import Scale
+
+    scale = Scale(bench) if "scale" in args.only else None
     try:
         steps: dict[str, Callable[[], None]] = {
             "small": lambda: bench.cold("small", SMALL, extra=(("hardlink", SMALL, ("--link", "hardlink"), ""),)),
@@ -688,6 +699,7 @@ def main(argv: list[str] | None = None) -> int:
             "lock": bench.lock,
             "memory": bench.memory,
             "net": lambda: run_network(bench, args.profiles, args.net_cases, args.link_lifetime),
+            "scale": lambda: scale.run() if scale else None,
         }
         for case in args.only:
             print(f"== {case}", flush=True)
@@ -701,6 +713,8 @@ def main(argv: list[str] | None = None) -> int:
             _remove(workdir)
     bench.evaluate()
     evaluate_network(bench)
+    if scale:
+        scale.evaluate()
     elapsed = time.perf_counter() - started
     load = {"before": load_before, "after": os.getloadavg()}
     command = " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)])

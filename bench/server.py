@@ -9,6 +9,7 @@ needs to ``--info`` (URL, API key, and every file's directUrl for the wire-limit
     clear   -> forget recorded requests
     network NAME      -> file links cross this network profile from now on (loopback, cloud, far)
     lifetime SECONDS  -> file links handed out from now on expire after SECONDS ("none": never)
+    alias C A N -> move alias A of collection C to vN
     quit    -> stop
 
 Running the server in its own process keeps the harness's (and the measured client's) GIL
@@ -47,6 +48,8 @@ class Sizes:
     net_one_mib: int = 2100  # the network cases (bench/network.py): 1 file above the SDK's 2 GiB split,
     net_two_mib: int = 1536  # 2 files below it,
     net_small_files: int = 2000  # and many small files
+    scale_files: int = 0  # issue 17: one artifact of this many tiny files, in two versions (1% differ)
+    scale_cold_files: int = 0  # ... and one of this many for the cold sync
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -55,6 +58,8 @@ class Sizes:
 
 
 # Collections (in the "dataset" registry) the world holds, by role.
+SCALE = "scale"
+SCALE_COLD = "scale-cold"
 SMALL = "small-files"
 LARGE = "large-files"
 LARGE_QUARTER = "large-files-quarter"  # the same shape at a quarter of the size: is peak RSS flat?
@@ -88,18 +93,33 @@ def small_files(count: int, size: int, prefix: str = "") -> dict[str, bytes]:
     return {f"{prefix}d{i // 100:03d}/f{i:05d}.bin": pool[i * size : (i + 1) * size] for i in range(count)}
 
 
+def scale_path(i: int) -> str:
+    return f"d{i // 1000:04d}/f{i:07d}.bin"
+
+
+def scale_content(i: int, changed: bool = False) -> bytes:
+    """16 distinct bytes per file, known to the harness too (it fills a content store with them)."""
+    return b"%014dx\n" % i if changed else b"%015d\n" % i
+
+
+def scale_files(count: int, changed: int = 0) -> dict[str, bytes]:
+    """``count`` files in 1,000-file folders; the first ``changed`` have other bytes (a version move)."""
+    return {scale_path(i): scale_content(i, i < changed) for i in range(count)}
+
+
 def build(srv: FakeWandb, sizes: Sizes) -> dict[str, dict[str, object]]:
     """Publish every benchmark artifact; returns collection -> {artifact_id, version, bytes, urls}."""
     logged: dict[str, dict[str, object]] = {}
 
-    def log(collection: str, files: dict[str, bytes], aliases: tuple[str, ...] = ("production",)) -> None:
+    def log(collection: str, files: dict[str, bytes], aliases: tuple[str, ...] = ("production",),
+            urls: bool = True) -> None:
         version = srv.log_artifact(ORG, "dataset", collection, files, type="dataset", aliases=aliases)
         logged[collection] = {
             "artifact_id": version.artifact_id,
             "version": version.version,
             "files": len(files),
             "bytes": sum(len(d) for d in files.values()),
-            "urls": [srv.file_url(version.artifact_id, path) for path in sorted(files)],
+            "urls": [srv.file_url(version.artifact_id, path) for path in sorted(files)] if urls else [],
         }
 
     # A count of 0 leaves a role out (the harness does so for cases it does not run).
@@ -120,6 +140,12 @@ def build(srv: FakeWandb, sizes: Sizes) -> dict[str, dict[str, object]]:
         log(NET_TWO, {f"model-{i}.safetensors": large_blob(300 + i, sizes.net_two_mib) for i in range(2)})
     if sizes.net_small_files:
         log(NET_SMALL, small_files(sizes.net_small_files, 4 * KiB))
+    if sizes.scale_files:  # v0 (production), then v1 with 1% of the files changed (alias "next")
+        log(SCALE, scale_files(sizes.scale_files), urls=False)
+        srv.log_artifact(ORG, "dataset", SCALE, scale_files(sizes.scale_files, changed=sizes.scale_files // 100),
+                         type="dataset", aliases=("next",))
+    if sizes.scale_cold_files:
+        log(SCALE_COLD, scale_files(sizes.scale_cold_files), urls=False)
     return logged
 
 
@@ -154,6 +180,9 @@ def main(argv: list[str] | None = None) -> None:
             elif command.startswith("lifetime "):
                 value = command.split(" ", 1)[1]
                 srv.links = LinkPolicy(lifetime_s=None if value == "none" else float(value))
+            elif command.startswith("alias "):  # alias COLLECTION ALIAS INDEX: move an alias
+                _, collection, alias, index = command.split()
+                srv.set_alias(ORG, "dataset", collection, alias, int(index))
                 print("ok", flush=True)
             elif command == "quit":
                 break

@@ -325,3 +325,12 @@ def test_a_lost_state_is_recorded_again_even_though_the_tree_did_not_change(fake
     (project / ".wbsync/state.json").unlink()
     assert run_json("sync")["noop"] is False  # every file re-hashed and adopted: wbsync owns them again
     assert len(json.loads((project / ".wbsync/state.json").read_text())["entries"]["images"]["files"]) == 100
+
+
+def test_outdated_reports_a_moved_alias_of_a_large_entry_file_by_file(fake_wandb: FakeWandb, project: Path) -> None:
+    publish(fake_wandb, dataset())
+    write_manifest(project, DATA)
+    run("lock")
+    publish(fake_wandb, dataset(102, changed=3))
+    result = run("outdated", check=None)
+    assert "v0 -> v1" in result.stdout and "+2 files" in result.stdout and "3 changed" in result.stdout

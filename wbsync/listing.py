@@ -281,20 +281,20 @@ def _records(fh: BinaryIO, path: Path, header: _Header, files: StoredFiles) -> I
         fh.seek(header.text_at)
         if fh.readline() != DIGEST_HEADER:
             raise _bad(path, files, "has no W&B digest header")
-        for n, line in enumerate(fh):
+        # zip: the sizes block is read in step with the digest text (one line each per file).
+        for n, (line, size_line) in enumerate(zip(fh, sizes)):
             if n >= header.count:
                 raise _bad(path, files, "lists more files than its header says")
-            size_line = sizes.readline()
             name, _, digest = line[:-1].decode("utf-8", "surrogatepass").rpartition(":")
             if filtered and not selected(include, exclude, name):
                 continue
-            if size_line == b"-\n":
-                raise _bad(path, files, f"holds a reference entry at {name!r}, which the lock cannot select")
-            size, xxh = (size_line[:-3], True) if size_line.endswith(b" x\n") else (size_line[:-1], False)
-            algorithm: Algorithm = "xxh128" if xxh else "md5"
-            if not size.isdigit():
-                raise _bad(path, files, f"has no valid size for {name!r}")
-            record = FileRecord(name, int(size), digest, algorithm)
+            try:
+                if size_line[-3:] == b" x\n":
+                    record = FileRecord(name, int(size_line[:-3]), digest, "xxh128")
+                else:
+                    record = FileRecord(name, int(size_line), digest, "md5")
+            except ValueError:  # "-": a reference entry, which the lock never selects; or damage
+                raise _bad(path, files, f"has no valid size for {name!r}") from None
             count += 1
             total += record.size
             yield record
