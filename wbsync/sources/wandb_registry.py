@@ -232,7 +232,7 @@ def _new_api(entity: str | None) -> Any:
 class _ManifestFiles:
     """The SDK manifest's entries as RemoteFiles, in path order, made one at a time on each
     iteration: a million-file manifest is already ~1.6 KB a file inside the SDK, and a second
-    copy of it as our own objects would double that. The paths are the manifest's own keys."""
+    copy of it as our own objects would double that."""
 
     def __init__(self, entries: dict[str, Any], name: str) -> None:
         self.entries, self.name = entries, name
@@ -246,7 +246,10 @@ class _ManifestFiles:
         return len(self.order)
 
 
-def _remote_file(entry: Any, name: str, path: str) -> RemoteFile:
+def _remote_file(entry: Any, name: str, key: str) -> RemoteFile:
+    # The SDK normalizes entry.path ("./x" -> "x") while the file listing keeps the key as
+    # sent; use its spelling (the key itself when equal: no second copy of a million strings).
+    path = key if entry.path == key else str(entry.path)
     extra = entry.extra
     algorithm: Algorithm = "xxh128" if extra and str(extra.get("alg", "")).upper() == "XXH128" else "md5"
     if entry.size is None and entry.ref is None:
