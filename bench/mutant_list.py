@@ -42,6 +42,7 @@ VANISH = "tests/test_vanished.py::"
 DIFF = "tests/test_diff.py::"
 BUMP = "tests/test_bump_workflow.py::"
 WORKFLOWS = "tests/test_workflows.py::"
+LARGE = "tests/test_large_entries.py::"
 
 MUTANTS: tuple[Mutant, ...] = (
     one("rehash-size-only", "files on disk that the state does not vouch for are checked by size, not digest",
@@ -119,9 +120,10 @@ MUTANTS: tuple[Mutant, ...] = (
         "",
         TRUST + "test_a_second_sync_of_the_project_waits_for_the_first_so_neither_loses_what_the_other_placed"),
     one("verify-size-only", "`verify` compares sizes only",
-        "wbsync/verify.py",
-        "        return \"ok\" if hash_file(path, record.algorithm) == record.digest else \"modified\"\n",
-        "        return \"ok\"\n",
+        "wbsync/rehash.py",
+        "        if size <= SMALL_FILE:  # one read: hash_file's 1 MiB buffer costs more than a small file\n",
+        "        return None\n"
+        "        if size <= SMALL_FILE:  # one read: hash_file's 1 MiB buffer costs more than a small file\n",
         CMDS + "test_verify_finds_a_file_edited_without_changing_its_size",
         CMDS + "test_verify_lists_missing_modified_and_extra_files_and_exits_1"),
     one("orphan-only-noop", "a plan whose only work is removing a dropped entry's files counts as a no-op",
@@ -336,4 +338,25 @@ MUTANTS: tuple[Mutant, ...] = (
         '--collection="${{ github.event.client_payload.collection }}"',
         BUMP + "test_the_workflow_names_real_actions_inputs_and_triggers",
         WORKFLOWS + "test_zizmor_finds_nothing"),
+    # Issue 17: datasets of a million files.
+    one("listing-count-unchecked", "a stored file list whose sizes or count differ from the lock is acted on",
+        "wbsync/listing.py",
+        "    if (count, total) != (files.count, files.bytes):\n",
+        "    if False:\n",
+        LARGE + "test_a_listing_whose_sizes_were_edited_is_refused"),
+    one("fingerprint-ignores-tree", "a no-op is declared from the fingerprint without statting the files",
+        "wbsync/fingerprint.py",
+        "    return count if digest == doc.get(\"tree\") else None\n",
+        "    return count\n",
+        LARGE + "test_a_file_changed_after_the_fingerprint_falls_back_to_the_full_plan"),
+    one("fingerprint-ignores-state", "a lost or rewritten state.json still counts as the tree's fingerprint",
+        "wbsync/fingerprint.py",
+        "        if doc.get(\"format\") != FORMAT or doc.get(\"state\") != _file_identity(state_path(root)):\n",
+        "        if doc.get(\"format\") != FORMAT:\n",
+        LARGE + "test_a_lost_state_is_recorded_again_even_though_the_tree_did_not_change"),
+    one("move-fetches-everything", "a version move re-places every file, not only the changed ones",
+        "wbsync/plan.py",
+        "            (keep if known.digest == digest_key(record) else place).append(action)\n",
+        "            place.append(action)\n",
+        LARGE + "test_a_one_percent_version_move_fetches_places_and_records_only_what_changed"),
 )
