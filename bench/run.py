@@ -284,7 +284,8 @@ class Bench:
             if not {"small", "expiry"} & set(args.net_cases):
                 sizes["net_small_files"] = 0
         if "scale" in args.only:
-            sizes.update(scale_files=args.scale_files, scale_cold_files=args.scale_cold_files)
+            sizes.update(scale_files=args.scale_files, scale_cold_files=args.scale_cold_files,
+                         scale_tree_files=args.scale_tree_files or args.scale_files)
         sizes.update(json.loads(args.sizes))
         started = time.perf_counter()
         compile_wbsync()
@@ -661,6 +662,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default=",".join(DEFAULT_CASES),
                         help=f"comma-separated cases among {','.join(CASES)} (default: all but scale)")
     parser.add_argument("--scale-files", type=int, default=1_000_000, help="files of the scale case's dataset")
+    parser.add_argument("--scale-tree-files", type=int, default=0,
+                        help="files of the scale case's placed tree (no-op, verify, version move; default: --scale-files)")
     parser.add_argument("--scale-cold-files", type=int, default=100_000,
                         help="files of the scale case's cold sync (against Artifact.download())")
     parser.add_argument("--wire-threads", type=int, default=64,

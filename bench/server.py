@@ -49,6 +49,7 @@ class Sizes:
     net_two_mib: int = 1536  # 2 files below it,
     net_small_files: int = 2000  # and many small files
     scale_files: int = 0  # issue 17: one artifact of this many tiny files, in two versions (1% differ)
+    scale_tree_files: int = 0  # ... one of this many (two versions too) placed on disk: no-op, verify, move
     scale_cold_files: int = 0  # ... and one of this many for the cold sync
 
     @classmethod
@@ -59,6 +60,7 @@ class Sizes:
 
 # Collections (in the "dataset" registry) the world holds, by role.
 SCALE = "scale"
+SCALE_TREE = "scale-tree"
 SCALE_COLD = "scale-cold"
 SMALL = "small-files"
 LARGE = "large-files"
@@ -140,10 +142,11 @@ def build(srv: FakeWandb, sizes: Sizes) -> dict[str, dict[str, object]]:
         log(NET_TWO, {f"model-{i}.safetensors": large_blob(300 + i, sizes.net_two_mib) for i in range(2)})
     if sizes.net_small_files:
         log(NET_SMALL, small_files(sizes.net_small_files, 4 * KiB))
-    if sizes.scale_files:  # v0 (production), then v1 with 1% of the files changed (alias "next")
-        log(SCALE, scale_files(sizes.scale_files), urls=False)
-        srv.log_artifact(ORG, "dataset", SCALE, scale_files(sizes.scale_files, changed=sizes.scale_files // 100),
-                         type="dataset", aliases=("next",))
+    for collection, count in ((SCALE, sizes.scale_files), (SCALE_TREE, sizes.scale_tree_files)):
+        if count:  # v0 (production), then v1 with 1% of the files changed (alias "next")
+            log(collection, scale_files(count), urls=False)
+            srv.log_artifact(ORG, "dataset", collection, scale_files(count, changed=count // 100),
+                             type="dataset", aliases=("next",))
     if sizes.scale_cold_files:
         log(SCALE_COLD, scale_files(sizes.scale_cold_files), urls=False)
     return logged
