@@ -95,7 +95,8 @@ def test_outdated_json_lists_each_moved_alias_with_its_file_delta(fake_wandb: Fa
     assert run_json("outdated") == {"command": "outdated", "checked": 1, "outdated": [], "vanished": [],
                                     "expiring": []}
     publish(fake_wandb, NEWER)
-    assert run_json("outdated") == {"command": "outdated", "checked": 1, "vanished": [], "expiring": [], "outdated": [{
+    assert run_json("outdated", check=1) == {"command": "outdated", "checked": 1, "vanished": [], "expiring": [],
+                                             "outdated": [{
         "name": "phi3", "selector": "production", "old_version": "v0", "new_version": "v1",
         "old_resolved": RESOLVED.format(0), "new_resolved": RESOLVED.format(1),
         "files_added": 1, "files_removed": 2, "files_changed": 1,

@@ -26,7 +26,7 @@ def test_an_unknown_alias_exits_3_naming_the_reference(fake_wandb: FakeWandb, pr
     publish(fake_wandb)
     write_manifest(project, PHI3.replace(":production", ":nosuch"))
     result = run("lock", check=3)
-    assert "phi3-finetuned:nosuch" in result.stderr and "Check the registry" in result.stderr
+    assert "phi3-finetuned:nosuch" in result.stderr and "no alias 'nosuch'" in result.stderr and "production" in result.stderr
     assert "Traceback" not in result.output + result.stderr
     assert not (project / "artifacts.lock").exists()
 

@@ -147,7 +147,7 @@ def test_outdated_against_a_mirror_shows_an_alias_that_moved_in_a_newer_mirror(f
     publish(fake_wandb, {"config.json": b'{"layers": 40}\n'})
     run("lock", "--upgrade")
     run("mirror", "../mirror")
-    doc = run_json("outdated", "-m", str(other / "artifacts.yaml"))
+    doc = run_json("outdated", "-m", str(other / "artifacts.yaml"), check=1)
     assert [(c["name"], c["old_version"], c["new_version"]) for c in doc["outdated"]] == [("phi3", "v0", "v1")]
 
 

@@ -80,7 +80,7 @@ def test_the_api_key_appears_in_no_output_and_no_file(fake_wandb: FakeWandb, pro
     runs("sync")
     runs("verify")
     publish(fake_wandb, {"config.json": b"{}"})  # the alias moves
-    runs("outdated")
+    runs("outdated", expect=1)
     runs("lock", "--upgrade")
     runs("sync")
 

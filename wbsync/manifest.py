@@ -316,7 +316,7 @@ def _reference(reader: _Reader, field: str, at: yaml.Node, pairs: _Pairs,
                     "an alias follows whatever it points to, a version is one fixed version.")
     if "alias" not in pairs and "version" not in pairs:
         reader.fail(at, field, "missing alias or version: add e.g. alias: latest, or version: v3.")
-    checks = {"registry": references.check_registry, "collection": references.check_collection,
+    checks = {"registry": references.check_registry_part, "collection": references.check_collection,
               "alias": references.check_alias, "version": references.check_version}
     checked = {key: reader.checked(pairs, key, field, values[key], checks[key]) for key in parts}
     return Reference(org=org, **checked)

@@ -101,6 +101,17 @@ def check_registry(name: str) -> str:
     return name.lower() if name.lower() in CORE_REGISTRIES else name
 
 
+def check_registry_part(name: str) -> str:
+    """``registry:`` in the parts form: the registry's name, which W&B's full names prefix with
+    ``wandb-registry-``; the prefix written here too would name another registry."""
+    if name.startswith(REGISTRY_PREFIX) and len(name) > len(REGISTRY_PREFIX):
+        bare = name[len(REGISTRY_PREFIX):]
+        shown = f'"{bare}"' if " " in bare else bare
+        raise ValueError(f"{name!r} starts with {REGISTRY_PREFIX!r}, which the parts form leaves out (the "
+                         f"registry's name alone, as the App lists it): write registry: {shown}.")
+    return check_registry(name)
+
+
 def check_collection(name: str) -> str:
     if not _COLLECTION.fullmatch(name):
         what = "the collection name is empty" if not name else f"collection name {name!r} is invalid"

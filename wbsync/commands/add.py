@@ -23,7 +23,38 @@ manifest is left as it was. Then run `wbsync sync NAME` to fetch the files.
 """
 
 
-@cli.command(epilog=EPILOG)
+class _AddCommand(click.Command):
+    """`add` with a hint for the usual cause of an extra argument: a registry name with a space
+    (`wandb-registry-Fine-tuned Models/...`) that the shell split in two."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        given = list(args)  # click's parser consumes the list it is given
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as exc:
+            hint = _quoting_hint(given)
+            if hint is None or "unexpected extra argument" not in exc.message:
+                raise
+            raise click.UsageError(f"{exc.message}. {hint}", ctx) from None
+
+
+def _quoting_hint(args: list[str]) -> str | None:
+    start = next((i for i, a in enumerate(args) if "wandb-registry-" in a and not a.startswith("-")), None)
+    if start is None:
+        return None
+    words = [args[start]]
+    for word in args[start + 1:]:
+        if word.startswith("-"):
+            break
+        words.append(word)
+    if len(words) < 2:
+        return None
+    joined = " ".join(words)
+    return (f"A registry name with a space must be quoted, so that REFERENCE is one argument: "
+            f"wbsync add '{joined}' --path DIR")
+
+
+@cli.command(cls=_AddCommand, epilog=EPILOG)
 @click.argument("reference")
 @click.option("--path", "dest", required=True, metavar="DIR",
               help="Folder for the files, relative to the manifest's folder.")

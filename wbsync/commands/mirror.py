@@ -15,7 +15,8 @@ Examples:
   wbsync mirror s3://bucket/wbsync-mirror       # pip install 'wbsync[s3]'
   wbsync mirror gs://bucket/wbsync-mirror phi3  # pip install 'wbsync[gcs]'; one entry
 Then, where W&B is out of reach: `source: /srv/wbsync-mirror` in artifacts.yaml (or
---source / WBSYNC_SOURCE) and `wbsync sync`. Layout: docs/mirror.md.
+--source / WBSYNC_SOURCE) and `wbsync sync`. A mirror describes itself (JSON
+files next to the blobs), so any machine that can read it can sync from it.
 """
 
 

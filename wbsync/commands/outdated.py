@@ -30,7 +30,8 @@ Examples:
 def outdated(ctx: Ctx, names: tuple[str, ...], collection: str, alias: str, porcelain: bool) -> None:
     """Ask the source where each alias points now and whether each locked version still exists.
 
-    Exit 1 when a locked version vanished (deleted, unlinked or not committed)."""
+    Exit 1 when an alias moved (as `npm outdated` does) or a locked version vanished (deleted,
+    unlinked or not committed); 0 when neither."""
     from wbsync import render
     from wbsync.outdated import check_outdated, following
     from wbsync.project import check_names
@@ -52,5 +53,5 @@ def outdated(ctx: Ctx, names: tuple[str, ...], collection: str, alias: str, porc
         click.echo("".join(f"{kind} {name}\n" for kind, name in render.outdated_porcelain(report)), nl=False)
     else:
         ctx.emit(lines, render.outdated_json(report), "outdated")
-    if not report.ok:
+    if report.moved or not report.ok:  # as `npm outdated`: a script can act on "something moved"
         raise CheckFailed("")

@@ -16,7 +16,9 @@ What the SDK does for us and what it does not (measured with wandb 0.31.0):
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import tempfile
 import threading
 from collections.abc import Collection, Iterator
@@ -30,6 +32,7 @@ from wbsync.errors import (
     RemoteError,
     UsageError,
     VanishedError,
+    WbsyncError,
 )
 from wbsync.models import (
     Algorithm,
@@ -59,7 +62,10 @@ class WandbSource:
         self.description = f"W&B at {public_url(base)}" if base else "W&B"
 
     def resolve(self, entry: Entry) -> Resolved:
-        artifact = self._artifact(entry.reference.full_name(), entry.entity, entry)
+        try:
+            artifact = self._artifact(entry.reference.full_name(), entry.entity, entry)
+        except NotFoundError as exc:
+            raise self._explain_missing(entry, exc) from None
         if entry.type is not None and artifact.type != entry.type:
             raise NotFoundError(
                 f"{entry.reference}: is a {artifact.type!r} artifact but artifacts.yaml entry "
@@ -132,6 +138,26 @@ class WandbSource:
             self._apis[entity] = _call(lambda: _new_api(entity), None)
         return self._apis[entity]
 
+    def _explain_missing(self, entry: Entry, error: NotFoundError) -> NotFoundError:
+        """An alias or version W&B does not know: list the ones the collection has (one more
+        lookup, through its ``latest``), so the fix is a copy away. If the collection itself
+        cannot be found, the original message stands."""
+        ref = entry.reference
+        if "membership" not in error.message or ref.selector == "latest":
+            return error
+        at_latest = dataclasses.replace(ref, alias="latest", version=None).full_name()
+        try:
+            names = _call(lambda: list(self._api(entry.entity).artifact(at_latest).collection.aliases), at_latest)
+        except WbsyncError:
+            return error
+        versions = sorted((a for a in names if _VERSION_ALIAS.fullmatch(a)), key=lambda a: int(a[1:]))
+        aliases = sorted(a for a in names if not _VERSION_ALIAS.fullmatch(a))
+        what = f"version {ref.version}" if ref.version else f"alias {ref.alias!r}"
+        return NotFoundError(
+            f"{entry.name!r} ({ref}): the collection {ref.collection} has no {what}. Its aliases: "
+            f"{', '.join(aliases) or 'none'}; its versions: {_span(versions)}. Use one of them in the "
+            "reference, then run again.")
+
     def _artifact(self, name: str, entity: str | None, entry: Entry | None) -> Any:
         api = self._api(entity)
         return _call(lambda: api.artifact(name), name, entry)
@@ -179,6 +205,16 @@ def _expires_at(remote: Any) -> str | None:
         return None
     created = datetime.fromisoformat(str(remote.created_at).replace("Z", "+00:00"))
     return (created + ttl).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_VERSION_ALIAS = re.compile(r"v[0-9]+")
+
+
+def _span(versions: list[str]) -> str:
+    """``v0 to v9`` for a long list, each one for a short one."""
+    if len(versions) > 6:
+        return f"{versions[0]} to {versions[-1]} ({len(versions)} versions)"
+    return ", ".join(versions) or "none"
 
 
 def _manifest_deadline() -> float:
@@ -350,7 +386,8 @@ def _comm_error(detail: str, name: str | None, entry: Entry | None) -> RemoteErr
         return _Missing(
             f"{where}: not found in W&B ({text}). Check the registry, collection and alias or version "
             "in the W&B App (Registry > collection > version > Full Name), and that your account "
-            "can see that registry. A locked version that was deleted needs `wbsync lock --upgrade`."
+            "can see that registry." + ("" if entry else " A locked version that was deleted or unlinked "
+                                        "needs `wbsync lock --upgrade`.")
         )
     diagnosis = diagnose_server(base_url())  # the server looked fine when the command started
     advice = diagnosis or "Check your network and WANDB_BASE_URL, then retry."

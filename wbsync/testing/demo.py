@@ -37,12 +37,11 @@ def _publish(srv: FakeWandb) -> None:
                      {"eval.jsonl": b'{"q": "2+2", "a": "4"}\n', "README.md": b"# eval set\n"}, type="dataset")
 
 
-def _run(project: Path, env: dict[str, str], *args: str) -> None:
+def _run(project: Path, env: dict[str, str], *args: str, expected: int = 0) -> None:
     print(f"\n$ wbsync {' '.join(args)}", flush=True)
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "wbsync", *args], cwd=project, env=env)
     print(f"  (exit {proc.returncode}, {time.perf_counter() - start:.2f} s)", flush=True)
-    expected = 0
     if proc.returncode != expected:
         raise SystemExit(f"demo failed: `wbsync {' '.join(args)}` exited {proc.returncode}")
 
@@ -69,7 +68,7 @@ def main() -> None:
                          {"config.json": b'{"layers": 40}\n', "model.safetensors": os.urandom(80 * 1024),
                           "tokenizer.json": b"{}\n"}, type="model", aliases=["production"])
         print("\n(the `production` alias now points at a new version)")
-        _run(project, env, "outdated")
+        _run(project, env, "outdated", expected=1)  # exit 1: an alias moved
         _run(project, env, "lock", "--upgrade", "phi3")
         _run(project, env, "sync")
         _run(project, env, "verify")
