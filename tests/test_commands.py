@@ -63,7 +63,7 @@ def test_outdated_reports_a_moved_alias_in_one_line(fake_wandb: FakeWandb, proje
     assert "still point" in run("outdated").stdout
     publish(fake_wandb, {"config.json": b"{}", "new.bin": b"1234"})
     out = run("outdated", check=1).stdout  # exit 1: an alias moved, as `npm outdated`
-    assert "phi3  production  v0 -> v1  (+1 files, -2, 1 changed" in out
+    assert "phi3  production  v0 -> v1  (+1 file, -2 files, 1 changed" in out
     doc = run_json("outdated", check=1)
     assert doc["outdated"][0]["new_version"] == "v1"
 

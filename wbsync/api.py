@@ -103,7 +103,8 @@ def sync(names: Names = None, *, locked: bool = False, frozen: bool = False, dry
     try:
         return run_sync(project, _names(names), locked=locked, frozen=frozen, dry_run=dry_run, jobs=jobs,
                         link_mode=mode, progress=bar.advance if bar else None,
-                        on_fetch_start=bar.start if bar else None, source=project_source(project))
+                        on_fetch_start=bar.start if bar else None, source=project_source(project),
+                        on_entry=bar.entry if bar else None, on_placed=bar.placed if bar else None)
     finally:
         if bar:
             bar.close()

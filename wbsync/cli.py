@@ -126,7 +126,7 @@ class WbsyncGroup(click.Group):
         except OSError as exc:  # a local write no layer named (they turn theirs into LocalIOError)
             ctx.exit(_report(local_io_error(exc).message, 2, ctx))
         except KeyboardInterrupt:
-            ctx.exit(_report("interrupted; verified files are kept and nothing half-written was left", 130, ctx))
+            ctx.exit(_report("interrupted; nothing half-written got a final name", 130, ctx))
 
 
 def _report(message: str, code: int, ctx: click.Context, json_message: str | None = None) -> int:

@@ -22,19 +22,27 @@ def human_size(n: int) -> str:
     raise AssertionError
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 file``, ``2 files``, ``0 files``; ``entry`` -> ``entries``."""
+    if count == 1:
+        return f"{count} {noun}"
+    return f"{count} {noun[:-1]}ies" if noun.endswith("y") else f"{count} {noun}s"
+
+
 def change_line(c: PinChange) -> str:
-    """e.g. `phi3  production  v3 -> v5  (+2 files, -1, 3 changed, +1.2 GB)`."""
+    """e.g. `phi3  production  v3 -> v5  (+2 files, -1 file, 3 changed, +1.2 GB)`."""
     d = c.delta
     if c.new is None:
         return f"{style.name(c.name)}  {style.warn('removed from the manifest')} (was {c.old.version if c.old else '?'})"
     if c.old is None:
         return (f"{style.name(c.name)}  {c.selector}  {style.good('new ' + c.new.version)}  "
-                f"({len(c.new.files)} files, {human_size(c.new.size)})")
+                f"({plural(len(c.new.files), 'file')}, {human_size(c.new.size)})")
     sign = "+" if d.bytes >= 0 else ""
     moved = (style.version(f"{c.old.version} -> {c.new.version}") if c.old.version != c.new.version
              else f"{style.version(c.new.version)} (content changed)")
     return (f"{style.name(c.name)}  {c.selector}  {moved}  "
-            f"(+{d.added} files, -{d.removed}, {d.changed} changed, {sign}{human_size(d.bytes)})")
+            f"(+{plural(d.added, 'file')}, -{plural(d.removed, 'file')}, {d.changed} changed, "
+            f"{sign}{human_size(d.bytes)})")
 
 
 def change_json(c: PinChange) -> dict[str, Any]:
@@ -55,7 +63,7 @@ def change_json(c: PinChange) -> dict[str, Any]:
 
 def lock_text(r: LockResult, lockfile: str) -> list[str]:
     if not r.changes:
-        return [f"{lockfile} is up to date ({len(r.lock.artifacts)} entries)."]
+        return [f"{lockfile} is up to date ({plural(len(r.lock.artifacts), 'entry')})."]
     verb = "Updated" if r.written else "Would update"
     return [f"{verb} {lockfile}:"] + ["  " + change_line(c) for c in r.changes]
 
@@ -73,8 +81,14 @@ def lock_json(r: LockResult, lockfile: str) -> dict[str, Any]:
 def sync_text(r: SyncResult, lockfile: str, verbose: bool) -> list[str]:
     lines = lock_text(r.lock, lockfile) if r.lock and r.lock.changes else []
     if r.noop:
-        return lines + [style.good("Up to date:") + f" {sum(len(e.artifact.files) for e in r.plan.entries)} files in "
-                        f"{len(r.plan.entries)} entries match {lockfile}."]
+        if verbose:  # what was checked, and how: each file's recorded size, mtime and inode
+            lines += [f"  {style.name(e.name)}  {style.version(e.artifact.version)}  -> {e.artifact.path}/  "
+                      f"{plural(len(e.artifact.files), 'file')} ({human_size(e.artifact.size)}) as placed"
+                      for e in r.plan.entries]
+            lines.append("  (each file checked by its size, mtime and inode as recorded when it was placed: "
+                         "no file read, no request; `wbsync verify` re-hashes)")
+        return lines + [style.good("Up to date:") + f" {plural(sum(len(e.artifact.files) for e in r.plan.entries), 'file')} "
+                        f"in {plural(len(r.plan.entries), 'entry')} match {lockfile}."]
     for e in r.plan.entries:
         if not e.changes and not verbose:
             continue
@@ -88,10 +102,10 @@ def sync_text(r: SyncResult, lockfile: str, verbose: bool) -> list[str]:
         state = ", ".join(what) or "up to date"
         lines.append(f"  {style.name(e.name)}  {style.version(e.artifact.version)}  -> {e.artifact.path}/  {state}")
     if r.plan.orphans:
-        lines.append(f"  {len(r.plan.orphans)} file(s) of entries no longer locked to remove")
+        lines.append(f"  {plural(len(r.plan.orphans), 'file')} of entries no longer locked to remove")
     if r.dry_run:
         return [style.warn("Dry run: nothing was changed.") + " Plan:"] + lines
-    lines.append(style.good("Synced:") + f" fetched {r.fetched_files} files ({human_size(r.fetched_bytes)}), "
+    lines.append(style.good("Synced:") + f" fetched {plural(r.fetched_files, 'file')} ({human_size(r.fetched_bytes)}), "
                  f"placed {r.placed}, removed {r.removed}.")
     for path in r.kept_modified:
         lines.append(f"  {style.warn('kept')} {path}: wbsync placed it but it was edited since, so it is yours now")

@@ -100,7 +100,11 @@ def _stale_message(project: Project, missing: bool, stale: dict[str, str]) -> st
 def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = False, frozen: bool = False,
              dry_run: bool = False, jobs: int = 64, link_mode: LinkMode = "auto",
              progress: Callable[[int], None] | None = None, on_fetch_start: Callable[[int, int], None] | None = None,
-             source: Source | None = None) -> SyncResult:
+             source: Source | None = None, on_entry: Callable[[str, EntryPlan], None] | None = None,
+             on_placed: Callable[[int], None] | None = None) -> SyncResult:
+    """``progress`` (bytes arrived), ``on_fetch_start`` (files, bytes), ``on_entry`` ("start",
+    "placing" or "done", with the entry's plan) and ``on_placed`` (files staged) report what a
+    running sync does; wbsync.progress draws them."""
     lock_result: LockResult | None = None
     if frozen:
         lock = project.require_lock()
@@ -139,6 +143,7 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
         plan = plan_tree(root, lock, selected)  # another sync may have done part of it while we waited
         result.plan = plan
         actor = _Actor(root, Store(default_store_dir()), jobs, link_mode, progress, on_fetch_start, source)
+        actor.on_entry, actor.on_placed = on_entry or _ignore, on_placed or _ignore
         with _explaining_vanished(project, lock, source):
             actor.apply(plan, result)
         if selected is None:
@@ -197,8 +202,15 @@ def project_lock(root: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+def _ignore(*args: object) -> None:
+    pass
+
+
 class _Actor:
     """Carries a plan out: re-hash doubtful files, fetch missing blobs, then place and prune."""
+
+    on_entry: Callable[[str, EntryPlan], None] = staticmethod(_ignore)
+    on_placed: Callable[[int], None] = staticmethod(_ignore)
 
     def __init__(self, root: Path, store: Store, jobs: int, link_mode: LinkMode,
                  progress: Callable[[int], None] | None, on_fetch_start: Callable[[int, int], None] | None,
@@ -206,6 +218,7 @@ class _Actor:
         self.root, self.store, self.jobs, self.link_mode = root, store, jobs, link_mode
         self.progress, self.on_fetch_start, self.source = progress, on_fetch_start, source
         self.made_dirs: set[Path] = set()  # folders already created in this run
+        self.announced: set[str] = set()  # entries reported as started (on_entry)
         self.before = load_state(root)  # what earlier syncs placed: decides what may be removed
         self.state = copy.deepcopy(self.before)  # updated as files are placed, saved at the end
 
@@ -213,6 +226,10 @@ class _Actor:
         # A shared store lock: a prune (which takes it exclusively) cannot delete a blob
         # between our has() and place().
         with self.store.shared():
+            self.announced = {e.name for e in plan.entries if e.changes}
+            for entry in plan.entries:
+                if entry.changes:
+                    self.on_entry("start", entry)
             entries = [self._settle_checks(e) for e in plan.entries]
             failures = self._fetch(entries, result)
             for entry in entries:
@@ -293,10 +310,18 @@ class _Actor:
         # Every destination is checked (symlink escapes) before the first file is written.
         dests = [safe_join(self.root, a.dest, context=entry.name) for a in entry.place]
         blobs = [self.store.blob_path(a.record) for a in entry.place]
+        if entry.place:
+            self.on_entry("placing", entry)
         # Two phases: stage every file (create + copy, the slow part; threads overlap it), then
         # rename them all. A crash or a full disk while staging leaves the entry as it was; only
         # the short rename loop can leave it part old, part new (each file whole either way).
-        staged = self._stage_all(blobs, dests)
+        fresh = _missing_folders({d.parent for d in dests}, self.root)
+        try:
+            staged = self._stage_all(blobs, dests)
+        except BaseException:  # an interrupt or a full disk: no empty folder left behind either
+            _remove_empty(fresh)
+            self.made_dirs.difference_update(fresh)
+            raise
         for i, one in enumerate(staged):
             try:
                 commit_staged(one)
@@ -314,6 +339,8 @@ class _Actor:
             else:
                 result.kept_modified.append(dest)
         self._forget(entry)
+        if entry.name in self.announced:
+            self.on_entry("done", entry)
 
     def _stage_all(self, blobs: list[Path], dests: list[Path]) -> list[Staged]:
         """Stage every file, or none: on any failure the temp files already made are removed."""
@@ -331,9 +358,11 @@ class _Actor:
 
     def _stage_one(self, blob: Path, dest: Path) -> Staged:
         try:
-            return stage(blob, dest, self.link_mode, made_dirs=self.made_dirs)
+            staged = stage(blob, dest, self.link_mode, made_dirs=self.made_dirs)
         except OSError as exc:  # disk full, read-only, ...: stage() removed its temp file
             raise local_io_error(exc, dest) from None
+        self.on_placed(1)
+        return staged
 
     def _record(self, action: FileAction) -> None:
         state = self.state.entries.get(action.entry)
@@ -375,6 +404,25 @@ class _Actor:
                 result.kept_modified.append(dest)
         for name in {by_dest[d][0] for d in orphans if d in by_dest}:
             self.state.entries.pop(name, None)
+
+
+def _missing_folders(folders: set[Path], root: Path) -> list[Path]:
+    """The folders (and their parents below ``root``) that do not exist yet, deepest first."""
+    missing: set[Path] = set()
+    for folder in folders:
+        while folder != root and folder not in missing and not folder.exists():
+            missing.add(folder)
+            folder = folder.parent
+    return sorted(missing, key=lambda p: len(p.parts), reverse=True)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove each of ``folders`` (deepest first) that is empty: the ones a failed staging made."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (someone else's file), or already gone
+            pass
 
 
 def _holds(path: Path, key: str) -> bool:

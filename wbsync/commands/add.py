@@ -67,11 +67,16 @@ def add(ctx: Ctx, reference: str, dest: str, name: str | None, kind: str | None,
         include: tuple[str, ...], exclude: tuple[str, ...]) -> None:
     """Add REFERENCE (a registry artifact's full name) to the manifest and lock it."""
     from wbsync import render
+    from wbsync.errors import Interrupted
     from wbsync.manifest_edit import new_entry, run_add
 
     entry = new_entry(reference, dest, name, kind, include, exclude)
     project = ctx.project  # the nearest artifacts.yaml above, as for every command; else a new one here
-    result = run_add(project, entry)
+    try:
+        result = run_add(project, entry)
+    except KeyboardInterrupt:  # run_add put the manifest back as it was
+        raise Interrupted(f"interrupted; {project.manifest_path} was left as it was: the entry was not "
+                          "added.") from None
     lines = render.add_text(result, ctx.lockfile)
     if project.elsewhere:  # --path is relative to the manifest's folder, not to the current one
         lines.insert(1, f"  the files go to {os.path.relpath(project.root / entry.path)}/ (--path is relative to "

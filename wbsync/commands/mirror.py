@@ -51,9 +51,9 @@ def mirror(ctx: Ctx, names: tuple[str, ...], dest: str, jobs: int) -> None:
 
 
 def _text(r: Any) -> list[str]:
-    from wbsync.render import human_size
+    from wbsync.render import human_size, plural
 
-    head = (f"Mirrored {len(r.versions)} version(s) to {r.dest}: copied {r.copied} file(s) "
+    head = (f"Mirrored {plural(len(r.versions), 'version')} to {r.dest}: copied {plural(r.copied, 'file')} "
             f"({human_size(r.copied_bytes)}), {r.present} already there.")
     return [head] + [f"  {v}" for v in r.versions]
 

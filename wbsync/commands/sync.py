@@ -35,22 +35,22 @@ def sync(ctx: Ctx, names: tuple[str, ...], locked: bool, frozen: bool, dry_run: 
          link_mode: str) -> None:
     """Make the declared directories hold exactly the locked files."""
     from wbsync import render
+    from wbsync.errors import Interrupted
+    from wbsync.progress import reporter_for
     from wbsync.sources import project_source
     from wbsync.sync import run_sync
 
-    show = sys.stderr.isatty() and not ctx.quiet and not ctx.as_json
-    progress = None
-    if show:
-        from wbsync.progress import Progress
-
-        progress = Progress()
+    # A bar on a terminal, plain lines in a log (entry started / done, transfer progress every
+    # few seconds), nothing with -q or --json.
+    shows = reporter_for(sys.stderr, quiet=ctx.quiet or ctx.as_json)
     try:
         result = run_sync(ctx.project, names, locked=locked, frozen=frozen, dry_run=dry_run, jobs=jobs,
                           link_mode=link_mode,  # type: ignore[arg-type]
-                          progress=progress.advance if progress else None,
-                          on_fetch_start=progress.start if progress else None,
-                          source=project_source(ctx.project))
+                          progress=shows.advance, on_fetch_start=shows.start, on_entry=shows.entry,
+                          on_placed=shows.placed, source=project_source(ctx.project))
+    except KeyboardInterrupt:
+        shows.close()
+        raise Interrupted(shows.interrupted()) from None
     finally:
-        if progress:
-            progress.close()
+        shows.close()
     ctx.emit(render.sync_text(result, ctx.lockfile, ctx.verbose), render.sync_json(result, ctx.lockfile), "sync")
