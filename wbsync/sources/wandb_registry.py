@@ -439,6 +439,10 @@ def lineage_run(plan: LineagePlan) -> Iterator[Any]:
     settings = wandb.Settings(save_code=False, console="off", x_disable_stats=True, x_disable_meta=True,
                               x_save_requirements=False, disable_job_creation=True, disable_git=True,
                               silent=True, git_commit=plan.commit)
+    # `silent` in init's settings comes too late for the credentials check inside init, which
+    # prints "wandb: [wandb.login()] Loaded credentials for ..." into `wbsync lineage`'s output;
+    # the terminal settings are process-wide and only this command's process starts runs.
+    wandb.termsetup(wandb.Settings(silent=True), None)
     where = f"{plan.entity + '/' if plan.entity else ''}{plan.project}/{plan.run_id}"
     with tempfile.TemporaryDirectory(prefix="wbsync-lineage-", ignore_cleanup_errors=True) as folder:
         run = _call(lambda: _init(wandb, plan, folder, settings, where), where)
