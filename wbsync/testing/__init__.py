@@ -2,14 +2,41 @@
 
 ``FakeWandb`` serves an in-memory registry (``log_artifact``, ``set_alias``, ...), records
 every request (``requests``, ``operations()``, ``unhandled``) and injects ``Fault``s.
-It never imports wandb.
+It never imports wandb. ``python -m wbsync.testing.server`` runs it on its own.
+
+The names below load on first use, so that ``python -m wbsync.testing.server`` runs that
+module once (importing it here first would make Python warn about a second copy).
 """
 
-from .fake_server import DEFAULT_FEATURES, FakeWandb
-from .faults import Fault
-from .network import PROFILES, LinkPolicy, NetworkProfile
-from .routes import RecordedRequest
-from .world import LoggedVersion
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .fake_server import DEFAULT_FEATURES, FakeWandb
+    from .faults import Fault
+    from .network import PROFILES, LinkPolicy, NetworkProfile
+    from .routes import RecordedRequest
+    from .world import LoggedVersion
 
 __all__ = ["DEFAULT_FEATURES", "PROFILES", "FakeWandb", "Fault", "LinkPolicy", "LoggedVersion", "NetworkProfile",
            "RecordedRequest"]
+
+
+def __getattr__(name: str) -> Any:
+    module: Any
+    if name in ("DEFAULT_FEATURES", "FakeWandb"):
+        from . import fake_server as module
+    elif name == "Fault":
+        from . import faults as module
+    elif name in ("PROFILES", "LinkPolicy", "NetworkProfile"):
+        from . import network as module
+    elif name == "RecordedRequest":
+        from . import routes as module
+    elif name == "LoggedVersion":
+        from . import world as module
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(module, name)
+    globals()[name] = value
+    return value

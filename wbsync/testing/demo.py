@@ -29,7 +29,8 @@ artifacts:
 """
 
 
-def _publish(srv: FakeWandb) -> None:
+def publish_demo(srv: FakeWandb) -> None:
+    """The demo registry: phi3-finetuned (model, `production`) and eval-set (dataset)."""
     srv.log_artifact("acme", "model", "phi3-finetuned",
                      {"config.json": b'{"layers": 32}\n', "model.safetensors": os.urandom(64 * 1024)},
                      type="model", aliases=["production"])
@@ -48,7 +49,7 @@ def _run(project: Path, env: dict[str, str], *args: str, expected: int = 0) -> N
 
 def main() -> None:
     with FakeWandb() as srv, tempfile.TemporaryDirectory(prefix="wbsync-demo-") as tmp:
-        _publish(srv)
+        publish_demo(srv)
         project = Path(tmp) / "project"
         project.mkdir()
         (project / "artifacts.yaml").write_text(MANIFEST)

@@ -125,3 +125,14 @@ class LoopbackServer(ThreadingTCPServer):
                 connection.shutdown(socket.SHUT_RDWR)
             except OSError:  # already closed by its handler
                 pass
+
+
+def main() -> None:
+    """`python -m wbsync.testing.server`: the fake W&B server on its own (wbsync.testing.standalone)."""
+    from .standalone import main as serve
+
+    serve()
+
+
+if __name__ == "__main__":
+    main()
