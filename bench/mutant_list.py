@@ -108,10 +108,10 @@ MUTANTS: tuple[Mutant, ...] = (
         FAIL + "test_persistent_server_errors_exit_3_naming_the_artifact_and_file_and_change_nothing"),
     one("one-phase-placement", "placement renames each file right after staging it (no two phases)",
         "wbsync/sync.py",
-        "        staged = self._stage_all(blobs, dests)\n",
-        "        staged = []\n"
-        "        for blob_, dest_ in zip(blobs, dests):\n"
-        "            commit_staged(self._stage_one(blob_, dest_))\n",
+        "            staged = self._stage_all(blobs, dests)\n",
+        "            staged = []\n"
+        "            for blob_, dest_ in zip(blobs, dests):\n"
+        "                commit_staged(self._stage_one(blob_, dest_))\n",
         DISK + "test_an_upgrade_whose_first_files_fit_and_last_does_not_leaves_the_old_version_whole",
         DISK + "test_a_full_project_disk_fails_cleanly_with_no_partial_file"),
     one("no-project-lock", "no per-project sync lock: two syncs of one project run at once",
