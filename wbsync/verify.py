@@ -10,6 +10,7 @@ from pathlib import Path
 from wbsync.digests import hash_file
 from wbsync.listing import iter_files
 from wbsync.models import FileRecord, Lock
+from wbsync.plan import Plan, dest_of
 
 
 @dataclass
@@ -54,6 +55,17 @@ def verify(root: Path, lock: Lock, names: frozenset[str] | None, jobs: int = 8,
         if name not in lock.artifacts and (names is None or name in names):
             reports.append(EntryReport(name, "", stale=why))
     return reports
+
+
+def unlocked_files(root: Path, plan: Plan) -> list[str]:
+    """Project-relative paths of the files in the planned entries' folders that their lock entry
+    does not name: what ``verify`` lists as extra, and what ``sync`` names on every run."""
+    found = []
+    for entry in plan.entries:
+        art = entry.artifact
+        locked = {f.path for f in iter_files(art)}
+        found += [dest_of(art.path, p) for p in sorted(_walk(root / art.path)) if p not in locked]
+    return found
 
 
 def _file_state(folder: Path, record: FileRecord) -> str:
