@@ -363,8 +363,9 @@ MUTANTS: tuple[Mutant, ...] = (
         VANISH + "test_a_scheduled_deletion_is_a_warning_with_its_time_and_the_exit_stays_0"),
     one("cold-sync-unexplained", "a cold sync that meets a deleted version does not say where the alias points now",
         "wbsync/sync.py",
-        "        with _explaining_vanished(project, lock, source):\n            actor.apply(plan, result)\n",
-        "        actor.apply(plan, result)\n",
+        "            with _explaining_vanished(project, lock, source):\n"
+        "                actor.apply(plan, result, write_lock_now, prune_state=selected is None)\n",
+        "            actor.apply(plan, result, write_lock_now, prune_state=selected is None)\n",
         VANISH + "test_a_cold_sync_meeting_a_deleted_version_says_where_the_alias_points_now"),
     one("listing-fetch-unexplained", "a large entry's deleted version surfaces as a bare not-found",
         "wbsync/listing.py",
