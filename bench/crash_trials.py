@@ -177,7 +177,7 @@ class Bench:
         self._cli(t0, self.work / "store-v0", "sync", check=True)
         self.srv.log_artifact("acme", "model", "crash-model", self.v1, type="model", aliases=["production"])
         t1 = self.work / "template-v1"
-        shutil.copytree(t0, t1, symlinks=True)
+        clone_project(t0, t1)
         shutil.copytree(self.work / "store-v0", self.work / "store-v01", symlinks=True)
         self._cli(t1, self.work / "store-v01", "lock", "--upgrade", check=True)
         self.lock_v1 = (t1 / "artifacts.lock").read_bytes()
@@ -206,7 +206,7 @@ class Bench:
             (project / "artifacts.yaml").write_text(MANIFEST)
             store.mkdir()
         else:
-            shutil.copytree(self.work / "template-v0", project, symlinks=True)
+            clone_project(self.work / "template-v0", project)
             shutil.copytree(self.work / ("store-v0" if kind == "upgrade" else "store-v01"), store, symlinks=True)
         (project / "artifacts.lock").write_bytes(self.lock_v1)
         return project, store
@@ -347,6 +347,13 @@ class Bench:
         if code != 0:
             trial.problems.append(f"verify exited {code}: {out[-300:]}{err[-300:]}")
         trial.problems += blob_problems(store)
+
+
+def clone_project(src: Path, dest: Path) -> None:
+    """A project copy whose files are the template's own (hardlinks: same inode and device), as
+    if this project had synced them: wbsync proves what it placed by identity, and a plain copy
+    would make every file the user's. Syncs replace files by renaming, so the template is safe."""
+    shutil.copytree(src, dest, symlinks=True, copy_function=os.link)
 
 
 def _describe(v1_placed: int, v1_changed: int) -> str:

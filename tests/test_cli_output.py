@@ -59,6 +59,7 @@ def test_sync_json_reports_the_lock_it_wrote_the_plan_and_the_transfers(fake_wan
         "command": "sync", "noop": False, "dry_run": False, "lock": lock_doc(True, [new_pin()]),
         "fetched_files": len(MODEL), "fetched_bytes": SIZE, "placed": len(MODEL), "removed": 0,
         "kept_modified": [], "orphans": [],
+        "kept_not_placed": [], "restored": [], "replaced": [], "extra": [], "warnings": [],
         "entries": [{"name": "phi3", "version": "v0", "path": "models/phi3", "keep": 0, "check": 0,
                      "place": len(MODEL), "remove": []}],
     }
@@ -72,6 +73,7 @@ def test_sync_dry_run_json_is_the_plan_and_changes_nothing(locked: Path) -> None
     assert run_json("sync", "--dry-run") == {
         "command": "sync", "noop": False, "dry_run": True, "lock": None, "fetched_files": 0, "fetched_bytes": 0,
         "placed": 0, "removed": 0, "kept_modified": [], "orphans": [],
+        "kept_not_placed": [], "restored": [], "replaced": [], "extra": [], "warnings": [],
         "entries": [{"name": "phi3", "version": "v0", "path": "models/phi3", "keep": 0, "check": 0,
                      "place": len(MODEL), "remove": []}],
     }

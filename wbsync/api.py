@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
+from wbsync import swap
 from wbsync.agreement import describe, stale_report
 from wbsync.errors import NotSyncedError, UsageError
 from wbsync.lockfile import default_lock_path
@@ -83,11 +84,13 @@ def lock(names: Names = None, *, upgrade: bool = False, check: bool = False, man
 
 def sync(names: Names = None, *, locked: bool = False, frozen: bool = False, dry_run: bool = False,
          jobs: int = 64, link_mode: LinkMode | None = None, manifest: PathLike | None = None,
-         lockfile: PathLike | None = None, source: str | None = None, progress: bool = False) -> SyncResult:
+         lockfile: PathLike | None = None, source: str | None = None, progress: bool = False,
+         force: bool = False) -> SyncResult:
     """``wbsync sync``: lock what is stale, then make the directories hold exactly the locked files.
 
     ``locked``: never write the lock (CheckFailed if stale). ``frozen``: use the lock as it is.
     ``link_mode``: WBSYNC_LINK_MODE or "auto" by default. ``progress``: a one-line display on stderr.
+    ``force``: replace files wbsync did not place where the lock wants files (else ConflictError, exit 2).
     """
     from wbsync.sources import project_source
 
@@ -104,7 +107,7 @@ def sync(names: Names = None, *, locked: bool = False, frozen: bool = False, dry
         return run_sync(project, _names(names), locked=locked, frozen=frozen, dry_run=dry_run, jobs=jobs,
                         link_mode=mode, progress=bar.advance if bar else None,
                         on_fetch_start=bar.start if bar else None, source=project_source(project),
-                        on_entry=bar.entry if bar else None, on_placed=bar.placed if bar else None)
+                        on_entry=bar.entry if bar else None, on_placed=bar.placed if bar else None, force=force)
     finally:
         if bar:
             bar.close()
@@ -164,6 +167,10 @@ def locked_entries(project: Project, names: tuple[str, ...]) -> dict[str, Locked
 def checked_paths(project: Project, entries: dict[str, LockedArtifact]) -> dict[str, Path]:
     """``{name: directory}`` once the plan a sync would make for ``entries`` has nothing to do."""
     root = project.root
+    if swap.pending(root):
+        raise NotSyncedError(f"a sync was interrupted while it swapped files in (the journal {swap.journal_path(root)} "
+                             f"remains), so the folders may mix two versions. Run `{_command(project, [])}` "
+                             "(or `wbsync verify`) to finish it.")
     plan = plan_tree(root, Lock(entries), frozenset(entries))
     behind = [e for e in plan.entries if e.changes]
     if behind:
@@ -174,7 +181,7 @@ def checked_paths(project: Project, entries: dict[str, LockedArtifact]) -> dict[
 
 
 def _what(entry: EntryPlan) -> str:
-    parts = [(len(entry.place), "missing"), (len(entry.check), "changed or not verified since the last sync"),
+    parts = [(len(entry.place), "missing"), (len(entry.blocked), "with something else in the way"), (len(entry.check), "changed or not verified since the last sync"),
              (len(entry.remove), "left over from an earlier version")]
     return ", ".join(f"{n} file{'s' * (n != 1)} {what}" for n, what in parts if n)
 

@@ -61,6 +61,15 @@ class Ctx:
                 click.echo(line, color=colour())
 
 
+    def warn(self, lines: list[str]) -> None:
+        """Warnings go to stderr (also with --json, whose document carries them too); -q drops them."""
+        if not self.quiet:
+            from wbsync.style import colour
+
+            for line in lines:
+                click.echo(line, err=True, color=colour())
+
+
 def common(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Options every command takes (README, "Commands"): -m, --lockfile, NAMES, --json, -q, -v."""
 

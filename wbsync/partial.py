@@ -23,7 +23,7 @@ from pathlib import Path
 from wbsync.digests import b64
 from wbsync.errors import IntegrityError
 from wbsync.models import FileRecord
-from wbsync.store import BLOB_MODE, Store, blob_hex
+from wbsync.store import BLOB_MODE, VERIFIED_MTIME_NS, Store, blob_hex
 
 SUFFIX = ".ranged"
 KEEP_S = 7 * 24 * 3600  # an abandoned part-done file older than this is removed (see clean)
@@ -89,6 +89,7 @@ class PartialBlob:
                 f"{self.record.path}: received {self.record.size} bytes with {self.record.algorithm} digest "
                 f"{digest}, but the lock records digest {self.record.digest}; the bytes were discarded.")
         os.fchmod(self._fd, BLOB_MODE)
+        os.utime(self._fd, ns=(time.time_ns(), VERIFIED_MTIME_NS))  # verified: see Store.has()
         try:
             os.replace(self.path, self.blob_path)
         except FileNotFoundError:  # first blob in its fan-out folder

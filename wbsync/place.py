@@ -286,6 +286,11 @@ def clean_temp_files(folder: Path) -> int:
     return removed
 
 
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is one ``stage`` gives (a sync's temporary file)."""
+    return _TEMP_NAME.fullmatch(name) is not None
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -99,6 +99,8 @@ def sync_text(r: SyncResult, lockfile: str, verbose: bool) -> list[str]:
             what.append(f"{len(e.check)} to re-check")
         if e.remove:
             what.append(f"{len(e.remove)} to remove")
+        if e.blocked:
+            what.append(f"{len(e.blocked)} in the way")
         state = ", ".join(what) or "up to date"
         lines.append(f"  {style.name(e.name)}  {style.version(e.artifact.version)}  -> {e.artifact.path}/  {state}")
     if r.plan.orphans:
@@ -107,8 +109,29 @@ def sync_text(r: SyncResult, lockfile: str, verbose: bool) -> list[str]:
         return [style.warn("Dry run: nothing was changed.") + " Plan:"] + lines
     lines.append(style.good("Synced:") + f" fetched {plural(r.fetched_files, 'file')} ({human_size(r.fetched_bytes)}), "
                  f"placed {r.placed}, removed {r.removed}.")
-    for path in r.kept_modified:
-        lines.append(f"  {style.warn('kept')} {path}: wbsync placed it but it was edited since, so it is yours now")
+    lines += [f"  {style.warn('restored')} {p}: wbsync placed it and it was edited since" for p in r.restored]
+    lines += [f"  {style.warn('replaced')} {p}: not placed by wbsync, replaced by `--force`" for p in r.replaced]
+    return lines
+
+
+def sync_warnings(r: SyncResult) -> list[str]:
+    """What a sync keeps that is not locked, as one line (on every sync, a no-op included), and
+    what it did not trust: each is a reason `wbsync verify` may differ."""
+    lines = [f"warning: {w}" for w in r.warnings]
+    kept = set(r.kept_modified) | set(r.kept_not_placed)
+    extra = [p for p in r.extra if p not in kept]
+    parts = []
+    if r.kept_modified:
+        parts.append(f"{', '.join(r.kept_modified)} (placed by wbsync, no longer locked, edited since)")
+    if r.kept_not_placed:
+        parts.append(f"{', '.join(r.kept_not_placed)} (no longer locked; not the file wbsync placed there, "
+                     "e.g. a copy)")
+    if extra:
+        parts.append(f"{', '.join(extra)} (not locked)")
+    if parts:
+        lines.append(f"warning: kept {'; '.join(parts)}. wbsync never deletes files it cannot prove it placed "
+                     "and that are unchanged; `wbsync verify` lists those in locked folders as extra until "
+                     "you move or delete them.")
     return lines
 
 
@@ -122,13 +145,18 @@ def sync_json(r: SyncResult, lockfile: str) -> dict[str, Any]:
         "placed": r.placed,
         "removed": r.removed,
         "kept_modified": r.kept_modified,
+        "kept_not_placed": r.kept_not_placed,
+        "restored": r.restored,
+        "replaced": r.replaced,
+        "extra": r.extra,
+        "warnings": r.warnings,
         "entries": [
             {"name": e.name, "version": e.artifact.version, "path": e.artifact.path,
-             "keep": len(e.artifact.files) - len(e.check) - len(e.place), "check": len(e.check),
-             "place": len(e.place), "remove": list(e.remove)}
+             "keep": len(e.keep), "check": len(e.check), "place": len(e.place),
+             "remove": [d for d, _ in e.remove]}
             for e in r.plan.entries
         ],
-        "orphans": list(r.plan.orphans),
+        "orphans": [d for d, _ in r.plan.orphans],
     }
 
 

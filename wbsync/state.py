@@ -1,11 +1,14 @@
-"""What this project's last sync placed: per entry, per file, (size, mtime_ns, inode, digest).
+"""What this project's last sync placed: per entry, per file, (size, mtime_ns, inode, device, digest).
 
-A file is trusted without re-hashing only while its size, mtime and inode still match what was
-recorded when wbsync placed (or verified) it; anything else is re-hashed. The state also tells
-what wbsync owns: only files recorded here are ever removed.
+A file is trusted without re-hashing only while its size, mtime, inode and device still match
+what was recorded when wbsync placed (or verified) it; anything else is re-hashed. The state is
+evidence of what wbsync placed, never proof on its own: ``wbsync.ownership`` decides, and
+requires the file on disk to be the very file recorded here (same inode on the same device).
 
 Lives in ``<project>/.wbsync/state.json`` (with a ``.gitignore`` of ``*`` so it never gets
-committed), next to the manifest, so it follows the checkout.
+committed), next to the manifest, so it follows the checkout. Each file is one JSON array,
+``[size, mtime_ns, inode, digest, device]``; states written before the device was recorded
+lack the last item and keep working (the inode alone then identifies the file).
 """
 
 from __future__ import annotations
@@ -14,12 +17,17 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from stat import S_ISREG
+from stat import S_ISDIR, S_ISLNK, S_ISREG
+from typing import Any, Literal
 
 from wbsync.atomic import write_atomic
 
 STATE_DIR = ".wbsync"
-Stat = tuple[int, int, int]  # size, mtime_ns, inode
+# (size, mtime_ns, inode, device); a state file from before devices were recorded gives 3 items.
+Stat = tuple[int, ...]
+# What stands at a destination path when it is not a regular file.
+Blocker = Literal["folder", "symlink", "other", "blocked"]
+Observed = Stat | Blocker | None
 
 
 @dataclass(frozen=True)
@@ -45,29 +53,73 @@ def state_path(root: str | os.PathLike[str]) -> Path:
 
 def load_state(root: str | os.PathLike[str]) -> State:
     """The recorded state, or an empty one when missing or unreadable (then everything is re-hashed,
-    which is slow but safe; a damaged state file must never stop a sync)."""
+    which is slow but safe; a damaged state file must never stop a sync). A ``.wbsync`` that is
+    a symlink is not read: its state is not this project's."""
     try:
-        data = json.loads(state_path(root).read_bytes())
-        entries = {
-            name: EntryState(e["path"], {p: PlacedFile(tuple(f[:3]), f[3]) for p, f in e["files"].items()})
-            for name, e in data["entries"].items()
-        }
-        return State(entries)
+        if os.path.islink(Path(root) / STATE_DIR):
+            return State()
+        return state_from_json(json.loads(state_path(root).read_bytes()))
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return State()
 
 
-def save_state(root: str | os.PathLike[str], state: State) -> None:
-    data = {
+def state_from_json(data: dict[str, Any]) -> State:
+    entries = {}
+    for name, e in data["entries"].items():
+        files = {}
+        for p, f in e["files"].items():
+            stat = tuple(f[:3]) + tuple(f[4:5])  # the device, when recorded, is the fifth item
+            if not all(type(n) is int for n in stat) or type(f[3]) is not str or type(p) is not str:
+                raise ValueError(f"malformed record for {p!r}")
+            files[p] = PlacedFile(stat, f[3])
+        if type(e["path"]) is not str:
+            raise ValueError("malformed path")
+        entries[name] = EntryState(e["path"], files)
+    return State(entries)
+
+
+def state_to_json(state: State) -> dict[str, Any]:
+    return {
         "state_version": 1,
         "entries": {
-            name: {"path": e.path, "files": {p: [*f.stat, f.digest] for p, f in sorted(e.files.items())}}
+            name: {"path": e.path, "files": {p: [*f.stat[:3], f.digest, *f.stat[3:]] for p, f in sorted(e.files.items())}}
             for name, e in sorted(state.entries.items())
         },
     }
+
+
+def check_state_dir(root: str | os.PathLike[str]) -> Path:
+    """``<root>/.wbsync``, created if missing; refused (exit 2) when it is a symlink or not a
+    folder, so that no state, lock or journal is ever written outside the project."""
+    from wbsync.errors import UsageError
+
     folder = Path(root) / STATE_DIR
     try:
-        folder.mkdir(exist_ok=True)
+        st = os.lstat(folder)
+    except FileNotFoundError:
+        try:
+            folder.mkdir()
+        except FileExistsError:  # another sync made it meanwhile
+            pass
+        except OSError as exc:
+            from wbsync.errors import local_io_error
+
+            raise local_io_error(exc, folder) from None
+        return check_state_dir(root)
+    if S_ISLNK(st.st_mode) or not S_ISDIR(st.st_mode):
+        kind = "a symlink" if S_ISLNK(st.st_mode) else "not a folder"
+        raise UsageError(f"{folder} is {kind}: wbsync keeps its state there and never writes it outside the "
+                         f"project. Remove {folder} (wbsync recreates it) and run again.")
+    return folder
+
+
+def save_state(root: str | os.PathLike[str], state: State) -> None:
+    write_state_document(root, state_to_json(state))
+
+
+def write_state_document(root: str | os.PathLike[str], data: dict[str, Any]) -> None:
+    folder = check_state_dir(root)
+    try:
         ignore = folder / ".gitignore"
         if not ignore.exists():  # atomic too: an empty one (a full disk) would never be rewritten
             write_atomic(ignore, b"# Created by wbsync: local state, never commit it.\n*\n")
@@ -79,11 +131,30 @@ def save_state(root: str | os.PathLike[str], state: State) -> None:
 
 
 def stat_of(path: str | os.PathLike[str]) -> Stat | None:
-    """(size, mtime_ns, inode) of a regular file; None when missing or not a regular file."""
+    """(size, mtime_ns, inode, device) of a regular file; None when missing or not a regular file."""
     try:
         st = os.lstat(path)
     except OSError:
         return None
     if not S_ISREG(st.st_mode):
         return None
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+
+
+def observe(path: str) -> Observed:
+    """What stands at a destination path: a regular file's stat, None when nothing does, or what
+    is in the way ("folder", "symlink", "other", or "blocked": a file stands where a folder of
+    the path should be)."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except NotADirectoryError:
+        return "blocked"
+    except OSError:
+        return None  # unreadable: placing it will say why
+    if S_ISREG(st.st_mode):
+        return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)
+    if S_ISDIR(st.st_mode):
+        return "folder"
+    return "symlink" if S_ISLNK(st.st_mode) else "other"

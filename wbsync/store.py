@@ -15,9 +15,14 @@ Invariants:
 * A blob gets its name only once its size and digest matched the lock, by one atomic rename
   from ``tmp/`` (same filesystem). Its bytes are fsynced first only with ``WBSYNC_FSYNC=1``: a
   killed process needs no fsync, and on ext4 and XFS a blob whose data a power cut lost comes
-  back with size 0, which ``has()`` (size) rejects; ``cache verify`` re-hashes. A blob that exists
-  therefore has the right content, and ``has()`` checks only its size; ``cache verify``
-  re-hashes, for bit rot or a hardlinked blob that someone made writable and edited.
+  back with size 0, which ``has()`` (size) rejects; ``cache verify`` re-hashes.
+* A blob is named with its mtime set to ``VERIFIED_MTIME_NS``, a fixed instant no write gives
+  it. ``has()`` trusts a blob while its size and that mtime hold; one whose mtime moved
+  (written to in place: a hardlinked project file edited as root, a tool, a "repair") is
+  re-hashed before it is placed, linked or mirrored, and removed if its bytes are wrong, so it
+  is fetched again. A restore that keeps mtimes (tar, ``actions/cache``) costs nothing; one
+  that does not re-hashes each blob once, when it is next used. What this cannot see: a
+  same-size write followed by resetting the mtime (root can); ``cache verify`` re-hashes all.
 * Blobs are read-only (0o444). With hardlink placement the project file *is* the blob: an
   editor writing into it in place then fails loudly instead of silently corrupting the
   content every project shares.
@@ -43,12 +48,15 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
-from .digests import CHUNK_SIZE, b64, hex_of, new_hasher
+from .digests import CHUNK_SIZE, b64, hash_file, hex_of, new_hasher
 from .errors import IntegrityError
 from .filelock import hold, locked
 from .models import ALGORITHMS, Algorithm, FileRecord
 
 BLOB_MODE = 0o444
+# 2000-01-01T00:00:00Z: every verified blob's mtime. Whole seconds, so that archives that keep
+# mtimes at one-second resolution (tar's ustar format) keep it too.
+VERIFIED_MTIME_NS = 946_684_800 * 10**9
 _FSYNC = os.environ.get("WBSYNC_FSYNC", "") not in ("", "0")
 # Temp names: pid + a per-process random prefix + a counter (secrets.token_hex per blob showed
 # up in profiles of 10,000-file syncs).
@@ -116,12 +124,34 @@ class Store:
         return self.blobs_dir / algorithm / hexdigest[:2] / hexdigest[2:]
 
     def has(self, record: FileRecord) -> bool:
-        """Whether the blob is present. Size only: its digest was checked when it entered
-        (``cache verify`` re-hashes, for bit rot or a hardlinked blob edited in place)."""
+        """Whether the blob is present with the right bytes. Trusted by its size and its verified
+        mtime (one stat); a blob whose mtime moved is re-hashed first, and removed if wrong."""
+        path = self.blob_path(record)
         try:
-            return os.stat(self.blob_path(record)).st_size == record.size
+            st = os.stat(path)
         except FileNotFoundError:
             return False
+        if st.st_size != record.size:
+            return False
+        if st.st_mtime_ns == VERIFIED_MTIME_NS:
+            return True
+        return self.recheck(record, path)
+
+    def recheck(self, record: FileRecord, path: Path) -> bool:
+        """Re-hash a blob that may have changed since it was verified: mark it verified again if
+        its bytes are right, remove it (so that it is fetched again) if not."""
+        try:
+            good = hash_file(path, record.algorithm) == record.digest
+        except OSError:
+            return False
+        try:
+            if good:
+                os.utime(path, ns=(time.time_ns(), VERIFIED_MTIME_NS))
+            else:
+                os.unlink(path)
+        except OSError:  # another user's store, read-only: re-hashed again next time, or refetched
+            pass
+        return good
 
     def incoming(self, record: FileRecord) -> BlobWriter:
         """A writer for streaming this record's bytes in; use it as a context manager."""
@@ -321,6 +351,7 @@ class BlobWriter:
         # the stronger guarantee for filesystems without that behaviour; `cache verify` re-hashes.
         if _FSYNC:
             os.fsync(f.fileno())
+        os.utime(f.fileno(), ns=(time.time_ns(), VERIFIED_MTIME_NS))  # see has()
         try:
             os.replace(self.temp_path, self.blob_path)
         except FileNotFoundError:  # first blob in its fan-out folder: one mkdir, not one per blob

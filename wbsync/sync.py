@@ -6,46 +6,41 @@ carries a plan out and records what it placed.
 
 from __future__ import annotations
 
-import copy
 import fcntl
 import os
+import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from wbsync import fingerprint
+from wbsync import fingerprint, swap
 from wbsync.digests import hash_file
 from wbsync.agreement import describe, stale_report
-from wbsync.errors import CheckFailed, VanishedError, WbsyncError, local_io_error
+from wbsync.errors import CheckFailed, UsageError, VanishedError, WbsyncError, local_io_error
 from wbsync.listing import ensure_listings, iter_files
 from wbsync.lockfile import write_lock
 from wbsync.models import Lock, Manifest
-from wbsync.place import (
-    LinkMode,
-    Staged,
-    clean_temp_files,
-    commit_staged,
-    discard_staged,
-    remove_placed,
-    safe_join,
-    stage,
-)
-from wbsync.plan import EntryPlan, FileAction, Plan, dest_of, digest_key, make_plan
+from wbsync.ownership import Conflict, conflict_error, load_evidence, same_file, untouched
+from wbsync.place import LinkMode, Staged, clean_temp_files, discard_staged, is_temp_name, safe_join, stage
+from wbsync.plan import EntryPlan, FileAction, Plan, Stale, digest_key, make_plan
 from wbsync.project import Project, check_names
 from wbsync.resolve import PinChange, lock_manifest
 from wbsync.sources import Source, project_source
 from wbsync.state import (
-    STATE_DIR,
     EntryState,
+    Observed,
     PlacedFile,
     Stat,
-    load_state,
-    save_state,
+    State,
+    check_state_dir,
+    observe,
     stat_of,
+    state_to_json,
 )
 from wbsync.store import Store, default_store_dir
+from wbsync.verify import unlocked_files
 
 if TYPE_CHECKING:
     from wbsync.fetch import FetchJob
@@ -67,6 +62,11 @@ class SyncResult:
     placed: int = 0
     removed: int = 0
     kept_modified: list[str] = field(default_factory=list)  # placed files edited since: not removed
+    kept_not_placed: list[str] = field(default_factory=list)  # recorded, but another file stands there now
+    restored: list[str] = field(default_factory=list)  # wbsync's files edited in place: put back
+    replaced: list[str] = field(default_factory=list)  # others' files replaced (`--force`)
+    extra: list[str] = field(default_factory=list)  # in a locked folder, not locked: `verify` lists them
+    warnings: list[str] = field(default_factory=list)
     dry_run: bool = False
 
     @property
@@ -100,7 +100,8 @@ def _stale_message(project: Project, missing: bool, stale: dict[str, str]) -> st
 def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = False, frozen: bool = False,
              dry_run: bool = False, jobs: int = 64, link_mode: LinkMode = "auto",
              progress: Callable[[int], None] | None = None, on_fetch_start: Callable[[int, int], None] | None = None,
-             source: Source | None = None, on_entry: Callable[[str, EntryPlan], None] | None = None,
+             source: Source | None = None, force: bool = False,
+             on_entry: Callable[[str, EntryPlan], None] | None = None,
              on_placed: Callable[[int], None] | None = None) -> SyncResult:
     """``progress`` (bytes arrived), ``on_fetch_start`` (files, bytes), ``on_entry`` ("start",
     "placing" or "done", with the entry's plan) and ``on_placed`` (files staged) report what a
@@ -119,39 +120,60 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
                 raise CheckFailed(_stale_message(project, old is None, stale)
                                   + " (`--locked` never writes the lock.)")
             lock, changes = lock_manifest(manifest, old, source)
-            written = False if dry_run else write_lock(project.lock_path, lock)
-            lock_result = LockResult(lock, changes, written)
+            lock_result = LockResult(lock, changes, False)
         else:
             lock = old
     selected = check_names(names, set(lock.artifacts), str(project.lock_path))
     root = project.root
     with _explaining_vanished(project, lock, source):
         ensure_listings(lock, source, selected)  # large entries' file lists: fetched once, then offline
-    if selected is None and fingerprint.unchanged(root, lock) is not None:
-        plan = Plan(tuple(EntryPlan(n, a) for n, a in sorted(lock.artifacts.items())))  # nothing to do
+    fast = (selected is None and not dry_run and not swap.pending(root)
+            and fingerprint.unchanged(root, lock) is not None)
+    if fast:  # the tree is exactly as the last sync left it: no state loaded, no plan built
+        plan = Plan(tuple(EntryPlan(n, a) for n, a in sorted(lock.artifacts.items())))
+        result = SyncResult(lock_result, plan, dry_run=dry_run)
     else:
-        plan = plan_tree(root, lock, selected)
-        if plan.is_noop and selected is None and not dry_run:
-            fingerprint.record(root, lock, load_state(root))  # the next no-op skips the state
-    result = SyncResult(lock_result, plan, dry_run=dry_run)
-    if not dry_run:  # no-op syncs too, where it writes nothing unless the lock changed
-        from wbsync.cache import register_lock
-        register_lock(Store(default_store_dir()), project.lock_path, lock, used=not plan.is_noop)
-    if plan.is_noop or dry_run:
+        evidence = load_evidence(root)
+        plan = plan_tree(root, lock, selected, evidence.state)
+        result = SyncResult(lock_result, plan, dry_run=dry_run, warnings=list(evidence.warnings))
+
+    def write_lock_now(used: bool = True) -> None:  # after every check that can refuse the sync, before any change
+        if lock_result is not None and not dry_run:
+            lock_result.written = write_lock(project.lock_path, lock)
+        # Tell the store this lock needs its blobs (a prune then keeps them), no-op syncs too:
+        # it writes nothing unless the lock changed.
+        _register(project, lock, used=used)
+
+    if dry_run:
         return result
+    if plan.is_noop and not swap.pending(root):
+        result.extra = unlocked_files(root, plan)
+        if not any(is_temp_name(posixpath.basename(p)) for p in result.extra):  # else: clean a killed run's
+            write_lock_now(used=False)
+            if not fast and selected is None and not result.warnings:
+                fingerprint.record(root, lock, evidence.state)  # the next no-op skips the state
+            return result
     with project_lock(root):
-        plan = plan_tree(root, lock, selected)  # another sync may have done part of it while we waited
-        result.plan = plan
-        actor = _Actor(root, Store(default_store_dir()), jobs, link_mode, progress, on_fetch_start, source)
-        actor.on_entry, actor.on_placed = on_entry or _ignore, on_placed or _ignore
-        with _explaining_vanished(project, lock, source):
-            actor.apply(plan, result)
-        if selected is None:
-            fingerprint.record(root, lock, actor.state)
-    from wbsync.cache import (
-        auto_prune,  # does nothing unless WBSYNC_CACHE_MAX_SIZE is exceeded
-    )
+        swap.complete(root)  # a swap a killed sync left: finish it before looking at the tree
+        evidence = load_evidence(root, ask_git=True)
+        result.warnings = list(evidence.warnings)
+        result.plan = plan = plan_tree(root, lock, selected, evidence.state)  # another sync may have done it
+        if plan.is_noop:  # a journal or another sync finished it: only a killed run's temp files are left
+            write_lock_now()
+            for entry in plan.entries:
+                clean_entry_temps(root, entry)
+        else:
+            actor = _Actor(root, Store(default_store_dir()), jobs, link_mode, progress, on_fetch_start, source,
+                           evidence.state, force, tuple(a.path for a in lock.artifacts.values()))
+            actor.on_entry, actor.on_placed = on_entry or _ignore, on_placed or _ignore
+            with _explaining_vanished(project, lock, source):
+                actor.apply(plan, result, write_lock_now, prune_state=selected is None)
+            if selected is None and actor.state is not None:
+                fingerprint.record(root, lock, actor.state)
+    from wbsync.cache import auto_prune  # does nothing unless WBSYNC_CACHE_MAX_SIZE is exceeded
+
     auto_prune(Store(default_store_dir()))
+    result.extra = unlocked_files(root, plan)
     return result
 
 
@@ -174,10 +196,17 @@ def _manifest_if_any(project: Project) -> Manifest | None:
         return None
 
 
-def plan_tree(root: Path, lock: Lock, names: frozenset[str] | None) -> Plan:
-    """Observe the locked destinations on disk (stat only) and plan against the recorded state."""
-    state = load_state(root)
-    observed: dict[str, Stat | None] = {}
+def _register(project: Project, lock: Lock, used: bool) -> None:
+    from wbsync.cache import register_lock
+
+    register_lock(Store(default_store_dir()), project.lock_path, lock, used=used)
+
+
+def plan_tree(root: Path, lock: Lock, names: frozenset[str] | None, state: State | None = None) -> Plan:
+    """Observe the locked destinations on disk (lstat only) and plan against the recorded state."""
+    if state is None:
+        state = load_evidence(root).state
+    observed: dict[str, Observed] = {}
     for name, art in lock.artifacts.items():
         if names is not None and name not in names:
             continue
@@ -185,15 +214,14 @@ def plan_tree(root: Path, lock: Lock, names: frozenset[str] | None) -> Plan:
         prefix = f"{art.path}/"
         absolute = f"{root}{os.sep}{prefix}"
         for f in iter_files(art):
-            observed[prefix + f.path] = stat_of(absolute + f.path)
+            observed[prefix + f.path] = observe(absolute + f.path)
     return make_plan(lock, state, observed, names)
 
 
 @contextmanager
 def project_lock(root: Path) -> Iterator[None]:
     """One sync at a time per project: a second one waits here, then re-plans."""
-    folder = root / STATE_DIR
-    folder.mkdir(exist_ok=True)
+    folder = check_state_dir(root)
     with open(folder / "sync.lock", "a+b") as fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:
@@ -206,70 +234,150 @@ def _ignore(*args: object) -> None:
     pass
 
 
-class _Actor:
-    """Carries a plan out: re-hash doubtful files, fetch missing blobs, then place and prune."""
+def complete_pending_swap(root: Path) -> bool:
+    """Finish a swap a killed sync left (``verify`` asks before it looks); False if there was none."""
+    if not swap.pending(root):
+        return False
+    with project_lock(root):
+        return swap.complete(root)
 
-    on_entry: Callable[[str, EntryPlan], None] = staticmethod(_ignore)
-    on_placed: Callable[[int], None] = staticmethod(_ignore)
+
+class _Actor:
+    """Carries a plan out as one swap: re-hash doubtful files and refuse conflicts, fetch every
+    missing blob, stage every file of every entry, then rename them all under a journal."""
 
     def __init__(self, root: Path, store: Store, jobs: int, link_mode: LinkMode,
                  progress: Callable[[int], None] | None, on_fetch_start: Callable[[int, int], None] | None,
-                 source: Source) -> None:
+                 source: Source, before: State, force: bool, destinations: tuple[str, ...]) -> None:
         self.root, self.store, self.jobs, self.link_mode = root, store, jobs, link_mode
         self.progress, self.on_fetch_start, self.source = progress, on_fetch_start, source
-        self.made_dirs: set[Path] = set()  # folders already created in this run
-        self.announced: set[str] = set()  # entries reported as started (on_entry)
-        self.before = load_state(root)  # what earlier syncs placed: decides what may be removed
-        self.state = copy.deepcopy(self.before)  # updated as files are placed, saved at the end
+        self.before = before  # what earlier syncs placed, as far as it is evidence
+        self.force = force
+        self.destinations = destinations  # the locked folders, project-relative
+        self.made: list[Path] = []  # folders this sync created for its files
+        self.made_dirs: set[Path] = set()
+        self.adopted: dict[str, PlacedFile] = {}  # dest -> new record, for files re-hashed and kept
+        self.state: State | None = None  # what the state records once the swap is done
+        self.on_entry: Callable[[str, EntryPlan], None] = _ignore
+        self.on_placed: Callable[[int], None] = _ignore
 
-    def apply(self, plan: Plan, result: SyncResult) -> None:
+    def apply(self, plan: Plan, result: SyncResult, before_changes: Callable[[], None], *,
+              prune_state: bool) -> None:
         # A shared store lock: a prune (which takes it exclusively) cannot delete a blob
         # between our has() and place().
         with self.store.shared():
-            self.announced = {e.name for e in plan.entries if e.changes}
-            for entry in plan.entries:
-                if entry.changes:
-                    self.on_entry("start", entry)
-            entries = [self._settle_checks(e) for e in plan.entries]
+            changing = [e for e in plan.entries if e.changes]
+            for entry in changing:
+                self.on_entry("start", entry)
+            conflicts: list[Conflict] = []
+            entries = [self._settle(e, result, conflicts) for e in plan.entries]
+            refused = [c for c in conflicts if not (self.force and c.forceable)]
+            if refused:
+                raise conflict_error(refused, self.force)
+            result.replaced = [c.dest for c in conflicts]
+            before_changes()
             failures = self._fetch(entries, result)
+            if failures:
+                raise next(iter(failures.values()))
             for entry in entries:
-                if entry.name not in failures:
-                    self._place_entry(entry, result)
-        self._remove_orphans(plan.orphans, result)
-        save_state(self.root, self.state)
-        if failures:
-            raise next(iter(failures.values()))
+                clean_entry_temps(self.root, entry)
+            removes = self._decide_removals([*(s for e in entries for s in e.remove), *plan.orphans], result)
+            for entry in entries:
+                if entry.place:
+                    self.on_entry("placing", entry)
+            staged = self._stage_all([a for e in entries for a in e.place])
+            renames = [(_rel_temp(a, s), a.dest, s.mode == "hardlink") for a, s in staged]
+            state = self.state = self._new_state(entries, staged, prune_state)
+            try:
+                journal = swap.journal(self.root, renames, removes, state_to_json(state))
+            except BaseException:
+                self._unstage(staged)
+                raise
+            swap.carry_out(self.root, journal)
+            for entry in changing:
+                self.on_entry("done", entry)
+        result.placed = len(staged)
+        result.removed = len(removes)
 
-    def _settle_checks(self, entry: EntryPlan) -> EntryPlan:
-        """Files on disk that the state does not vouch for: re-hash; equal ones are kept (and
-        recorded, so the next sync trusts them), others are replaced."""
+    # -- deciding -------------------------------------------------------------------------
+
+    def _settle(self, entry: EntryPlan, result: SyncResult, conflicts: list[Conflict]) -> EntryPlan:
+        """Files on disk that the state does not vouch for: re-hash. The locked bytes are kept
+        (and recorded, so the next sync trusts them); wbsync's own file with other bytes is
+        restored; anyone else's is a conflict. Whatever stands in the way is a conflict too."""
+        for action, kind in entry.blocked:
+            conflicts.append(self._blocker(action.dest) if kind == "blocked" else Conflict(action.dest, kind))
+        forced = [a for a, kind in entry.blocked if kind == "symlink"] if self.force else []
         if not entry.check:
-            return entry
+            return replace(entry, place=entry.place + tuple(forced), blocked=())
         with ThreadPoolExecutor(min(self.jobs, 8)) as pool:
-            same = list(pool.map(self._matches, entry.check))
-        keep = [a for a, ok in zip(entry.check, same) if ok]
-        for action in keep:
-            self._record(action)
-        replace_ = [a for a, ok in zip(entry.check, same) if not ok]
-        return replace(entry, keep=entry.keep + tuple(keep), check=(), place=entry.place + tuple(replace_))
+            seen = list(pool.map(self._hash_check, entry.check))
+        keep, place = list(entry.keep), list(entry.place) + forced
+        for action, (stat, same) in zip(entry.check, seen):
+            known = entry.recorded.get(action.record.path)
+            if same and stat is not None:
+                keep.append(action)
+                self.adopted[action.dest] = PlacedFile(stat, digest_key(action.record))
+            elif known is not None and stat is not None and same_file(known.stat, stat):
+                place.append(action)
+                result.restored.append(action.dest)
+            else:
+                conflicts.append(Conflict(action.dest, "file"))
+                place.append(action)
+        return replace(entry, keep=tuple(keep), check=(), place=tuple(place), blocked=())
 
-    def _matches(self, action: FileAction) -> bool:
+    def _hash_check(self, action: FileAction) -> tuple[Stat | None, bool]:
         path = self.root / action.dest
+        stat = stat_of(path)
         try:
-            return hash_file(path, action.record.algorithm) == action.record.digest
+            return stat, hash_file(path, action.record.algorithm) == action.record.digest
         except OSError:
-            return False
+            return stat, False
+
+    def _blocker(self, dest: str) -> Conflict:
+        """The file standing where a folder of ``dest`` should be."""
+        parts = dest.split("/")
+        for i in range(1, len(parts)):
+            head = "/".join(parts[:i])
+            if os.path.lexists(self.root / head) and not (self.root / head).is_dir():
+                return Conflict(head, "blocked")
+        return Conflict(dest, "blocked")
+
+    def _decide_removals(self, stale: list[Stale], result: SyncResult) -> list[tuple[str, Stat]]:
+        """Files wbsync placed that are no longer locked: removed only while they are still the
+        file it placed (same identity) with the bytes it placed; otherwise kept and reported."""
+        removes: list[tuple[str, Stat]] = []
+        for dest, placed in stale:
+            path = self.root / dest
+            seen = stat_of(path)
+            if seen is None:
+                continue  # gone already (or something else stands there: not ours either way)
+            if not same_file(placed.stat, seen) or not self._may_remove(dest, placed.stat):
+                result.kept_not_placed.append(dest)
+            elif untouched(placed.stat, seen) or _holds(path, placed.digest):
+                removes.append((dest, seen))
+            else:
+                result.kept_modified.append(dest)
+        return removes
+
+    def _may_remove(self, dest: str, recorded: Stat) -> bool:
+        """A record without a device (a state written before devices were recorded, or by
+        hand) proves ownership only inside the folders the lock names now: an inode number
+        alone is too easy to match by chance (or on purpose) anywhere else."""
+        return len(recorded) >= 4 or any(dest.startswith(f"{p}/") for p in self.destinations)
+
+    # -- fetching ------------------------------------------------------------------------
 
     def _fetch(self, entries: list[EntryPlan], result: SyncResult) -> dict[str, WbsyncError]:
-        from wbsync.fetch import (  # urllib3: ~50 ms a no-op sync never pays
-            Fetcher,
-            FetchJob,
-        )
-
         missing = [(e, [a for a in e.place if not self.store.has(a.record)]) for e in entries]
         missing = [(e, acts) for e, acts in missing if acts]
         if not missing:
             return {}
+        from wbsync.fetch import (  # urllib3: a sync that fetches nothing never pays for it
+            Fetcher,
+            FetchJob,
+        )
+
         self.store.clean_tmp()  # leftovers of killed runs (only files no live process holds)
         source = self.source
         jobs: list[FetchJob] = []
@@ -302,59 +410,64 @@ class _Actor:
             "Run `wbsync lock --upgrade` to re-resolve."))
         return False
 
-    def _place_entry(self, entry: EntryPlan, result: SyncResult) -> None:
-        # The lock's path is checked like any destination before even the cleanup touches it.
-        folder = safe_join(self.root, entry.artifact.path, context=entry.name)
-        if folder.is_dir():
-            clean_temp_files(folder)
-        # Every destination is checked (symlink escapes) before the first file is written.
-        dests = [safe_join(self.root, a.dest, context=entry.name) for a in entry.place]
-        blobs = [self.store.blob_path(a.record) for a in entry.place]
-        if entry.place:
-            self.on_entry("placing", entry)
-        # Two phases: stage every file (create + copy, the slow part; threads overlap it), then
-        # rename them all. A crash or a full disk while staging leaves the entry as it was; only
-        # the short rename loop can leave it part old, part new (each file whole either way).
-        fresh = _missing_folders({d.parent for d in dests}, self.root)
-        try:
-            staged = self._stage_all(blobs, dests)
-        except BaseException:  # an interrupt or a full disk: no empty folder left behind either
-            _remove_empty(fresh)
-            self.made_dirs.difference_update(fresh)
-            raise
-        for i, one in enumerate(staged):
-            try:
-                commit_staged(one)
-            except BaseException:
-                for rest in staged[i + 1:]:
-                    discard_staged(rest)
-                raise
-        for action in entry.place:
-            self._record(action)
-            result.placed += 1
-        recorded = self.before.entries.get(entry.name)
-        for dest in entry.remove:
-            if self._remove_if_unchanged(dest, recorded):
-                result.removed += 1
-            else:
-                result.kept_modified.append(dest)
-        self._forget(entry)
-        if entry.name in self.announced:
-            self.on_entry("done", entry)
+    # -- staging -------------------------------------------------------------------------
 
-    def _stage_all(self, blobs: list[Path], dests: list[Path]) -> list[Staged]:
-        """Stage every file, or none: on any failure the temp files already made are removed."""
-        with ThreadPoolExecutor(min(self.jobs, 8), thread_name_prefix="wbsync-place") as pool:
-            futures = [pool.submit(self._stage_one, b, d) for b, d in zip(blobs, dests)]
+    def _stage_all(self, actions: list[FileAction]) -> list[tuple[FileAction, Staged]]:
+        """Stage every file of every entry, or none: on any failure the temp files and the
+        folders made for them are removed, and every entry is as it was."""
+        # Every destination is checked (symlink escapes) before the first file is written.
+        dests = [safe_join(self.root, a.dest, context=a.entry) for a in actions]
+        made = self.made = []
+        try:
+            self._make_folders(dests, made)
+            with ThreadPoolExecutor(min(self.jobs, 8), thread_name_prefix="wbsync-place") as pool:
+                futures = [pool.submit(self._stage_one, self.store.blob_path(a.record), d)
+                           for a, d in zip(actions, dests)]
+                try:
+                    return [(a, f.result()) for a, f in zip(actions, futures)]
+                except BaseException:
+                    for f in futures:
+                        f.cancel()
+                    for f in futures:
+                        if not f.cancelled() and f.exception() is None:
+                            discard_staged(f.result())
+                    raise
+        except BaseException:
+            self._remove_made_folders()
+            raise
+
+    def _unstage(self, staged: list[tuple[FileAction, Staged]]) -> None:
+        for _action, one in staged:
+            discard_staged(one)
+        self._remove_made_folders()
+
+    def _remove_made_folders(self) -> None:
+        for folder in reversed(self.made):  # the deepest were made last
             try:
-                return [f.result() for f in futures]
-            except BaseException:
-                for f in futures:
-                    f.cancel()
-                for f in futures:
-                    if not f.cancelled() and f.exception() is None:
-                        discard_staged(f.result())
-                raise
+                folder.rmdir()
+            except OSError:
+                pass
+
+    def _make_folders(self, dests: list[Path], made: list[Path]) -> None:
+        known: set[Path] = set()
+        for dest in dests:
+            folder = dest.parent
+            if folder in known:
+                continue
+            missing = []
+            while not folder.is_dir():
+                missing.append(folder)
+                folder = folder.parent
+            for folder in reversed(missing):
+                try:
+                    folder.mkdir()
+                except FileExistsError:
+                    raise UsageError(f"cannot create folder {folder}: a file is in the way; move it aside") from None
+                except OSError as exc:
+                    raise local_io_error(exc, folder) from None
+                made.append(folder)
+            known.add(dest.parent)
+        self.made_dirs = known
 
     def _stage_one(self, blob: Path, dest: Path) -> Staged:
         try:
@@ -364,65 +477,42 @@ class _Actor:
         self.on_placed(1)
         return staged
 
-    def _record(self, action: FileAction) -> None:
-        state = self.state.entries.get(action.entry)
-        if state is None or state.path != action.base:
-            state = self.state.entries[action.entry] = EntryState(action.base, {})
-        stat = stat_of(self.root / action.dest)
-        if stat is not None:
-            state.files[action.record.path] = PlacedFile(stat, digest_key(action.record))
-
-    def _forget(self, entry: EntryPlan) -> None:
-        """After an entry is placed, its state holds exactly the locked files."""
-        locked = {f.path for f in iter_files(entry.artifact)}
-        state = self.state.entries.get(entry.name)
-        if state is not None:
-            state.files = {p: f for p, f in state.files.items() if p in locked}
-
-    def _remove_if_unchanged(self, dest: str, recorded: EntryState | None) -> bool:
-        """Remove a file wbsync placed, unless it was edited since (then it is the user's now)."""
-        path = self.root / dest
-        stat = stat_of(path)
-        if stat is None:
-            return True
-        if recorded is not None:
-            rel = os.path.relpath(dest, recorded.path).replace(os.sep, "/")
-            known = recorded.files.get(rel)
-            # A new stat with the placed bytes (a copied or restored project: new inodes) is not an edit.
-            if known is not None and known.stat != stat and not _holds(path, known.digest):
-                return False
-        remove_placed(self.root, dest)
-        return True
-
-    def _remove_orphans(self, orphans: tuple[str, ...], result: SyncResult) -> None:
-        by_dest = {dest_of(e.path, p): (n, e) for n, e in self.before.entries.items() for p in e.files}
-        for dest in orphans:
-            entry = by_dest[dest][1] if dest in by_dest else None
-            if self._remove_if_unchanged(dest, entry):
-                result.removed += 1
-            else:
-                result.kept_modified.append(dest)
-        for name in {by_dest[d][0] for d in orphans if d in by_dest}:
-            self.state.entries.pop(name, None)
+    def _new_state(self, entries: list[EntryPlan], staged: list[tuple[FileAction, Staged]],
+                   prune_state: bool) -> State:
+        """What the state records once the swap is done: every locked file of every planned
+        entry; kept and removed files are no longer wbsync's."""
+        placed: dict[str, PlacedFile] = {}
+        for action, one in staged:
+            stat = stat_of(one.temp)  # a rename keeps the inode and mtime
+            if stat is not None:
+                placed[action.dest] = PlacedFile(stat, digest_key(action.record))
+        state = State(dict(self.before.entries))
+        for entry in entries:
+            files: dict[str, PlacedFile] = {}
+            for action in entry.keep:
+                known = self.adopted.get(action.dest) or entry.recorded.get(action.record.path)
+                if known is not None:
+                    files[action.record.path] = known
+            for action in entry.place:
+                if action.dest in placed:
+                    files[action.record.path] = placed[action.dest]
+            state.entries[entry.name] = EntryState(entry.artifact.path, files)
+        if prune_state:
+            locked = {e.name for e in entries}
+            state.entries = {n: e for n, e in state.entries.items() if n in locked}
+        return state
 
 
-def _missing_folders(folders: set[Path], root: Path) -> list[Path]:
-    """The folders (and their parents below ``root``) that do not exist yet, deepest first."""
-    missing: set[Path] = set()
-    for folder in folders:
-        while folder != root and folder not in missing and not folder.exists():
-            missing.add(folder)
-            folder = folder.parent
-    return sorted(missing, key=lambda p: len(p.parts), reverse=True)
+def clean_entry_temps(root: Path, entry: EntryPlan) -> None:
+    """Remove the temp files killed runs left in an entry's folder."""
+    # The lock's path is checked like any destination before even the cleanup touches it.
+    folder = safe_join(root, entry.artifact.path, context=entry.name)
+    if folder.is_dir():
+        clean_temp_files(folder)
 
 
-def _remove_empty(folders: list[Path]) -> None:
-    """Remove each of ``folders`` (deepest first) that is empty: the ones a failed staging made."""
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except OSError:  # not empty (someone else's file), or already gone
-            pass
+def _rel_temp(action: FileAction, staged: Staged) -> str:
+    return posixpath.join(posixpath.dirname(action.dest), staged.temp.name)
 
 
 def _holds(path: Path, key: str) -> bool:

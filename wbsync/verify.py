@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wbsync.listing import iter_files
-from wbsync.models import Lock
+from wbsync.models import FileRecord, Lock
+from wbsync.plan import Plan, dest_of
 from wbsync.rehash import compare_folder
 
 
@@ -43,3 +44,33 @@ def verify(root: Path, lock: Lock, names: frozenset[str] | None, jobs: int | Non
     return reports
 
 
+def unlocked_files(root: Path, plan: Plan) -> list[str]:
+    """Project-relative paths of the files in the planned entries' folders that their lock entry
+    does not name: what ``verify`` lists as extra, and what ``sync`` names on every run."""
+    found = []
+    for entry in plan.entries:
+        art = entry.artifact
+        locked = {f.path for f in iter_files(art)}
+        found += [dest_of(art.path, p) for p in sorted(_walk(root / art.path)) if p not in locked]
+    return found
+
+
+def _file_state(folder: Path, record: FileRecord) -> str:
+    path = folder / record.path
+    try:
+        if path.is_symlink() or not path.is_file():
+            return "missing"
+        if path.stat().st_size != record.size:
+            return "modified"
+        return "ok" if hash_file(path, record.algorithm) == record.digest else "modified"
+    except OSError:
+        return "missing"
+
+
+def _walk(folder: Path) -> list[str]:
+    found = []
+    for dirpath, _dirnames, filenames in os.walk(folder):
+        rel = os.path.relpath(dirpath, folder)
+        for fn in filenames:
+            found.append(fn if rel == "." else f"{rel}/{fn}".replace(os.sep, "/"))
+    return found

@@ -1,0 +1,148 @@
+"""One sync, one swap: a sync killed between two entries' renames is finished by the next
+command, and the Python API refuses a half-swapped tree meanwhile.
+
+The kill lands at a deterministic point through the documented fault-injection setting
+``WBSYNC_KILL_AFTER_RENAMES=N`` (SIGKILL right after the N-th rename of the swap); the crash
+trials (bench/crash_trials.py) add kills at random moments.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import wbsync
+from helpers import run, run_json, tree, write_manifest
+from test_lock_and_sync import MODEL, PHI3, publish
+from wbsync.errors import NotSyncedError
+from wbsync.testing import FakeWandb
+
+TWO = PHI3 + """
+      eval:
+        artifact: wandb-registry-dataset/eval:production
+        path: data/eval
+"""
+EVAL0 = {"e.txt": b"e0", "f.txt": b"f0"}
+EVAL1 = {"e.txt": b"e1", "f.txt": b"f1", "g.txt": b"g1"}
+MODEL1 = {"config.json": b'{"layers": 64}\n', "weights/shard-0.bin": b"\x02" * 5000, "README.md": b"# phi3 v1\n"}
+
+
+def publish_eval(srv: FakeWandb, files: dict[str, bytes]) -> None:
+    srv.log_artifact("acme", "dataset", "eval", files, type="dataset", aliases=["production"])
+
+
+def two_entries_upgraded(srv: FakeWandb, project: Path) -> None:
+    """Both entries synced at v0, then both locked at v1: the next sync swaps 3 + 3 files."""
+    publish(srv)
+    publish_eval(srv, EVAL0)
+    write_manifest(project, TWO)
+    run("sync")
+    publish(srv, MODEL1)
+    publish_eval(srv, EVAL1)
+    run("lock", "--upgrade")
+    prefetch(project)
+
+
+def prefetch(project: Path) -> None:
+    """Put v1's blobs in the store (a sync of a copy of the manifest and lock, in this process),
+    so the killed sync in its own process needs no network and starts no wandb."""
+    other = project.parent / "prefetch"
+    other.mkdir()
+    for name in ("artifacts.yaml", "artifacts.lock"):
+        (other / name).write_bytes((project / name).read_bytes())
+    os.chdir(other)
+    try:
+        run("sync")
+    finally:
+        os.chdir(project)
+
+
+def killed_sync(project: Path, after_renames: int) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "WBSYNC_KILL_AFTER_RENAMES": str(after_renames)}
+    return subprocess.run([sys.executable, "-m", "wbsync", "sync"], cwd=project, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def final(folder: Path) -> dict[str, bytes]:
+    """The files under their final names (a killed swap leaves its staged temp files too)."""
+    return {k: v for k, v in tree(folder).items() if ".wbsync-" not in k}
+
+
+def trees(project: Path) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    return final(project / "data/eval"), final(project / "models/phi3")
+
+
+def test_a_sync_killed_between_two_entries_is_finished_by_the_next_sync(
+        fake_wandb: FakeWandb, project: Path) -> None:
+    two_entries_upgraded(fake_wandb, project)
+    proc = killed_sync(project, after_renames=len(EVAL1))  # entries swap in name order: eval, then phi3
+    assert proc.returncode == -signal.SIGKILL
+    assert trees(project) == (EVAL1, MODEL)  # the mixed tree a kill can leave ...
+    assert (project / ".wbsync/swap.json").exists()
+    fake_wandb.clear_requests()
+    run("sync")  # ... is rolled forward, from the store: nothing to fetch
+    assert trees(project) == (EVAL1, MODEL1)
+    assert not (project / ".wbsync/swap.json").exists()
+    assert [r for r in fake_wandb.requests if "/blobs/" in r.path] == []
+    assert tree(project / "models/phi3") == MODEL1  # no temp file left
+    run("verify")
+    assert run_json("sync")["noop"] is True
+
+
+def test_verify_finishes_an_interrupted_swap_before_it_looks(fake_wandb: FakeWandb, project: Path) -> None:
+    two_entries_upgraded(fake_wandb, project)
+    killed_sync(project, after_renames=len(EVAL1))
+    run("verify")
+    assert trees(project) == (EVAL1, MODEL1)
+
+
+def test_the_python_api_refuses_a_half_swapped_tree_and_names_the_fix(
+        fake_wandb: FakeWandb, project: Path) -> None:
+    two_entries_upgraded(fake_wandb, project)
+    killed_sync(project, after_renames=len(EVAL1))
+    with pytest.raises(NotSyncedError) as caught:
+        wbsync.path("eval")  # its own files are all new: the tree as a whole is not
+    assert "wbsync sync" in str(caught.value) and "interrupted" in str(caught.value)
+    run("sync")
+    assert wbsync.path("phi3") == project / "models/phi3"
+
+
+@pytest.mark.parametrize("after", [1, 4, 6])
+def test_a_kill_after_any_rename_ends_all_new_after_the_next_sync(
+        fake_wandb: FakeWandb, project: Path, after: int) -> None:
+    two_entries_upgraded(fake_wandb, project)
+    assert killed_sync(project, after_renames=after).returncode == -signal.SIGKILL
+    run("sync")
+    assert trees(project) == (EVAL1, MODEL1)
+    run("verify")
+
+
+def test_a_failure_in_one_entry_before_the_swap_leaves_both_entries_as_they_were(
+        fake_wandb: FakeWandb, project: Path) -> None:
+    two_entries_upgraded(fake_wandb, project)
+    (project / "data/eval/g.txt").mkdir()  # a folder where eval's new file goes
+    before = trees(project)
+    result = run("sync", check=2)
+    assert "data/eval/g.txt" in result.stderr
+    assert trees(project) == before
+    (project / "data/eval/g.txt").rmdir()
+    run("sync")
+    assert trees(project) == (EVAL1, MODEL1)
+
+
+def test_an_unusable_journal_is_refused_with_the_fix(fake_wandb: FakeWandb, project: Path) -> None:
+    two_entries_upgraded(fake_wandb, project)
+    killed_sync(project, after_renames=1)
+    journal = project / ".wbsync/swap.json"
+    journal.write_text(journal.read_text().replace('"models/phi3/config.json"', '"../outside.json"', 1))
+    result = run("sync", check=2)
+    assert "swap.json" in result.stderr and "Delete" in result.stderr
+    assert not (project.parent / "outside.json").exists()
+    journal.unlink()
+    run("sync", "--force")  # the files the killed sync renamed are not provably wbsync's: named, replaced
+    assert trees(project) == (EVAL1, MODEL1)
