@@ -117,7 +117,7 @@ def _stat_in_state(state: State, lock: Lock) -> Callable[[LockedArtifact, FileRe
         placed = entry.files[record.path]  # KeyError: the state does not vouch for it
         if entry.path != art.path or placed.digest != f"{record.algorithm}:{record.digest}":
             raise KeyError(record.path)
-        return placed.stat
+        return placed.stat[:3]  # size, mtime, inode (a device, where recorded, is not on the disk side)
 
     return of
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wbsync.digests import hash_file
 from wbsync.listing import iter_files
 from wbsync.models import FileRecord, Lock
 from wbsync.plan import Plan, dest_of
