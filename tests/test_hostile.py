@@ -257,3 +257,83 @@ def test_a_large_entrys_lock_cannot_lift_its_exclude_to_place_a_git_folder(
     err = run("sync", "--frozen", check=4).stderr  # no manifest read: the placement check refuses it
     assert ".git" in err
     assert not (project / "models/phi3/.git").exists()
+
+
+# -- what reaches the terminal -------------------------------------------------------------------
+
+# ESC sequences that erase the line above, a carriage return, BEL, an 8-bit CSI and a
+# right-to-left override: a file name built to overwrite verify's "differs" with a fake "ok".
+SPOOF = "w.bin\x1b[1A\x1b[2K\r\x07\x9b2K\u202e  phi3  ok  All files match the lock."
+TERMINAL_CONTROLS = [chr(c) for c in (*range(0x00, 0x0a), *range(0x0b, 0x20), *range(0x7f, 0xa0))] + [
+    chr(c) for c in (*range(0x202a, 0x202f), *range(0x2066, 0x206a))]
+
+
+def raw_controls(text: str) -> list[str]:
+    """Control characters in ``text`` other than wbsync's own colour codes and line breaks."""
+    import re
+
+    return [c for c in re.sub(r"\x1b\[(?:0|1|31|32|33|36)m", "", text) if c in TERMINAL_CONTROLS]
+
+
+def test_a_file_name_cannot_write_control_characters_to_the_terminal(fake_wandb: FakeWandb, project: Path) -> None:
+    fake_wandb.log_artifact("acme", "model", "phi3-finetuned", {**MODEL, SPOOF: b"weights"}, type="model",
+                            aliases=["production"])
+    write_manifest(project, PHI3)
+    run("sync")
+    (project / "models/phi3" / SPOOF).write_bytes(b"tampered")
+    env = {**os.environ, "FORCE_COLOR": "1"}  # as at a terminal: colour codes are not stripped
+    proc = subprocess.run([sys.executable, "-m", "wbsync", "verify"], cwd=project, env=env, capture_output=True,
+                          text=True)
+    assert proc.returncode == 1
+    assert raw_controls(proc.stdout + proc.stderr) == []
+    assert "w.bin\\x1b[1A\\x1b[2K\\x0d\\x07\\x9b2K\\u202e" in proc.stdout  # shown, escaped
+    doc = json.loads(run("verify", "--json", check=1).stdout)
+    assert doc["entries"][0]["modified"] == [SPOOF]  # JSON keeps the name, as JSON escapes
+
+
+def test_del_is_escaped_in_json_output(fake_wandb: FakeWandb, project: Path) -> None:
+    fake_wandb.log_artifact("acme", "model", "phi3-finetuned", {**MODEL, "a\x7fb.bin": b"x"}, type="model",
+                            aliases=["production"])
+    write_manifest(project, PHI3)
+    run("sync")
+    (project / "models/phi3/a\x7fb.bin").write_bytes(b"y")
+    out = run("verify", "--json", check=1).stdout
+    assert "\x7f" not in out and json.loads(out)["entries"][0]["modified"] == ["a\x7fb.bin"]
+
+
+# -- secrets in URLs --------------------------------------------------------------------------------
+
+
+def test_a_key_written_into_wandb_base_url_is_used_and_never_shown_or_stored(
+        fake_wandb: FakeWandb, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    key = fake_wandb.api_key
+    monkeypatch.delenv("WANDB_API_KEY")
+    monkeypatch.setenv("WANDB_BASE_URL", fake_wandb.url.replace("://", f"://api:{key}@"))
+    outputs = []
+    for args in (["lock"], ["sync"], ["verify"], ["outdated"]):
+        proc = subprocess.run([sys.executable, "-m", "wbsync", *args, "-v"], cwd=project, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        outputs += [proc.stdout, proc.stderr]
+    monkeypatch.setenv("WANDB_BASE_URL", fake_wandb.url.replace("://", f"://api:{'r' * 40}@"))  # refused
+    proc = subprocess.run([sys.executable, "-m", "wbsync", "lock", "--upgrade", "--json"], cwd=project,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr
+    outputs += [proc.stdout, proc.stderr]
+    assert not [o for o in outputs if key in o or "r" * 40 in o], outputs
+    assert fake_wandb.url.split("://")[1] in proc.stderr  # the server is named, without credentials
+    leaked = [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink()
+              and (key.encode() in p.read_bytes() or b"r" * 40 in p.read_bytes())]
+    assert leaked == []
+
+
+def test_a_signed_links_signature_is_never_printed(fake_wandb: FakeWandb, project: Path) -> None:
+    from wbsync.testing import Fault
+
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    fake_wandb.inject(Fault("file", "status", status=404, times=None, match="/manifests/"))
+    for doc_or_text in (run("lock", check=3).stderr, run("lock", "--json", check=3).stdout):
+        assert "/manifests/" in doc_or_text and "Signature" not in doc_or_text, doc_or_text
