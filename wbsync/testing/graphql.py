@@ -174,7 +174,7 @@ def _collection(collection: Collection) -> JSON:
 
 
 def blob_url(base_url: str, artifact: Artifact, path: str) -> str:
-    return _signed(f"{base_url}/blobs/{artifact.id.encode().hex()}/{quote(path, safe='')}")
+    return f"{base_url}/blobs/{artifact.id.encode().hex()}/{quote(path, safe='')}"
 
 
 def manifest_url(base_url: str, artifact: Artifact) -> str:
@@ -182,8 +182,8 @@ def manifest_url(base_url: str, artifact: Artifact) -> str:
 
 
 def _signed(url: str) -> str:
-    """Links as a cloud bucket presigns them: the signature in the query string is a secret
-    that must never be printed (the server ignores it)."""
+    """A link as a cloud bucket presigns it (the manifest's, which the SDK prints when its GET
+    fails): the signature in the query string must never be printed. The server ignores it."""
     signature = hashlib.sha256(url.encode()).hexdigest()
     return f"{url}?X-Amz-Expires=3600&X-Amz-Signature={signature}"
 
