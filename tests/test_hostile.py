@@ -337,3 +337,59 @@ def test_a_signed_links_signature_is_never_printed(fake_wandb: FakeWandb, projec
     fake_wandb.inject(Fault("file", "status", status=404, times=None, match="/manifests/"))
     for doc_or_text in (run("lock", check=3).stderr, run("lock", "--json", check=3).stdout):
         assert "/manifests/" in doc_or_text and "Signature" not in doc_or_text, doc_or_text
+
+
+# -- a lock that smuggles another collection's bytes through the content store -------------------
+
+
+def smuggling_lock(fake_wandb: FakeWandb, project: Path, tmp_path: Path) -> dict:
+    """phi3's lock entry, unchanged but for its files: the evil collection's, whose blobs an
+    earlier job on this runner already put in the content store."""
+    data = locked_project(fake_wandb, project)
+    evil = publish_evil(fake_wandb)
+    other = tmp_path / "earlier-job"
+    other.mkdir()
+    write_manifest(other, PHI3.replace("phi3-finetuned", "evil-model"))
+    run("sync", "-m", str(other / "artifacts.yaml"))
+    data["artifacts"]["phi3"]["files"] = [{"path": p, "size": s, "md5": d} for p, (s, d) in sorted(evil.files.items())]
+    write_lock(project, data)
+    for path in (project / "models/phi3").rglob("*"):
+        if path.is_file():
+            path.unlink()
+    return data
+
+
+@pytest.mark.parametrize("args", [["sync", "--locked"], ["sync"], ["sync", "--frozen"]])
+def test_a_lock_cannot_place_another_collections_bytes_from_the_store(
+        fake_wandb: FakeWandb, project: Path, tmp_path: Path, args: list[str]) -> None:
+    smuggling_lock(fake_wandb, project, tmp_path)
+    run("lock", "--check")  # every offline check passes: only the source can tell
+    err = run(*args, check=4).stderr
+    assert "config.json" in err and "does not hold what the lock records" in err, err
+    assert not [p for p in (project / "models/phi3").rglob("*") if p.is_file()]
+    assert not [r for r in fake_wandb.requests if "/blobs/" in r.path and "evil" in r.path]
+
+
+def test_a_changed_digest_is_caught_by_the_source_too(fake_wandb: FakeWandb, project: Path, tmp_path: Path) -> None:
+    data = smuggling_lock(fake_wandb, project, tmp_path)
+    data["artifacts"]["phi3"]["digest"] = "0" * 32
+    data["artifacts"]["phi3"]["files"] = [f for f in data["artifacts"]["phi3"]["files"] if f["path"] != "README.md"]
+    write_lock(project, data)
+    assert "artifact digest" in run("sync", "--locked", check=4).stderr
+
+
+def test_a_sync_with_nothing_to_place_still_asks_nothing(fake_wandb: FakeWandb, project: Path) -> None:
+    locked_project(fake_wandb, project)
+    fake_wandb.clear_requests()
+    assert run_json("sync")["noop"] is True
+    assert fake_wandb.requests == []
+
+
+def test_a_lock_that_drops_a_file_its_filters_keep_is_refused_before_placing(fake_wandb: FakeWandb,
+                                                                              project: Path) -> None:
+    data = locked_project(fake_wandb, project)
+    data["artifacts"]["phi3"]["files"] = [f for f in data["artifacts"]["phi3"]["files"] if f["path"] != "README.md"]
+    write_lock(project, data)
+    (project / "models/phi3/config.json").unlink()
+    assert "leaves out 'README.md'" in run("sync", "--locked", check=4).stderr
+    assert run("sync", "--frozen", check=0)  # without the manifest the lock's filters are trusted

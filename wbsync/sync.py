@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from wbsync.digests import hash_file
-from wbsync.agreement import describe, stale_report
+from wbsync.agreement import confirm_with_source, describe, stale_report
 from wbsync.errors import CheckFailed, VanishedError, WbsyncError, local_io_error
 from wbsync.listing import ensure_listings, iter_files
 from wbsync.lockfile import write_lock
-from wbsync.models import Lock, Manifest
+from wbsync.models import Lock, LockedArtifact, Manifest
 from wbsync.place import (
     LinkMode,
     Staged,
@@ -101,6 +101,8 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
              progress: Callable[[int], None] | None = None, on_fetch_start: Callable[[int, int], None] | None = None,
              source: Source | None = None) -> SyncResult:
     lock_result: LockResult | None = None
+    manifest: Manifest | None = None
+    fresh: set[str] = set()  # entries resolved by this run: the source's own answer
     if frozen:
         lock = project.require_lock()
         source = source or project_source(project)  # deferred: a no-op reads nothing more
@@ -114,6 +116,7 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
                 raise CheckFailed(_stale_message(project, old is None, stale)
                                   + " (`--locked` never writes the lock.)")
             lock, changes = lock_manifest(manifest, old, source)
+            fresh = set(stale)
             written = False if dry_run else write_lock(project.lock_path, lock)
             lock_result = LockResult(lock, changes, written)
         else:
@@ -133,6 +136,8 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
         plan = plan_tree(root, lock, selected)  # another sync may have done part of it while we waited
         result.plan = plan
         actor = _Actor(root, Store(default_store_dir()), jobs, link_mode, progress, on_fetch_start, source)
+        actor.confirm = lambda arts: confirm_with_source([a for a in arts if a.name not in fresh], source,
+                                                         manifest, str(project.lock_path))
         with _explaining_vanished(project, lock, source):
             actor.apply(plan, result)
     from wbsync.cache import (
@@ -198,6 +203,9 @@ class _Actor:
         self.root, self.store, self.jobs, self.link_mode = root, store, jobs, link_mode
         self.progress, self.on_fetch_start, self.source = progress, on_fetch_start, source
         self.made_dirs: set[Path] = set()  # folders already created in this run
+        # Asks the source whether the lock entries to place hold what the lock says (run_sync
+        # sets it: wbsync.agreement.confirm_with_source).
+        self.confirm: Callable[[list[LockedArtifact]], None] = lambda artifacts: None
         self.before = load_state(root)  # what earlier syncs placed: decides what may be removed
         self.state = copy.deepcopy(self.before)  # updated as files are placed, saved at the end
 
@@ -206,6 +214,7 @@ class _Actor:
         # between our has() and place().
         with self.store.shared():
             entries = [self._settle_checks(e) for e in plan.entries]
+            self.confirm([e.artifact for e in entries if e.place])  # before any byte is fetched or placed
             failures = self._fetch(entries, result)
             for entry in entries:
                 if entry.name not in failures:
