@@ -393,3 +393,38 @@ def test_a_lock_that_drops_a_file_its_filters_keep_is_refused_before_placing(fak
     (project / "models/phi3/config.json").unlink()
     assert "leaves out 'README.md'" in run("sync", "--locked", check=4).stderr
     assert run("sync", "--frozen", check=0)  # without the manifest the lock's filters are trusted
+
+
+def test_a_frozen_sync_refuses_a_lock_whose_resolved_is_not_what_it_requested(fake_wandb: FakeWandb,
+                                                                               project: Path) -> None:
+    data = locked_project(fake_wandb, project)
+    publish_evil(fake_wandb)
+    data["artifacts"]["phi3"]["resolved"] = "acme-org/wandb-registry-model/evil-model:v0"
+    write_lock(project, data)
+    (project / "artifacts.yaml").unlink()
+    assert "evil-model" in run("sync", "--frozen", check=2).stderr
+    data["artifacts"]["phi3"]["resolved"] = "acme-org/wandb-registry-model/phi3-finetuned:v0"
+    data["artifacts"]["phi3"]["files"][0]["path"] = "../../outside.txt"
+    write_lock(project, data)
+    assert "outside.txt" in run("sync", "--frozen", check=2).stderr
+    assert not (project.parent / "outside.txt").exists()
+
+
+def test_a_lock_pointing_resolved_at_another_org_is_refused_by_the_source_before_placing(
+        fake_wandb: FakeWandb, project: Path) -> None:
+    data = locked_project(fake_wandb, project)
+    fake_wandb.add_org("rival", "rival-org")
+    fake_wandb.add_registry("rival", "model")
+    evil = fake_wandb.log_artifact("rival", "model", "phi3-finetuned", EVIL, type="model", aliases=["production"])
+    phi3 = data["artifacts"]["phi3"]
+    phi3["resolved"] = "rival-org/wandb-registry-model/phi3-finetuned:v0"
+    phi3["digest"] = evil.digest
+    phi3["files"] = [{"path": p, "size": s, "md5": d} for p, (s, d) in sorted(evil.files.items())]
+    write_lock(project, data)
+    for path in (project / "models/phi3").rglob("*"):
+        if path.is_file():
+            path.unlink()
+    run("lock", "--check")  # the registry and collection agree; only the org differs
+    err = run("sync", "--locked", check=4).stderr
+    assert "resolves to acme-org/wandb-registry-model/phi3-finetuned:v0" in err, err
+    assert not [p for p in (project / "models/phi3").rglob("*") if p.is_file()]

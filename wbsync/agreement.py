@@ -194,6 +194,17 @@ def resolved_mismatch(art: LockedArtifact) -> str | None:
     return _resolved_problem(art, Entry(art.name, reference, art.path))
 
 
+def check_frozen(lock: Lock, file: str) -> None:
+    """``sync --frozen`` has no manifest to compare with: each entry must at least agree with
+    itself, ``resolved`` naming the registry and collection of ``requested`` at ``version``
+    (exit 2). The org in ``resolved`` is trusted: only the manifest says which one was meant."""
+    for name, art in sorted(lock.artifacts.items()):
+        problem = resolved_mismatch(art)
+        if problem is not None:
+            _refuse(file, name, problem.replace("as artifacts.yaml asks", "as its requested says")
+                    .replace("where artifacts.yaml has", "where its requested has"))
+
+
 def stale_entries(manifest: Manifest, lock: Lock | None) -> dict[str, str]:
     """Manifest entries the lock does not pin as asked, in manifest order: name -> why."""
     locked = lock.artifacts if lock else {}

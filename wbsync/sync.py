@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from wbsync.digests import hash_file
-from wbsync.agreement import confirm_with_source, describe, stale_report
+from wbsync.agreement import check_frozen, confirm_with_source, describe, stale_report
 from wbsync.errors import CheckFailed, VanishedError, WbsyncError, local_io_error
 from wbsync.listing import ensure_listings, iter_files
 from wbsync.lockfile import write_lock
@@ -105,6 +105,7 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
     fresh: set[str] = set()  # entries resolved by this run: the source's own answer
     if frozen:
         lock = project.require_lock()
+        check_frozen(lock, str(project.lock_path))
         source = source or project_source(project)  # deferred: a no-op reads nothing more
     else:
         manifest = project.manifest()
