@@ -257,3 +257,174 @@ def test_a_large_entrys_lock_cannot_lift_its_exclude_to_place_a_git_folder(
     err = run("sync", "--frozen", check=4).stderr  # no manifest read: the placement check refuses it
     assert ".git" in err
     assert not (project / "models/phi3/.git").exists()
+
+
+# -- what reaches the terminal -------------------------------------------------------------------
+
+# ESC sequences that erase the line above, a carriage return, BEL, an 8-bit CSI and a
+# right-to-left override: a file name built to overwrite verify's "differs" with a fake "ok".
+SPOOF = "w.bin\x1b[1A\x1b[2K\r\x07\x9b2K\u202e  phi3  ok  All files match the lock."
+TERMINAL_CONTROLS = [chr(c) for c in (*range(0x00, 0x0a), *range(0x0b, 0x20), *range(0x7f, 0xa0))] + [
+    chr(c) for c in (*range(0x202a, 0x202f), *range(0x2066, 0x206a))]
+
+
+def raw_controls(text: str) -> list[str]:
+    """Control characters in ``text`` other than wbsync's own colour codes and line breaks."""
+    import re
+
+    return [c for c in re.sub(r"\x1b\[(?:0|1|31|32|33|36)m", "", text) if c in TERMINAL_CONTROLS]
+
+
+def test_a_file_name_cannot_write_control_characters_to_the_terminal(fake_wandb: FakeWandb, project: Path) -> None:
+    fake_wandb.log_artifact("acme", "model", "phi3-finetuned", {**MODEL, SPOOF: b"weights"}, type="model",
+                            aliases=["production"])
+    write_manifest(project, PHI3)
+    run("sync")
+    (project / "models/phi3" / SPOOF).write_bytes(b"tampered")
+    env = {**os.environ, "FORCE_COLOR": "1"}  # as at a terminal: colour codes are not stripped
+    proc = subprocess.run([sys.executable, "-m", "wbsync", "verify"], cwd=project, env=env, capture_output=True,
+                          text=True)
+    assert proc.returncode == 1
+    assert raw_controls(proc.stdout + proc.stderr) == []
+    assert "w.bin\\x1b[1A\\x1b[2K\\x0d\\x07\\x9b2K\\u202e" in proc.stdout  # shown, escaped
+    doc = json.loads(run("verify", "--json", check=1).stdout)
+    assert doc["entries"][0]["modified"] == [SPOOF]  # JSON keeps the name, as JSON escapes
+
+
+def test_del_is_escaped_in_json_output(fake_wandb: FakeWandb, project: Path) -> None:
+    fake_wandb.log_artifact("acme", "model", "phi3-finetuned", {**MODEL, "a\x7fb.bin": b"x"}, type="model",
+                            aliases=["production"])
+    write_manifest(project, PHI3)
+    run("sync")
+    (project / "models/phi3/a\x7fb.bin").write_bytes(b"y")
+    out = run("verify", "--json", check=1).stdout
+    assert "\x7f" not in out and json.loads(out)["entries"][0]["modified"] == ["a\x7fb.bin"]
+
+
+# -- secrets in URLs --------------------------------------------------------------------------------
+
+
+def test_a_key_written_into_wandb_base_url_is_used_and_never_shown_or_stored(
+        fake_wandb: FakeWandb, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    key = fake_wandb.api_key
+    monkeypatch.delenv("WANDB_API_KEY")
+    monkeypatch.setenv("WANDB_BASE_URL", fake_wandb.url.replace("://", f"://api:{key}@"))
+    outputs = []
+    for args in (["lock"], ["sync"], ["verify"], ["outdated"]):
+        proc = subprocess.run([sys.executable, "-m", "wbsync", *args, "-v"], cwd=project, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        outputs += [proc.stdout, proc.stderr]
+    monkeypatch.setenv("WANDB_BASE_URL", fake_wandb.url.replace("://", f"://api:{'r' * 40}@"))  # refused
+    proc = subprocess.run([sys.executable, "-m", "wbsync", "lock", "--upgrade", "--json"], cwd=project,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr
+    outputs += [proc.stdout, proc.stderr]
+    assert not [o for o in outputs if key in o or "r" * 40 in o], outputs
+    assert fake_wandb.url.split("://")[1] in proc.stderr  # the server is named, without credentials
+    leaked = [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_symlink()
+              and (key.encode() in p.read_bytes() or b"r" * 40 in p.read_bytes())]
+    assert leaked == []
+
+
+def test_a_signed_links_signature_is_never_printed(fake_wandb: FakeWandb, project: Path) -> None:
+    from wbsync.testing import Fault
+
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    fake_wandb.inject(Fault("file", "status", status=404, times=None, match="/manifests/"))
+    for doc_or_text in (run("lock", check=3).stderr, run("lock", "--json", check=3).stdout):
+        assert "/manifests/" in doc_or_text and "Signature" not in doc_or_text, doc_or_text
+
+
+# -- a lock that smuggles another collection's bytes through the content store -------------------
+
+
+def smuggling_lock(fake_wandb: FakeWandb, project: Path, tmp_path: Path) -> dict:
+    """phi3's lock entry, unchanged but for its files: the evil collection's, whose blobs an
+    earlier job on this runner already put in the content store."""
+    data = locked_project(fake_wandb, project)
+    evil = publish_evil(fake_wandb)
+    other = tmp_path / "earlier-job"
+    other.mkdir()
+    write_manifest(other, PHI3.replace("phi3-finetuned", "evil-model"))
+    run("sync", "-m", str(other / "artifacts.yaml"))
+    data["artifacts"]["phi3"]["files"] = [{"path": p, "size": s, "md5": d} for p, (s, d) in sorted(evil.files.items())]
+    write_lock(project, data)
+    for path in (project / "models/phi3").rglob("*"):
+        if path.is_file():
+            path.unlink()
+    return data
+
+
+@pytest.mark.parametrize("args", [["sync", "--locked"], ["sync"], ["sync", "--frozen"]])
+def test_a_lock_cannot_place_another_collections_bytes_from_the_store(
+        fake_wandb: FakeWandb, project: Path, tmp_path: Path, args: list[str]) -> None:
+    smuggling_lock(fake_wandb, project, tmp_path)
+    run("lock", "--check")  # every offline check passes: only the source can tell
+    err = run(*args, check=4).stderr
+    assert "config.json" in err and "does not hold what the lock records" in err, err
+    assert not [p for p in (project / "models/phi3").rglob("*") if p.is_file()]
+    assert not [r for r in fake_wandb.requests if "/blobs/" in r.path and "evil" in r.path]
+
+
+def test_a_changed_digest_is_caught_by_the_source_too(fake_wandb: FakeWandb, project: Path, tmp_path: Path) -> None:
+    data = smuggling_lock(fake_wandb, project, tmp_path)
+    data["artifacts"]["phi3"]["digest"] = "0" * 32
+    data["artifacts"]["phi3"]["files"] = [f for f in data["artifacts"]["phi3"]["files"] if f["path"] != "README.md"]
+    write_lock(project, data)
+    assert "artifact digest" in run("sync", "--locked", check=4).stderr
+
+
+def test_a_sync_with_nothing_to_place_still_asks_nothing(fake_wandb: FakeWandb, project: Path) -> None:
+    locked_project(fake_wandb, project)
+    fake_wandb.clear_requests()
+    assert run_json("sync")["noop"] is True
+    assert fake_wandb.requests == []
+
+
+def test_a_lock_that_drops_a_file_its_filters_keep_is_refused_before_placing(fake_wandb: FakeWandb,
+                                                                              project: Path) -> None:
+    data = locked_project(fake_wandb, project)
+    data["artifacts"]["phi3"]["files"] = [f for f in data["artifacts"]["phi3"]["files"] if f["path"] != "README.md"]
+    write_lock(project, data)
+    (project / "models/phi3/config.json").unlink()
+    assert "leaves out 'README.md'" in run("sync", "--locked", check=4).stderr
+    assert run("sync", "--frozen", check=0)  # without the manifest the lock's filters are trusted
+
+
+def test_a_frozen_sync_refuses_a_lock_whose_resolved_is_not_what_it_requested(fake_wandb: FakeWandb,
+                                                                               project: Path) -> None:
+    data = locked_project(fake_wandb, project)
+    publish_evil(fake_wandb)
+    data["artifacts"]["phi3"]["resolved"] = "acme-org/wandb-registry-model/evil-model:v0"
+    write_lock(project, data)
+    (project / "artifacts.yaml").unlink()
+    assert "evil-model" in run("sync", "--frozen", check=2).stderr
+    data["artifacts"]["phi3"]["resolved"] = "acme-org/wandb-registry-model/phi3-finetuned:v0"
+    data["artifacts"]["phi3"]["files"][0]["path"] = "../../outside.txt"
+    write_lock(project, data)
+    assert "outside.txt" in run("sync", "--frozen", check=2).stderr
+    assert not (project.parent / "outside.txt").exists()
+
+
+def test_a_lock_pointing_resolved_at_another_org_is_refused_by_the_source_before_placing(
+        fake_wandb: FakeWandb, project: Path) -> None:
+    data = locked_project(fake_wandb, project)
+    fake_wandb.add_org("rival", "rival-org")
+    fake_wandb.add_registry("rival", "model")
+    evil = fake_wandb.log_artifact("rival", "model", "phi3-finetuned", EVIL, type="model", aliases=["production"])
+    phi3 = data["artifacts"]["phi3"]
+    phi3["resolved"] = "rival-org/wandb-registry-model/phi3-finetuned:v0"
+    phi3["digest"] = evil.digest
+    phi3["files"] = [{"path": p, "size": s, "md5": d} for p, (s, d) in sorted(evil.files.items())]
+    write_lock(project, data)
+    for path in (project / "models/phi3").rglob("*"):
+        if path.is_file():
+            path.unlink()
+    run("lock", "--check")  # the registry and collection agree; only the org differs
+    err = run("sync", "--locked", check=4).stderr
+    assert "resolves to acme-org/wandb-registry-model/phi3-finetuned:v0" in err, err
+    assert not [p for p in (project / "models/phi3").rglob("*") if p.is_file()]

@@ -196,7 +196,8 @@ def test_a_fresh_machine_fetches_the_listing_once_then_works_offline(fake_wandb:
     monkeypatch.setenv("WBSYNC_CACHE_DIR", str(tmp_path / "other-machine"))
     fake_wandb.clear_requests()
     run("sync", "--frozen")
-    assert fake_wandb.operations().count("ArtifactMembershipByName") == 2  # listing, then file URLs
+    # the listing, the lock confirmed with W&B before placing, then the file URLs
+    assert fake_wandb.operations().count("ArtifactMembershipByName") == 3
     fake_wandb.clear_requests()
     run("sync", "--frozen")
     run("verify")

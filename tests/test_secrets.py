@@ -97,10 +97,12 @@ def test_the_api_key_appears_in_no_output_and_no_file(fake_wandb: FakeWandb, pro
     runs("lock", "--upgrade", expect=3)
     fake_wandb.clear_faults()
     runs("lock", "--upgrade")
-    fake_wandb.inject(Fault("file", "status", times=None, status=503))
+    # File GETs only: a sync that places asks W&B for the version's manifest first (to confirm
+    # the lock), and that request has its own, longer deadline.
+    fake_wandb.inject(Fault("file", "status", times=None, status=503, match="/blobs/"))
     runs("sync", expect=3)
     fake_wandb.clear_faults()
-    fake_wandb.inject(Fault("file", "wrong_bytes", times=None))
+    fake_wandb.inject(Fault("file", "wrong_bytes", times=None, match="/blobs/"))
     runs("sync", expect=4)
     fake_wandb.clear_faults()
     runs("sync")

@@ -19,11 +19,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from wbsync.errors import LockfileError, ManifestError
+from wbsync.errors import IntegrityError, LockfileError, ManifestError, NotFoundError
 from wbsync.listing import StoredFiles
-from wbsync.models import Entry, Lock, LockedArtifact, Manifest
+from wbsync.models import Entry, Lock, LockedArtifact, Manifest, Resolved
 from wbsync.reserved import reserved_segment
 from wbsync.resolve import MAX_DEPTH
+from wbsync.sources import Source
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,17 @@ def resolved_mismatch(art: LockedArtifact) -> str | None:
     return _resolved_problem(art, Entry(art.name, reference, art.path))
 
 
+def check_frozen(lock: Lock, file: str) -> None:
+    """``sync --frozen`` has no manifest to compare with: each entry must at least agree with
+    itself, ``resolved`` naming the registry and collection of ``requested`` at ``version``
+    (exit 2). The org in ``resolved`` is trusted: only the manifest says which one was meant."""
+    for name, art in sorted(lock.artifacts.items()):
+        problem = resolved_mismatch(art)
+        if problem is not None:
+            _refuse(file, name, problem.replace("as artifacts.yaml asks", "as its requested says")
+                    .replace("where artifacts.yaml has", "where its requested has"))
+
+
 def stale_entries(manifest: Manifest, lock: Lock | None) -> dict[str, str]:
     """Manifest entries the lock does not pin as asked, in manifest order: name -> why."""
     locked = lock.artifacts if lock else {}
@@ -221,3 +233,86 @@ def stale_report(manifest: Manifest, lock: Lock | None) -> dict[str, str]:
 def describe(report: dict[str, str]) -> str:
     """``name (why); name (why)`` for messages."""
     return "; ".join(f"{name} ({why})" for name, why in report.items())
+
+
+# -- agreement with the source --------------------------------------------------------------
+
+
+def confirm_with_source(artifacts: list[LockedArtifact], source: Source, manifest: Manifest | None,
+                        lock_file: str) -> None:
+    """Before bytes are placed: ask the source whether each locked version holds what the lock
+    says (its artifact digest, and exactly the locked files once the entry's filters apply).
+
+    Blobs in the content store are named by digest, and a store on a CI runner may hold bytes an
+    earlier job put there: without this, a lock that lists another collection's files under a
+    ``resolved`` that passed the offline checks would place them without a request. Entries
+    the sync has just resolved are the source's answer already and are not asked again; a
+    no-op sync places nothing and asks nothing. ``manifest`` is None for ``sync --frozen``: the
+    lock's filters are then trusted, and the files must be files of ``resolved``."""
+    if not artifacts:
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    from wbsync.resolve import RESOLVE_JOBS
+
+    def one(art: LockedArtifact) -> None:
+        entry = manifest.entries.get(art.name) if manifest else None
+        try:
+            res = source.resolve(pinned_entry(art, entry))
+        except NotFoundError:
+            from wbsync.listing import _raise_if_vanished  # a version deleted since: say so, and the fix
+
+            _raise_if_vanished(art, source)
+            raise
+        problem = source_disagreement(art, res, entry)
+        if problem is not None:
+            raise IntegrityError(
+                f"{lock_file}: entry {art.name!r}: {source.description} does not hold what the lock records "
+                f"for {art.resolved}: {problem}. Nothing was placed. The lock was edited or made against "
+                f"another source: restore it from version control, or run `wbsync lock --upgrade {art.name}`.")
+
+    with ThreadPoolExecutor(min(RESOLVE_JOBS, len(artifacts)), thread_name_prefix="wbsync-confirm") as pool:
+        list(pool.map(one, artifacts))
+
+
+def pinned_entry(art: LockedArtifact, entry: Entry | None) -> Entry:
+    """What to ask the source: the manifest entry (its org and entity as written) at exactly the
+    locked version; without a manifest, the lock's ``resolved`` itself."""
+    import dataclasses
+
+    from wbsync.references import parse_reference
+
+    if entry is not None:
+        return dataclasses.replace(entry, reference=dataclasses.replace(entry.reference, alias=None,
+                                                                         version=art.version))
+    try:
+        reference = parse_reference(art.resolved)
+    except ValueError as exc:
+        raise LockfileError(f"entry {art.name!r}: the lock's resolved {art.resolved!r} is not a registry "
+                            f"version ({exc}). Restore the lockfile, or run `wbsync lock --upgrade {art.name}`.") from None
+    return Entry(name=art.name, reference=reference, path=art.path)
+
+
+def source_disagreement(art: LockedArtifact, res: Resolved, entry: Entry | None) -> str | None:
+    """How the source's answer ``res`` differs from the lock entry ``art``, or None."""
+    if res.resolved != art.resolved:
+        return f"the version resolves to {res.resolved}"
+    if res.digest != art.digest:
+        return f"its artifact digest is {res.digest}, the lock's {art.digest}"
+    if res.type != art.type:
+        return f"its type is {res.type!r}, the lock's {art.type!r}"
+    if isinstance(art.files, StoredFiles):
+        return None  # the stored list is read only after it matched this digest (wbsync.listing)
+    held = {f.record.path: f.record for f in res.files if f.ref is None}
+    for record in art.files:
+        if held.get(record.path) != record:
+            what = "does not hold" if record.path not in held else "holds other bytes at"
+            return f"it {what} {record.path!r}"
+    if entry is not None:
+        from wbsync.resolve import selected
+
+        locked = {f.path for f in art.files}
+        left_out = sorted(p for p in held if p not in locked and selected(entry, p))
+        if left_out:
+            return f"the lock leaves out {left_out[0]!r}, which the entry's filters keep"
+    return None

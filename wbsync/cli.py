@@ -6,7 +6,6 @@ It decides nothing; wbsync.sync and friends do. ``main`` is the one place that e
 from __future__ import annotations
 
 import functools
-import json
 from typing import TYPE_CHECKING, Any, Callable
 
 import click
@@ -45,20 +44,24 @@ class Ctx:
     def note(self, text: str) -> None:
         """A line on stderr for people (not with -q): context that is not the command's result."""
         if not self.quiet:
-            click.echo(f"wbsync: {text}", err=True)
+            from wbsync.shown import printable
+
+            click.echo(f"wbsync: {printable(text)}", err=True)
 
     @property
     def lockfile(self) -> str:
         return str(self.project.lock_path)
 
     def emit(self, lines: list[str], doc: dict[str, Any], command: str) -> None:
+        from wbsync.shown import json_text, styled_line
+
         if self.as_json:
-            click.echo(json.dumps({"command": command, **doc}, indent=2, sort_keys=True))
+            click.echo(json_text({"command": command, **doc}))
         elif not self.quiet:
             from wbsync.style import colour
 
-            for line in lines:
-                click.echo(line, color=colour())
+            for line in lines:  # names and paths from others: no control character reaches the terminal
+                click.echo(styled_line(line), color=colour())
 
 
     def warn(self, lines: list[str]) -> None:
@@ -139,13 +142,15 @@ class WbsyncGroup(click.Group):
 
 
 def _report(message: str, code: int, ctx: click.Context, json_message: str | None = None) -> int:
+    from wbsync.shown import json_text, printable, redact
     from wbsync.style import bad, colour
 
     if message:
-        click.echo(f"wbsync: {bad('error:')} {message}", err=True, color=colour())
+        shown = printable(redact(message), keep_newlines=True)
+        click.echo(f"wbsync: {bad('error:')} {shown}", err=True, color=colour())
     if ctx.meta.get("wbsync_json") and code != 1:
         doc = {"error": {"exit_code": code, "message": message if json_message is None else json_message}}
-        click.echo(json.dumps(doc, indent=2, sort_keys=True))
+        click.echo(json_text(doc))
     return code
 
 

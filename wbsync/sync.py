@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from wbsync import fingerprint, swap
 from wbsync.digests import hash_file
-from wbsync.agreement import describe, stale_report
+from wbsync.agreement import check_frozen, confirm_with_source, describe, stale_report
 from wbsync.errors import CheckFailed, UsageError, VanishedError, WbsyncError, local_io_error
 from wbsync.listing import ensure_listings, iter_files
 from wbsync.lockfile import write_lock
-from wbsync.models import Lock, Manifest
+from wbsync.models import Lock, LockedArtifact, Manifest
 from wbsync.ownership import Conflict, conflict_error, load_evidence, same_file, untouched
 from wbsync.place import LinkMode, Staged, clean_temp_files, discard_staged, is_temp_name, safe_join, stage
 from wbsync.plan import EntryPlan, FileAction, Plan, Stale, digest_key, make_plan
@@ -107,8 +107,11 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
     "placing" or "done", with the entry's plan) and ``on_placed`` (files staged) report what a
     running sync does; wbsync.progress draws them."""
     lock_result: LockResult | None = None
+    manifest: Manifest | None = None
+    fresh: set[str] = set()  # entries resolved by this run: the source's own answer
     if frozen:
         lock = project.require_lock()
+        check_frozen(lock, str(project.lock_path))
         source = source or project_source(project)  # deferred: a no-op reads nothing more
     else:
         manifest = project.manifest()
@@ -120,6 +123,7 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
                 raise CheckFailed(_stale_message(project, old is None, stale)
                                   + " (`--locked` never writes the lock.)")
             lock, changes = lock_manifest(manifest, old, source)
+            fresh = set(stale)
             lock_result = LockResult(lock, changes, False)
         else:
             lock = old
@@ -166,6 +170,8 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
             actor = _Actor(root, Store(default_store_dir()), jobs, link_mode, progress, on_fetch_start, source,
                            evidence.state, force, tuple(a.path for a in lock.artifacts.values()))
             actor.on_entry, actor.on_placed = on_entry or _ignore, on_placed or _ignore
+            actor.confirm = lambda arts: confirm_with_source([a for a in arts if a.name not in fresh], source,
+                                                             manifest, str(project.lock_path))
             with _explaining_vanished(project, lock, source):
                 actor.apply(plan, result, write_lock_now, prune_state=selected is None)
             if selected is None and actor.state is not None:
@@ -260,6 +266,9 @@ class _Actor:
         self.state: State | None = None  # what the state records once the swap is done
         self.on_entry: Callable[[str, EntryPlan], None] = _ignore
         self.on_placed: Callable[[int], None] = _ignore
+        # Asks the source whether the lock entries to place hold what the lock says (run_sync
+        # sets it: wbsync.agreement.confirm_with_source).
+        self.confirm: Callable[[list[LockedArtifact]], None] = lambda artifacts: None
 
     def apply(self, plan: Plan, result: SyncResult, before_changes: Callable[[], None], *,
               prune_state: bool) -> None:
@@ -275,6 +284,7 @@ class _Actor:
             if refused:
                 raise conflict_error(refused, self.force)
             result.replaced = [c.dest for c in conflicts]
+            self.confirm([e.artifact for e in entries if e.place])  # before any byte is fetched or placed
             before_changes()
             failures = self._fetch(entries, result)
             if failures:

@@ -260,9 +260,21 @@ def _new_api(entity: str | None) -> Any:
         overrides["entity"] = entity
     # Read the endpoint and key from the environment on every construction: the SDK caches
     # process-wide settings, and a long-lived process (tests, notebooks) may change them.
-    if os.environ.get("WANDB_BASE_URL"):
-        overrides["base_url"] = os.environ["WANDB_BASE_URL"]
-    return wandb.Api(overrides=overrides, api_key=os.environ.get("WANDB_API_KEY") or None)
+    base, key_in_url = _base_url()
+    if base:
+        overrides["base_url"] = base
+    return wandb.Api(overrides=overrides, api_key=os.environ.get("WANDB_API_KEY") or key_in_url)
+
+
+def _base_url() -> tuple[str | None, str | None]:
+    """WANDB_BASE_URL without credentials, and the key it held (``https://api:KEY@host``): the
+    SDK would neither use nor hide it, and wandb-core logs the URL it is given."""
+    base = os.environ.get("WANDB_BASE_URL") or None
+    if base is None:
+        return None, None
+    from wbsync.shown import split_credentials
+
+    return split_credentials(base)
 
 
 class _ManifestFiles:
@@ -436,9 +448,13 @@ def lineage_run(plan: LineagePlan) -> Iterator[Any]:
     error). Its local files go to a temporary folder, not ./wandb of the project."""
     import wandb
 
+    base, key_in_url = _base_url()
+    endpoint: dict[str, str] = {"base_url": base} if base else {}
+    if key_in_url and not os.environ.get("WANDB_API_KEY"):
+        endpoint["api_key"] = key_in_url
     settings = wandb.Settings(save_code=False, console="off", x_disable_stats=True, x_disable_meta=True,
                               x_save_requirements=False, disable_job_creation=True, disable_git=True,
-                              silent=True, git_commit=plan.commit)
+                              silent=True, git_commit=plan.commit, **endpoint)
     # `silent` in init's settings comes too late for the credentials check inside init, which
     # prints "wandb: [wandb.login()] Loaded credentials for ..." into `wbsync lineage`'s output;
     # the terminal settings are process-wide and only this command's process starts runs.
