@@ -152,7 +152,7 @@ def sync_json(r: SyncResult, lockfile: str) -> dict[str, Any]:
         "warnings": r.warnings,
         "entries": [
             {"name": e.name, "version": e.artifact.version, "path": e.artifact.path,
-             "keep": len(e.keep), "check": len(e.check), "place": len(e.place),
+             "keep": len(e.keep) or len(e.artifact.files) - len(e.check) - len(e.place) - len(e.blocked), "check": len(e.check), "place": len(e.place),
              "remove": [d for d, _ in e.remove]}
             for e in r.plan.entries
         ],
