@@ -6,9 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wbsync.digests import hash_file
 from wbsync.listing import iter_files
-from wbsync.models import FileRecord, Lock
+from wbsync.models import Lock
 from wbsync.plan import Plan, dest_of
 from wbsync.rehash import compare_folder
 
@@ -55,18 +54,6 @@ def unlocked_files(root: Path, plan: Plan) -> list[str]:
         locked = {f.path for f in iter_files(art)}
         found += [dest_of(art.path, p) for p in sorted(_walk(root / art.path)) if p not in locked]
     return found
-
-
-def _file_state(folder: Path, record: FileRecord) -> str:
-    path = folder / record.path
-    try:
-        if path.is_symlink() or not path.is_file():
-            return "missing"
-        if path.stat().st_size != record.size:
-            return "modified"
-        return "ok" if hash_file(path, record.algorithm) == record.digest else "modified"
-    except OSError:
-        return "missing"
 
 
 def _walk(folder: Path) -> list[str]:
