@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> None:
             elif command.startswith("lifetime "):
                 value = command.split(" ", 1)[1]
                 srv.links = LinkPolicy(lifetime_s=None if value == "none" else float(value))
+                print("ok", flush=True)
             elif command.startswith("alias "):  # alias COLLECTION ALIAS INDEX: move an alias
                 _, collection, alias, index = command.split()
                 srv.set_alias(ORG, "dataset", collection, alias, int(index))
