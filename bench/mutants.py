@@ -1,17 +1,20 @@
 """Mutation check: plant known bugs one at a time and see which test catches each.
 
-    python -m bench.mutants                 # every mutant, 2 at a time; prints the table
-    python -m bench.mutants --list          # names and the tests each runs
-    python -m bench.mutants orphan-noop ... # only these
+    python -m bench.mutants                              # every mutant, 2 at a time; prints the table
+    python -m bench.mutants --list                       # names and the tests each runs
+    python -m bench.mutants orphan-only-noop no-journal  # only these
+    python -m bench.mutants --only orphan-only-noop,no-journal   # the same, as one argument
+    python -m bench.mutants --check                      # only: does every patch apply and import?
     python -m bench.mutants --markdown docs/mutation.md --baseline
 
 Each mutant is a few small patches (an exact snippet of the current code and its replacement),
 applied to a temporary copy of the package, tests and schemas (never to the working tree), with
 ``PYTHONPATH`` pointing at that copy, so runs are independent of each other and of anyone
-working in the tree. A bug counts as caught only if every patch applies (a snippet that no
-longer matches exactly once fails loudly: "patch does not apply"), the package still imports,
-and one of the selected tests fails on its own assertion (see ``bench/mutant_plugin.py``); an
-import error, a collection error or a crash of the mutated code is not a catch.
+working in the tree. A bug counts as caught only if every patch applies (a snippet must occur
+exactly once, starting at a line start; one that does not fails loudly: "patch does not
+apply"), the package still imports, and one of the selected tests fails on its own assertion
+(see ``bench/mutant_plugin.py``); an import error, a collection error or a crash of the
+mutated code is not a catch.
 
 ``--baseline`` first runs every selected test on the unpatched copy: a catch means something
 only if those tests pass without the bug.
@@ -66,16 +69,31 @@ def make_copy(dest: Path) -> None:
             shutil.copy2(src, dest / name)
 
 
+def locate(text: str, snippet: str) -> int | str:
+    """Where ``snippet`` starts in ``text``: it must occur exactly once (anywhere) and that once
+    at the start of a line, so a snippet cannot land in the middle of a longer line that merely
+    ends the same way. Returns the offset, or why the snippet does not apply."""
+    if not snippet:
+        return "the snippet is empty"
+    found = text.count(snippet)
+    if found != 1:
+        return f"occurs {found} times, not once (the code moved?)"
+    at = text.index(snippet)
+    if at and text[at - 1] != "\n":
+        line = text.count("\n", 0, at) + 1
+        return f"occurs once, but in the middle of line {line}, not at a line start"
+    return at
+
+
 def apply(copy: Path, patches: tuple[Patch, ...]) -> None:
     for patch in patches:
         path = copy / patch.file
         text = path.read_text(encoding="utf-8")
-        found = text.count(patch.old)
-        if found != 1:
+        at = locate(text, patch.old)
+        if isinstance(at, str):
             first = patch.old.strip().splitlines()[0] if patch.old.strip() else "(empty)"
-            raise PatchDoesNotApply(f"patch does not apply: {patch.file}: the snippet starting "
-                                    f"{first!r} occurs {found} times, not once (the code moved?)")
-        path.write_text(text.replace(patch.old, patch.new), encoding="utf-8")
+            raise PatchDoesNotApply(f"patch does not apply: {patch.file}: the snippet starting {first!r} {at}")
+        path.write_text(text[:at] + patch.new + text[at + len(patch.old):], encoding="utf-8")
 
 
 def environment(copy: Path, report: Path) -> dict[str, str]:
@@ -207,6 +225,8 @@ def document(table: str, complete: bool) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.mutants", description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", help="mutants to run (default: all)")
+    parser.add_argument("--only", default="", metavar="NAME[,NAME...]",
+                        help="only these mutants (comma-separated; adds to the names given)")
     parser.add_argument("--jobs", type=int, default=2, help="mutants at a time (default 2, at most 2)")
     parser.add_argument("--list", action="store_true", help="list the mutants and their tests, run nothing")
     parser.add_argument("--baseline", action="store_true", help="first run the selected tests without any bug")
@@ -216,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep each mutant's temporary copy (for debugging)")
     args = parser.parse_args(argv)
     known = {m.name: m for m in MUTANTS}
+    if len(known) != len(MUTANTS):
+        parser.error("two mutants share a name in bench/mutant_list.py")
+    args.names = list(dict.fromkeys([*args.names, *(n.strip() for n in args.only.split(",") if n.strip())]))
     unknown = [n for n in args.names if n not in known]
     if unknown:
         parser.error(f"unknown mutant(s): {', '.join(unknown)}; see --list")

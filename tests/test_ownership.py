@@ -211,6 +211,29 @@ def test_a_copied_state_with_the_files_identity_still_needs_this_filesystem(
     assert src.exists()
 
 
+def test_a_state_with_the_files_inode_on_another_device_does_not_delete_it(
+        fake_wandb: FakeWandb, project: Path) -> None:
+    """Size, mtime and inode of the user's file, but another device: an inode number is only
+    unique on its filesystem, so this names some other file, never the user's."""
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    run("sync")
+    src = project / "src" / "train.py"
+    src.parent.mkdir()
+    src.write_text("print('train')\n")
+    st = os.stat(src)
+    import base64
+    import hashlib
+    digest = base64.b64encode(hashlib.md5(src.read_bytes()).digest()).decode()
+    doc = state_doc(project)
+    doc["entries"]["gone"] = {"path": "src", "files": {
+        "train.py": [st.st_size, st.st_mtime_ns, st.st_ino, f"md5:{digest}", st.st_dev + 1]}}
+    (project / ".wbsync/state.json").write_text(json.dumps(doc))
+    result = run("sync")
+    assert src.exists() and src.read_text() == "print('train')\n"
+    assert "src/train.py" in result.stdout + result.stderr  # kept, and said so
+
+
 def test_a_state_naming_files_outside_the_project_is_ignored_with_a_warning(
         fake_wandb: FakeWandb, project: Path, tmp_path: Path) -> None:
     publish(fake_wandb)

@@ -206,7 +206,8 @@ class FakeWandb:
     def file_url(self, artifact_id: str, path: str) -> str:
         """The directUrl the server hands out for file ``path`` of a logged artifact."""
         with self._state.lock:
-            return self._state.links.sign(blob_url(self.url, self._state.world.artifacts[artifact_id], path))
+            links = self._state.links
+            return links.sign(blob_url(links.base(self.url), self._state.world.artifacts[artifact_id], path))
 
     # -- observing ------------------------------------------------------------------------
 

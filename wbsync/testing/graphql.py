@@ -190,7 +190,7 @@ def _signed(url: str) -> str:
 
 def _file(ctx: Context, artifact: Artifact, path: str) -> JSON:
     entry = artifact.contents[path]
-    url = ctx.links.sign(blob_url(ctx.base_url, artifact, path))
+    url = ctx.links.sign(blob_url(ctx.links.base(ctx.base_url), artifact, path))
     return {
         "__typename": "File",
         "id": gql_id("File", f"{artifact.id}:{path}"),
@@ -313,7 +313,7 @@ def _manifest(ctx: Context, variables: JSON) -> JSON:
     artifact = ctx.world.artifacts.get(variables["id"])
     if artifact is None:
         return {"artifact": None}
-    url = manifest_url(ctx.base_url, artifact)
+    url = manifest_url(ctx.links.base(ctx.base_url), artifact)
     return {"artifact": {"currentManifest": {"file": {"directUrl": url}}}}
 
 

@@ -101,12 +101,22 @@ class LinkPolicy:
     ``expires`` is refused as GCS (``400 ExpiredToken``) or S3 (``403 AccessDenied``,
     "Request has expired") does, by ``style``. ``redirect``: 302 or 307 to the same bytes on
     another host name (``localhost`` for ``127.0.0.1``), at most ``hops`` times in a row.
+    ``userinfo``: file and manifest links carry it before their host (``user:password@``), as a
+    self-hosted server whose bucket URL holds the bucket's credentials hands them out.
     """
 
     lifetime_s: float | None = None
     style: ExpiryStyle = "gcs"
     redirect: int | None = None
     hops: int = 1
+    userinfo: str | None = None
+
+    def base(self, base_url: str) -> str:
+        """The server's address as links name it (with ``userinfo``, when set)."""
+        if self.userinfo is None:
+            return base_url
+        scheme, _, rest = base_url.partition("://")
+        return f"{scheme}://{self.userinfo}@{rest}"
 
     def sign(self, url: str) -> str:
         if self.lifetime_s is None:
