@@ -251,6 +251,29 @@ def test_a_state_naming_files_outside_the_project_is_ignored_with_a_warning(
     assert "state.json" in result.stderr and "ignor" in result.stderr
 
 
+def test_a_state_naming_a_file_in_git_is_ignored_with_a_warning(fake_wandb: FakeWandb, project: Path) -> None:
+    """Even with the hook's true identity, a state entry in .git is not a destination wbsync
+    could have placed: git's files are never wbsync's to remove."""
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    run("sync")
+    hook = project / ".git" / "hooks" / "pre-commit"
+    hook.parent.mkdir(parents=True)
+    hook.write_text("#!/bin/sh\nmake lint\n")
+    st = os.stat(hook)
+    import base64
+    import hashlib
+    digest = base64.b64encode(hashlib.md5(hook.read_bytes()).digest()).decode()
+    doc = state_doc(project)
+    doc["entries"]["gone"] = {"path": ".git", "files": {
+        "hooks/pre-commit": [st.st_size, st.st_mtime_ns, st.st_ino, f"md5:{digest}", st.st_dev]}}
+    (project / ".wbsync/state.json").write_text(json.dumps(doc))
+    result = run("sync")
+    assert hook.is_file(), "git's hook was removed"
+    assert hook.read_text() == "#!/bin/sh\nmake lint\n"
+    assert "state.json" in result.stderr and "ignor" in result.stderr
+
+
 def test_a_symlinked_state_folder_is_refused_and_nothing_is_written_outside(
         fake_wandb: FakeWandb, project: Path, tmp_path: Path) -> None:
     publish(fake_wandb)

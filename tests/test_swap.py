@@ -146,3 +146,25 @@ def test_an_unusable_journal_is_refused_with_the_fix(fake_wandb: FakeWandb, proj
     journal.unlink()
     run("sync", "--force")  # the files the killed sync renamed are not provably wbsync's: named, replaced
     assert trees(project) == (EVAL1, MODEL1)
+
+
+def test_a_file_edited_after_a_killed_swap_chose_to_remove_it_is_kept(fake_wandb: FakeWandb, project: Path) -> None:
+    """The journal lists a removal with the file's identity at the time; finishing the swap later
+    removes the file only if it is still exactly that file, never one the user edited since."""
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    run("sync")
+    dropped = {p: b for p, b in MODEL.items() if p != "README.md"}
+    publish(fake_wandb, {**dropped, "config.json": b'{"layers": 64}\n'})  # one rename, one removal
+    run("lock", "--upgrade")
+    prefetch(project)
+    assert killed_sync(project, after_renames=1).returncode == -signal.SIGKILL  # before the removal
+    assert (project / ".wbsync/swap.json").exists()
+    readme = project / "models/phi3/README.md"
+    readme.write_bytes(b"# phi3, with my notes\n")
+    run("sync")
+    assert not (project / ".wbsync/swap.json").exists()
+    assert readme.is_file(), "the edited file was removed"
+    assert readme.read_bytes() == b"# phi3, with my notes\n"
+    assert final(project / "models/phi3") == {**dropped, "config.json": b'{"layers": 64}\n',
+                                              "README.md": b"# phi3, with my notes\n"}

@@ -81,17 +81,12 @@ def _entry_problem(entry: EntryState) -> str | None:
 
     if entry.path in ("", "."):
         return "the project root"
-    if _path_problem(entry.path) is not None or _reserved(entry.path):
+    if _path_problem(entry.path) is not None:  # reserved names (.git, .wbsync) included
         return f"{entry.path!r}"
     for rel in entry.files:
-        if _path_problem(rel) is not None or _reserved(rel):
+        if _path_problem(rel) is not None:
             return f"{entry.path}/{rel}"
     return None
-
-
-def _reserved(rel: str) -> bool:
-    """A ``.git`` or ``.wbsync`` component, compared loosely (case, trailing dots and spaces)."""
-    return any(part.lower().rstrip(". ") in (".git", STATE_DIR) for part in rel.split("/"))
 
 
 def _tracked_by_git(root: Path) -> bool:

@@ -132,20 +132,19 @@ def _unfinished(exc: OSError, dest: str) -> LocalIOError:
 
 def _validate(root: Path, doc: dict[str, Any]) -> None:
     """The journal is local state, like state.json: check it names only safe places."""
-    from wbsync.ownership import _reserved
     from wbsync.place import _TEMP_NAME, _path_problem, safe_join
 
     if doc["journal_version"] != JOURNAL_VERSION:
         raise ValueError(f"journal version {doc['journal_version']!r}")
     for temp, dest, _same in doc["renames"]:
         for rel in (temp, dest):
-            if _path_problem(rel) is not None or _reserved(rel):
+            if _path_problem(rel) is not None:  # reserved names (.git, .wbsync) included
                 raise ValueError(f"unsafe path {rel!r}")
         safe_join(root, dest)  # no symlink on the way leads outside the project
         head, _, name = temp.rpartition("/")
         if head != dest.rpartition("/")[0] or not _TEMP_NAME.fullmatch(name):
             raise ValueError(f"{temp!r} is not a staged name for {dest!r}")
     for dest, stat in doc["removes"]:
-        if _path_problem(dest) is not None or _reserved(dest) or len(stat) != 4:
+        if _path_problem(dest) is not None or len(stat) != 4:
             raise ValueError(f"unsafe removal {dest!r}")
     state_from_json(doc["state"])
