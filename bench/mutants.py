@@ -201,7 +201,7 @@ def markdown(outcomes: list[Outcome]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def document(table: str, complete: bool) -> str:
+def document(table: str, complete: bool, seconds: float = 0.0, jobs: int = 2) -> str:
     # The commit whose package and tests were mutated: the last one that changed either.
     commit = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%h (%cs)", "--", "wbsync", "tests"],
                             capture_output=True, text=True, check=False).stdout.strip() or "unknown"
@@ -215,10 +215,21 @@ def document(table: str, complete: bool) -> str:
         "only if its patch applies, the package imports and a test assertion fails: an import error,\n"
         "a collection error or a crash of the mutated code is not a catch. The patches and the tests\n"
         "chosen for each are in `bench/mutant_list.py`.\n\n"
+        "Rows 1-22 are the 22 kinds of bug the audit of issue 15 planted (its \"orphan-only plans\" in\n"
+        "two places, rows 15-16; \"digest checks reduced to size\" as the re-hash of untrusted files,\n"
+        "row 1). The rest are the rules of the issues worked on beside it, as each landed: link modes,\n"
+        "ownership and the swap journal, blob re-checks, reserved names, the lock's agreement with\n"
+        "the manifest and the source, downloads over a real network, vanished versions, `diff` and\n"
+        "automated bumps, large entries and the lock format, what may be shown, and diagnosis hints.\n\n"
         "```bash\npython -m bench.mutants --baseline --markdown docs/mutation.md\n```\n\n"
+        "Each snippet a patch replaces must occur exactly once in its file and start at a line start;\n"
+        "one that does not (the code moved) fails loudly as \"patch does not apply\", never silently.\n"
+        "`python -m bench.mutants --check` checks that every patch applies and the package imports,\n"
+        "without running tests; `--only NAME,NAME` runs a few.\n\n"
         f"Last run: {scope}, on the package and tests of commit {commit}"
-        f"{' with uncommitted changes' if dirty else ''}.\n\n"
-        + table
+        f"{' with uncommitted changes' if dirty else ''}"
+        + (f", {jobs} mutants at a time on {os.cpu_count()} cores, {seconds / 60:.0f} min in all" if seconds else "")
+        + ".\n\n" + table
     )
 
 
@@ -253,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {why}")
         print(f"{len(selected) - len(problems)} of {len(selected)} mutants apply and import")
         return 1 if problems else 0
+    started = time.monotonic()  # the run time reported includes the baseline
     if args.baseline:
         base = baseline(selected)
         print(f"baseline: {base.status} {base.detail} ({base.seconds:.0f} s)", flush=True)
@@ -265,10 +277,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{outcome.mutant.name}: {outcome.status} {outcome.caught_by or outcome.detail} "
                   f"({outcome.seconds:.0f} s)", flush=True)
             outcomes.append(outcome)
+    seconds = time.monotonic() - started
     table = markdown(outcomes)
-    print("\n" + table)
+    print("\n" + table + f"\n{len(outcomes)} mutants in {seconds:.0f} s")
     if args.markdown:
-        args.markdown.write_text(document(table, len(selected) == len(MUTANTS)))
+        args.markdown.write_text(document(table, len(selected) == len(MUTANTS), seconds, jobs))
     return 0 if all(o.caught for o in outcomes) else 1
 
 
