@@ -42,9 +42,11 @@ def blob_gets(srv: FakeWandb) -> list:
 
 
 def renewals(srv: FakeWandb) -> list[list[str]]:
-    """The file names of each listing call that asked for some files only (link renewals)."""
-    return [r.variables["fileNames"] for r in srv.requests
-            if r.operation == "ArtifactMembershipFiles" and r.variables.get("fileNames")]
+    """The file names of each link renewal: the listing calls after the first (a sync asks for
+    the links of the files it is about to fetch, a batch at a time; these entries are one batch)."""
+    named = [r.variables.get("fileNames") for r in srv.requests if r.operation == "ArtifactMembershipFiles"]
+    assert named and named[0], "the first listing call asks for the links of the missing files by name"
+    return named[1:]
 
 
 def synced(project: Path) -> dict[str, bytes]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Iterator, Mapping
 
 from wbsync.listing import iter_files
 from wbsync.models import FileRecord, Lock, LockedArtifact
@@ -29,7 +29,7 @@ def dest_of(artifact_path: str, file_path: str) -> str:
     return posixpath.join(artifact_path, file_path)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a plan holds one per locked file
 class FileAction:
     entry: str
     base: str  # the entry's folder, project-relative
@@ -138,7 +138,18 @@ def _plan_entry(name: str, art: LockedArtifact, state: State, observed: Mapping[
     remove: list[Stale] = []
     recorded = state.entries.get(name)
     if recorded is not None:
-        locked_paths = {f.path for f in iter_files(art)} if recorded.path == art.path else set()
-        remove = [(d, f) for p, f in sorted(recorded.files.items())
-                  if p not in locked_paths and not wanted(d := dest_of(recorded.path, p))]
+        paths = sorted(recorded.files)
+        if recorded.path == art.path:  # both sorted: merged as the listing streams, no set of its paths
+            paths = list(_unlocked(paths, iter_files(art)))
+        remove = [(d, recorded.files[p]) for p in paths if not wanted(d := dest_of(recorded.path, p))]
     return EntryPlan(name, art, tuple(keep), tuple(check), tuple(place), tuple(remove), tuple(blocked), placed)
+
+
+def _unlocked(paths: list[str], locked: Iterator[FileRecord]) -> Iterator[str]:
+    """The sorted ``paths`` that the path-ordered ``locked`` records do not name."""
+    current = next(locked, None)
+    for path in paths:
+        while current is not None and current.path < path:
+            current = next(locked, None)
+        if current is None or current.path != path:
+            yield path

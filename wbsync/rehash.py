@@ -66,7 +66,7 @@ def compare_folder(folder: str, files: Iterable[FileRecord], *, count: int, jobs
 
 def _run(submit: Callable[[list[Item]], None], folder: str, files: Iterable[FileRecord], found: Differences) -> None:
     chunk: list[Item] = []
-    for record, on_disk in _merge(files, walk_sorted(folder)):
+    for record, on_disk in merge_sorted(files, walk_sorted(folder)):
         if record is None:
             found.extra.append(on_disk or "")
         elif on_disk is None:
@@ -153,7 +153,9 @@ def _worker(folder: str) -> None:
     out.flush()
 
 
-def _merge(files: Iterable[FileRecord], disk: Iterator[str]) -> Iterator[tuple[FileRecord | None, str | None]]:
+def merge_sorted(files: Iterable[FileRecord], disk: Iterator[str]) -> Iterator[tuple[FileRecord | None, str | None]]:
+    """Pairs (locked file, the same path on disk), either side None where the other has no
+    match; both sides must come in path order (``iter_files``, ``walk_sorted``)."""
     locked = iter(files)
     a, b = next(locked, None), next(disk, None)
     while a is not None or b is not None:

@@ -30,7 +30,7 @@ Blocker = Literal["folder", "symlink", "other", "blocked"]
 Observed = Stat | Blocker | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a state holds one per placed file
 class PlacedFile:
     stat: Stat
     digest: str  # "<algorithm>:<base64>"

@@ -7,23 +7,26 @@ carries a plan out and records what it placed.
 from __future__ import annotations
 
 import fcntl
+import gc
 import os
 import posixpath
-from concurrent.futures import ThreadPoolExecutor
+import itertools
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping
 
 from wbsync import fingerprint, swap
 from wbsync.digests import hash_file
 from wbsync.agreement import check_frozen, confirm_with_source, describe, stale_report
 from wbsync.errors import CheckFailed, UsageError, VanishedError, WbsyncError, local_io_error
-from wbsync.listing import ensure_listings, iter_files
+from wbsync.listing import ensure_listings
 from wbsync.lockfile import write_lock
 from wbsync.models import Lock, LockedArtifact, Manifest
 from wbsync.ownership import Conflict, conflict_error, load_evidence, same_file, untouched
-from wbsync.place import LinkMode, Staged, clean_temp_files, discard_staged, is_temp_name, safe_join, stage
+from wbsync.place import LinkMode, Staged, clean_temp_files, is_temp_name, safe_join, stage
 from wbsync.plan import EntryPlan, FileAction, Plan, Stale, digest_key, make_plan
 from wbsync.project import Project, check_names
 from wbsync.resolve import PinChange, lock_manifest
@@ -44,6 +47,12 @@ from wbsync.verify import unlocked_files
 
 if TYPE_CHECKING:
     from wbsync.fetch import FetchJob
+
+#: Files whose links are asked for, and then fetched, at once (see _Actor._fetch).
+FETCH_BATCH = 2000
+#: A staged file, as small as it can be: (its temp name, project-relative; whether it is the
+#: store's blob itself (a hardlink); its stat, which the rename keeps).
+StagedFile = tuple[str, bool, Stat | None]
 
 
 @dataclass
@@ -130,7 +139,8 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
     selected = check_names(names, set(lock.artifacts), str(project.lock_path))
     root = project.root
     with _explaining_vanished(project, lock, source):
-        ensure_listings(lock, source, selected)  # large entries' file lists: fetched once, then offline
+        if ensure_listings(lock, source, selected):  # large entries' file lists: fetched once, then offline
+            gc.collect()  # the SDK's manifest objects hold reference cycles: free them before the plan
     fast = (selected is None and not dry_run and not swap.pending(root)
             and fingerprint.unchanged(root, lock) is not None)
     if fast:  # the tree is exactly as the last sync left it: no state loaded, no plan built
@@ -212,16 +222,25 @@ def plan_tree(root: Path, lock: Lock, names: frozenset[str] | None, state: State
     """Observe the locked destinations on disk (lstat only) and plan against the recorded state."""
     if state is None:
         state = load_evidence(root).state
-    observed: dict[str, Observed] = {}
-    for name, art in lock.artifacts.items():
-        if names is not None and name not in names:
-            continue
+    return make_plan(lock, state, _Disk(root), names)
+
+
+class _Disk(Mapping[str, Observed]):
+    """What stands at each project-relative destination, observed (one lstat) when the planner
+    asks for it: no dict of every locked path and its stat, whose size grows with the file count."""
+
+    def __init__(self, root: Path) -> None:
         # Plain string concatenation: pathlib costs ~20 us per path, a third of a 10k-file no-op.
-        prefix = f"{art.path}/"
-        absolute = f"{root}{os.sep}{prefix}"
-        for f in iter_files(art):
-            observed[prefix + f.path] = observe(absolute + f.path)
-    return make_plan(lock, state, observed, names)
+        self.prefix = f"{root}{os.sep}"
+
+    def __getitem__(self, dest: str) -> Observed:
+        return observe(self.prefix + dest)
+
+    def __iter__(self) -> Iterator[str]:
+        raise TypeError("the tree is observed path by path, not listed")
+
+    def __len__(self) -> int:
+        raise TypeError("the tree is observed path by path, not counted")
 
 
 @contextmanager
@@ -295,9 +314,10 @@ class _Actor:
             for entry in entries:
                 if entry.place:
                     self.on_entry("placing", entry)
-            staged = self._stage_all([a for e in entries for a in e.place])
-            renames = [(_rel_temp(a, s), a.dest, s.mode == "hardlink") for a, s in staged]
-            state = self.state = self._new_state(entries, staged, prune_state)
+            placing = [a for e in entries for a in e.place]
+            staged = self._stage_all(placing)
+            renames = [(temp, a.dest, same_inode) for a, (temp, same_inode, _stat) in zip(placing, staged)]
+            state = self.state = self._new_state(entries, placing, staged, prune_state)
             try:
                 journal = swap.journal(self.root, renames, removes, state_to_json(state))
             except BaseException:
@@ -379,36 +399,65 @@ class _Actor:
     # -- fetching ------------------------------------------------------------------------
 
     def _fetch(self, entries: list[EntryPlan], result: SyncResult) -> dict[str, WbsyncError]:
-        missing = [(e, [a for a in e.place if not self.store.has(a.record)]) for e in entries]
-        missing = [(e, acts) for e, acts in missing if acts]
-        if not missing:
+        """Fetch every blob the placed files need and the store lacks, each once, in batches of
+        ``FETCH_BATCH`` files: the links of one batch are asked for (the next batch's while this
+        one downloads) and fetched, so neither the links nor the jobs of a million files are
+        ever held at once, and no link waits long enough to expire."""
+        todo: list[tuple[EntryPlan, list[FileAction]]] = []
+        queued: dict[str, set[str]] = {}  # algorithm -> digests: the same bytes are fetched once
+        for entry in entries:
+            actions = []
+            for a in entry.place:
+                seen = queued.setdefault(a.record.algorithm, set())
+                if a.record.digest not in seen and not self.store.has(a.record):
+                    seen.add(a.record.digest)  # the record's own string: the set holds no copies
+                    actions.append(a)
+            if actions:
+                todo.append((entry, actions))
+        del queued
+        if not todo:
             return {}
         from wbsync.fetch import (  # urllib3: a sync that fetches nothing never pays for it
             Fetcher,
-            FetchJob,
         )
 
         self.store.clean_tmp()  # leftovers of killed runs (only files no live process holds)
         source = self.source
-        jobs: list[FetchJob] = []
-        failures: dict[str, WbsyncError] = {}
-        for entry, actions in missing:
-            try:
-                urls = source.file_urls(entry.artifact)
-            except WbsyncError as exc:
-                failures[entry.name] = exc
-                continue
-            jobs.extend(FetchJob(entry.name, a.record, urls.get(a.record.path, "")) for a in actions)
-        unique = list({digest_key(j.record): j for j in jobs}.values())  # same bytes, fetch once
-        result.fetched_files = len(unique)
-        result.fetched_bytes = sum(j.record.size for j in unique)
+        result.fetched_files = sum(len(actions) for _e, actions in todo)
+        result.fetched_bytes = sum(a.record.size for _e, actions in todo for a in actions)
         if self.on_fetch_start:
-            self.on_fetch_start(len(unique), result.fetched_bytes)
-        artifacts = {e.name: e.artifact for e, _ in missing}
+            self.on_fetch_start(result.fetched_files, result.fetched_bytes)
+        artifacts = {e.name: e.artifact for e, _ in todo}
         fetcher = Fetcher(self.store, self.jobs, progress=self.progress, opener=source.open_file,
                           renew=lambda name, paths: source.file_urls(artifacts[name], paths))
-        failures.update(fetcher.fetch_all(j for j in unique if self._has_url(j, failures)))
+        batches = [(e, actions[at:at + FETCH_BATCH]) for e, actions in todo
+                   for at in range(0, len(actions), FETCH_BATCH)]
+        failures: dict[str, WbsyncError] = {}
+        with ThreadPoolExecutor(1, thread_name_prefix="wbsync-links") as links:
+            def ask(i: int) -> Future[dict[str, str]]:
+                entry, batch = batches[i]
+                return links.submit(source.file_urls, entry.artifact, [a.record.path for a in batch])
+
+            upcoming = ask(0)
+            for i, (entry, batch) in enumerate(batches):
+                current, upcoming = upcoming, (ask(i + 1) if i + 1 < len(batches) else None)
+                if entry.name in failures:
+                    continue  # that entry is lost already: spend nothing more on it
+                try:
+                    urls = current.result()
+                except WbsyncError as exc:
+                    failures[entry.name] = exc
+                    continue
+                jobs = [self._job(entry, a, urls.get(a.record.path, "")) for a in batch]
+                del urls
+                failures.update(fetcher.fetch_all(j for j in jobs if self._has_url(j, failures)))
         return failures
+
+    @staticmethod
+    def _job(entry: EntryPlan, action: FileAction, url: str) -> FetchJob:
+        from wbsync.fetch import FetchJob
+
+        return FetchJob(entry.name, action.record, url)
 
     def _has_url(self, job: FetchJob, failures: dict[str, WbsyncError]) -> bool:
         if job.url:
@@ -422,33 +471,48 @@ class _Actor:
 
     # -- staging -------------------------------------------------------------------------
 
-    def _stage_all(self, actions: list[FileAction]) -> list[tuple[FileAction, Staged]]:
+    def _stage_all(self, actions: list[FileAction]) -> list[StagedFile]:
         """Stage every file of every entry, or none: on any failure the temp files and the
-        folders made for them are removed, and every entry is as it was."""
+        folders made for them are removed, and every entry is as it was. The answer is in the
+        order of ``actions``."""
         # Every destination is checked (symlink escapes) before the first file is written.
-        dests = [safe_join(self.root, a.dest, context=a.entry) for a in actions]
+        folders: dict[Path, None] = {}
+        for a in actions:
+            folders[safe_join(self.root, a.dest, context=a.entry).parent] = None
         made = self.made = []
+        staged: list[StagedFile] = []
         try:
-            self._make_folders(dests, made)
-            with ThreadPoolExecutor(min(self.jobs, 8), thread_name_prefix="wbsync-place") as pool:
-                futures = [pool.submit(self._stage_one, self.store.blob_path(a.record), d)
-                           for a, d in zip(actions, dests)]
+            self._make_folders(folders, made)
+            threads = min(self.jobs, 8)
+            with ThreadPoolExecutor(threads, thread_name_prefix="wbsync-place") as pool:
+                # A bounded window of futures, not one per file: a million Futures alone are
+                # over a GB.
+                window: deque[Future[StagedFile]] = deque()
                 try:
-                    return [(a, f.result()) for a, f in zip(actions, futures)]
+                    for action in actions:
+                        if len(window) >= 4 * threads:
+                            staged.append(window[0].result())
+                            window.popleft()
+                        window.append(pool.submit(self._stage_one, action))
+                    while window:
+                        staged.append(window[0].result())
+                        window.popleft()
+                    return staged
                 except BaseException:
-                    for f in futures:
+                    for f in window:
                         f.cancel()
-                    for f in futures:
+                    for f in window:
                         if not f.cancelled() and f.exception() is None:
-                            discard_staged(f.result())
+                            staged.append(f.result())
+                    self._unstage(staged)
                     raise
         except BaseException:
             self._remove_made_folders()
             raise
 
-    def _unstage(self, staged: list[tuple[FileAction, Staged]]) -> None:
-        for _action, one in staged:
-            discard_staged(one)
+    def _unstage(self, staged: list[StagedFile]) -> None:
+        for temp, _same_inode, _stat in staged:
+            discard_staged_name(self.root, temp)
         self._remove_made_folders()
 
     def _remove_made_folders(self) -> None:
@@ -457,12 +521,13 @@ class _Actor:
                 folder.rmdir()
             except OSError:
                 pass
+        self.made = []
 
-    def _make_folders(self, dests: list[Path], made: list[Path]) -> None:
+    def _make_folders(self, folders: Iterable[Path], made: list[Path]) -> None:
         known: set[Path] = set()
-        for dest in dests:
-            folder = dest.parent
-            if folder in known:
+        for folder in folders:
+            parent = folder
+            if parent in known:
                 continue
             missing = []
             while not folder.is_dir():
@@ -476,26 +541,26 @@ class _Actor:
                 except OSError as exc:
                     raise local_io_error(exc, folder) from None
                 made.append(folder)
-            known.add(dest.parent)
+            known.add(parent)
         self.made_dirs = known
 
-    def _stage_one(self, blob: Path, dest: Path) -> Staged:
+    def _stage_one(self, action: FileAction) -> StagedFile:
+        """Stage one file; the answer is small (a sync holds one per placed file until the swap)."""
+        blob, dest = self.store.blob_path(action.record), Path(f"{self.root}{os.sep}{action.dest}")
         try:
             staged = stage(blob, dest, self.link_mode, made_dirs=self.made_dirs)
         except OSError as exc:  # disk full, read-only, ...: stage() removed its temp file
             raise local_io_error(exc, dest) from None
         self.on_placed(1)
-        return staged
+        # A rename keeps the inode and mtime: this is what the state records once it is done.
+        return _rel_temp(action, staged), staged.mode == "hardlink", stat_of(staged.temp)
 
-    def _new_state(self, entries: list[EntryPlan], staged: list[tuple[FileAction, Staged]],
+    def _new_state(self, entries: list[EntryPlan], placing: list[FileAction], staged: list[StagedFile],
                    prune_state: bool) -> State:
         """What the state records once the swap is done: every locked file of every planned
-        entry; kept and removed files are no longer wbsync's."""
-        placed: dict[str, PlacedFile] = {}
-        for action, one in staged:
-            stat = stat_of(one.temp)  # a rename keeps the inode and mtime
-            if stat is not None:
-                placed[action.dest] = PlacedFile(stat, digest_key(action.record))
+        entry; kept and removed files are no longer wbsync's. ``staged`` answers ``placing``,
+        the place actions of ``entries`` in order."""
+        answers = iter(zip(placing, staged))
         state = State(dict(self.before.entries))
         for entry in entries:
             files: dict[str, PlacedFile] = {}
@@ -503,9 +568,9 @@ class _Actor:
                 known = self.adopted.get(action.dest) or entry.recorded.get(action.record.path)
                 if known is not None:
                     files[action.record.path] = known
-            for action in entry.place:
-                if action.dest in placed:
-                    files[action.record.path] = placed[action.dest]
+            for action, (_temp, _same_inode, stat) in itertools.islice(answers, len(entry.place)):
+                if stat is not None:
+                    files[action.record.path] = PlacedFile(stat, digest_key(action.record))
             state.entries[entry.name] = EntryState(entry.artifact.path, files)
         if prune_state:
             locked = {e.name for e in entries}
@@ -523,6 +588,11 @@ def clean_entry_temps(root: Path, entry: EntryPlan) -> None:
 
 def _rel_temp(action: FileAction, staged: Staged) -> str:
     return posixpath.join(posixpath.dirname(action.dest), staged.temp.name)
+
+
+def discard_staged_name(root: Path, temp: str) -> None:
+    """Remove a staged file by its project-relative temp name."""
+    Path(f"{root}{os.sep}{temp}").unlink(missing_ok=True)
 
 
 def _holds(path: Path, key: str) -> bool:

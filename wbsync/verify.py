@@ -9,7 +9,7 @@ from pathlib import Path
 from wbsync.listing import iter_files
 from wbsync.models import Lock
 from wbsync.plan import Plan, dest_of
-from wbsync.rehash import compare_folder
+from wbsync.rehash import compare_folder, merge_sorted, walk_sorted
 
 
 @dataclass
@@ -51,15 +51,8 @@ def unlocked_files(root: Path, plan: Plan) -> list[str]:
     found = []
     for entry in plan.entries:
         art = entry.artifact
-        locked = {f.path for f in iter_files(art)}
-        found += [dest_of(art.path, p) for p in sorted(_walk(root / art.path)) if p not in locked]
-    return found
-
-
-def _walk(folder: Path) -> list[str]:
-    found = []
-    for dirpath, _dirnames, filenames in os.walk(folder):
-        rel = os.path.relpath(dirpath, folder)
-        for fn in filenames:
-            found.append(fn if rel == "." else f"{rel}/{fn}".replace(os.sep, "/"))
+        # Both sides sorted, merged as they stream: no set of a million locked paths.
+        walked = walk_sorted(os.path.join(root, art.path))
+        found += [dest_of(art.path, p) for record, p in merge_sorted(iter_files(art), walked)
+                  if record is None and p is not None]
     return found

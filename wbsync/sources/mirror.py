@@ -297,6 +297,7 @@ class MirrorSource:
         self.description = f"mirror {spec}"
         self._index: dict[str, Any] | None = None
         self._aliases: dict[str, dict[str, str]] = {}
+        self._urls: dict[str, dict[str, str]] = {}  # resolved -> path -> link (file_urls)
         self._lock = threading.Lock()
 
     def resolve(self, entry: Entry) -> Resolved:
@@ -317,7 +318,17 @@ class MirrorSource:
 
     def file_urls(self, artifact: LockedArtifact, paths: Collection[str] | None = None) -> dict[str, str]:
         """Mirror links never expire (a folder, or fsspec with its own credentials), so ``paths``
-        only narrows the answer."""
+        only narrows the answer. A sync asks batch by batch: every link of a version is worked
+        out once (reading the version's record) and kept for the next batches."""
+        with self._lock:
+            known = self._urls.get(artifact.resolved)
+        if known is None:
+            known = self._all_urls(artifact)
+            with self._lock:
+                self._urls[artifact.resolved] = known
+        return dict(known) if paths is None else {p: known[p] for p in paths if p in known}
+
+    def _all_urls(self, artifact: LockedArtifact) -> dict[str, str]:
         res = self._locked_version(artifact)
         if res is None:
             reason = "not in the mirror"
@@ -329,8 +340,7 @@ class MirrorSource:
                 f"{res.digest}, but the lock records {artifact.digest}. Nothing was placed. Write the "
                 "mirror again from this lock (`wbsync mirror`), or re-lock against it.")
         listed = {f.record.path for f in res.files}
-        wanted = listed if paths is None else listed.intersection(paths)
-        return {f.path: self.location.url(blob_rel(f)) for f in iter_files(artifact) if f.path in wanted}
+        return {f.path: self.location.url(blob_rel(f)) for f in iter_files(artifact) if f.path in listed}
 
     def open_file(self, url: str, offset: int) -> BinaryIO:
         return self.location.open(self.location.rel_of(url), offset)

@@ -77,6 +77,7 @@ class WandbSource:
         manifest = _call(lambda: _with_deadline(lambda: artifact.manifest, _manifest_deadline(), entry.name),
                          entry.reference.full_name(), entry)
         files = _ManifestFiles(manifest.entries, entry.name)
+        _forget(artifact)  # the Resolved keeps what it needs; the manifest goes when it goes
         return Resolved(
             resolved=f"{artifact.entity}/{artifact.project}/{collection}:{version}",
             version=version,
@@ -275,6 +276,20 @@ def _base_url() -> tuple[str | None, str | None]:
     from wbsync.shown import split_credentials
 
     return split_credentials(base)
+
+
+def _forget(artifact: Any) -> None:
+    """Drop ``artifact`` from the SDK's process-wide caches (its last 100 artifacts, by id and by
+    client id), which keep each one's manifest object (~1.6 KB a file) alive for the rest of
+    the process: a sync that fetched a million-file listing would carry it through the whole
+    download. Best effort: an SDK without those caches leaves nothing to drop."""
+    try:
+        from wandb.sdk.artifacts import artifact_instance_cache as caches
+    except ImportError:
+        return
+    for cache in (getattr(caches, "artifact_instance_cache", {}), getattr(caches, "artifact_instance_cache_by_client_id", {})):
+        for key in [k for k, v in list(cache.items()) if v is artifact]:
+            cache.pop(key, None)
 
 
 class _ManifestFiles:
