@@ -212,8 +212,7 @@ class Fetcher:
         # A connection silent for the stall window is stalled too: no need to wait longer.
         read = min(self.policy.read_timeout, self.policy.stall.window_s)
         timeout = urllib3.Timeout(connect=self.policy.connect_timeout, read=read)
-        self.http = urllib3.PoolManager(num_pools=8, maxsize=self.jobs + self.ranges.connections, block=False,
-                                        timeout=timeout, retries=False)
+        self.http = transfer.Connections(self.jobs + self.ranges.connections, timeout)
         self.claims = Claims(store)
         self.links = LinkBook((), renew)
         self._cancel = threading.Event()

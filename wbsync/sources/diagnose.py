@@ -19,11 +19,10 @@ import json
 import os
 import socket
 import ssl
-import urllib.request
-from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from wbsync.errors import RemoteError
+from wbsync.netenv import Proxy, proxy_for, tls_context
 
 _VIEWER = b'{"query": "query Viewer { viewer { id } }", "operationName": "Viewer"}'
 _DEFAULT_TIMEOUT = 10.0
@@ -47,25 +46,6 @@ def public_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-@dataclass(frozen=True)
-class _Proxy:
-    url: str
-    variable: str  # HTTPS_PROXY, HTTP_PROXY, ALL_PROXY
-
-
-def _proxy_for(url: str) -> _Proxy | None:
-    """The proxy the SDK would use for ``url`` (the usual *_PROXY / NO_PROXY variables)."""
-    parts = urlsplit(url)
-    if parts.hostname and urllib.request.proxy_bypass_environment(parts.hostname):
-        return None
-    scheme = parts.scheme.lower()
-    for name in (f"{scheme}_proxy", "all_proxy"):
-        for variable in (name.upper(), name):
-            if os.environ.get(variable):
-                return _Proxy(os.environ[variable], variable)
-    return None
-
-
 def check_reachable(url: str, timeout: float | None = None) -> None:
     """Raise RemoteError, naming the problem and the next step, when ``url``'s host (or its
     proxy) cannot be resolved, connected to within ``timeout``, or greeted over TLS."""
@@ -75,7 +55,7 @@ def check_reachable(url: str, timeout: float | None = None) -> None:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise RemoteError(f"WANDB_BASE_URL {shown!r} is not an http(s) URL: set it to your W&B server's "
                           "address, e.g. https://acme.wandb.io, or unset it for W&B's own cloud.")
-    proxy = _proxy_for(url)
+    proxy = proxy_for(url)
     if proxy is not None:
         _check_proxy(proxy, shown, seconds)
         return
@@ -86,7 +66,7 @@ def check_reachable(url: str, timeout: float | None = None) -> None:
             _handshake(sock, parts.hostname, shown)
 
 
-def _check_proxy(proxy: _Proxy, shown: str, seconds: float) -> None:
+def _check_proxy(proxy: Proxy, shown: str, seconds: float) -> None:
     parts = urlsplit(proxy.url if "://" in proxy.url else f"http://{proxy.url}")
     where = public_url(proxy.url if "://" in proxy.url else f"http://{proxy.url}")
     fix = (f"Check {proxy.variable} (and NO_PROXY, for hosts to reach directly), or ask whoever runs "
@@ -123,23 +103,8 @@ def _connect(host: str, port: int, shown: str, seconds: float) -> socket.socket:
                           "WANDB_BASE_URL, then run again.") from None
 
 
-def _tls_context() -> ssl.SSLContext:
-    """Trust what the SDK trusts: the system's CAs, SSL_CERT_FILE and REQUESTS_CA_BUNDLE; nothing
-    is checked when WANDB_INSECURE_DISABLE_SSL is on."""
-    context = ssl.create_default_context()
-    if os.environ.get("WANDB_INSECURE_DISABLE_SSL", "").lower() in ("1", "true", "yes"):
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        return context
-    for variable in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
-        bundle = os.environ.get(variable)
-        if bundle and os.path.isfile(bundle):
-            context.load_verify_locations(cafile=bundle)
-    return context
-
-
 def _handshake(sock: socket.socket, host: str, shown: str) -> None:
-    context = _tls_context()
+    context = tls_context()
     try:
         context.wrap_socket(sock, server_hostname=host).close()
     except ssl.SSLCertVerificationError as exc:
@@ -167,7 +132,7 @@ def diagnose_server(url: str, timeout: float | None = None) -> str | None:
     import urllib3  # ~50 ms, paid only on this failure path
 
     shown = public_url(url)
-    proxy = _proxy_for(url)
+    proxy = proxy_for(url)
     pool = urllib3.ProxyManager(proxy.url) if proxy else urllib3.PoolManager()
     endpoint = url.rstrip("/") + "/graphql"
     try:
