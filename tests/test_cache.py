@@ -327,3 +327,18 @@ def test_a_bad_max_size_setting_is_a_usage_error_naming_the_variable(project: Pa
     monkeypatch.setenv("WBSYNC_CACHE_MAX_SIZE", "lots")
     result = run("cache", "info", check=2)
     assert "WBSYNC_CACHE_MAX_SIZE: 'lots' is not a size" in result.stderr
+
+
+def test_prune_drops_part_done_large_files_untouched_for_a_week_and_keeps_younger_ones(
+        fake_wandb: FakeWandb, project: Path) -> None:
+    tmp = Store(default_store_dir()).tmp_dir
+    tmp.mkdir(parents=True, exist_ok=True)
+    old, young = tmp / "md5-aa.ranged", tmp / "md5-bb.ranged"
+    for path in (old, young, Path(f"{old}.json"), Path(f"{young}.json")):
+        path.write_bytes(b"x" * 100)
+    week_ago = time.time() - 8 * 24 * 3600
+    for path in (old, Path(f"{old}.json")):
+        os.utime(path, (week_ago, week_ago))
+    doc = run_json("cache", "prune")
+    assert doc["tmp_files"] == 2
+    assert sorted(p.name for p in tmp.iterdir()) == ["md5-bb.ranged", "md5-bb.ranged.json"]

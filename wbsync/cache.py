@@ -37,6 +37,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 
+from wbsync import partial
 from wbsync.atomic import write_atomic
 from wbsync.digests import hash_file, hex_of
 from wbsync.errors import IntegrityError, LockfileError, UsageError
@@ -300,7 +301,8 @@ def _prune(store: Store, max_size: int | None, *, dry_run: bool) -> PruneResult:
     if dry_run:
         return result
     result.failed = sum(not _unlink(b.path) for b in (*plan.unreferenced, *plan.evicted))
-    result.tmp_files = store.clean_tmp()
+    # Part-done large files (wbsync.partial) are resumable for a week; older ones are dropped.
+    result.tmp_files = store.clean_tmp() + partial.clean(store)
     store.clean_blob_locks()
     _forget_missing(store)
     return result
