@@ -326,3 +326,30 @@ def test_a_sync_needing_other_blobs_does_not_wait_for_one_stuck_on_its_own(
     finally:
         stuck.kill()
         stuck.wait()
+
+
+def test_ctrl_c_stops_a_sync_at_once_even_while_a_server_holds_a_download(
+        fake_wandb: FakeWandb, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A server that never answers a file GET: the download thread sits in its socket until the
+    # read timeout (here 60 s). Ctrl-C must not wait for it.
+    monkeypatch.setenv("WBSYNC_TIMEOUT", "60")
+    monkeypatch.setenv("WBSYNC_STALL_SECONDS", "60")
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    run("lock")
+    fake_wandb.inject(Fault("file", "hang", times=None, match="shard-0.bin"))
+    proc = subprocess.Popen([sys.executable, "-m", "wbsync", "sync"], cwd=project, env=os.environ.copy(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    seen, deadline = "", time.monotonic() + 60
+    while "fetching" not in seen and time.monotonic() < deadline:
+        seen += proc.stderr.readline()
+    time.sleep(1.0)  # the other files arrive; the shard's GET hangs
+    proc.send_signal(signal.SIGINT)
+    started = time.monotonic()
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 130, seen + err
+    assert time.monotonic() - started < 10, "Ctrl-C waited for the hung download"
+    assert "Traceback" not in err
+    assert not (project / "models").exists()
+    fake_wandb.reset()

@@ -27,7 +27,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from typing import BinaryIO, Protocol
 
@@ -41,6 +41,7 @@ from wbsync.models import FileRecord
 from wbsync.partial import PartialBlob
 from wbsync.store import Store
 from wbsync.transfer import LinkRefused, RangeIgnored, Retry, StallRule
+from wbsync.workers import DaemonPool
 
 MiB = 1 << 20
 HASH_READ = 4 * MiB  # the in-order hasher reads the part-done file back in pieces this big
@@ -216,7 +217,7 @@ class Fetcher:
         self.claims = Claims(store)
         self.links = LinkBook((), renew)
         self._cancel = threading.Event()
-        self._parts: ThreadPoolExecutor | None = None
+        self._parts: DaemonPool | None = None
         self._parts_lock = threading.Lock()
 
     def fetch_all(self, jobs: Iterable[FetchJob]) -> dict[str, WbsyncError]:
@@ -236,19 +237,22 @@ class Fetcher:
                     failures.setdefault(job.artifact, exc)
                 return None
 
-        with ThreadPoolExecutor(self.jobs, thread_name_prefix="wbsync-fetch") as pool:
-            try:
-                # Blobs another process is fetching right now are put off, then waited for:
-                # this process meanwhile fetches the ones nobody else is fetching.
-                later = [j for j in pool.map(lambda j: run(j, False), jobs) if j is not None]
-                list(pool.map(lambda j: run(j, True), later))
-            except BaseException:
-                self._cancel.set()  # Ctrl-C: let workers stop at their next read
-                raise
-            finally:
-                if self._parts is not None:
-                    self._parts.shutdown(wait=True)
-                    self._parts = None
+        pool = DaemonPool(self.jobs, "wbsync-fetch")
+        finished = False
+        try:
+            # Blobs another process is fetching right now are put off, then waited for:
+            # this process meanwhile fetches the ones nobody else is fetching.
+            later = [j for j in pool.map(lambda j: run(j, False), jobs) if j is not None]
+            list(pool.map(lambda j: run(j, True), later))
+            finished = True
+        except BaseException:
+            self._cancel.set()  # Ctrl-C: workers stop at their next read, and nobody waits for them
+            raise
+        finally:
+            pool.shutdown(wait=finished)
+            if self._parts is not None:
+                self._parts.shutdown(wait=finished)
+                self._parts = None
         return failures
 
     def fetch(self, job: FetchJob, wait: bool = True) -> bool:
@@ -354,10 +358,10 @@ class Fetcher:
 
     # -- byte ranges on several connections -----------------------------------------------
 
-    def _parts_pool(self) -> ThreadPoolExecutor:
+    def _parts_pool(self) -> DaemonPool:
         with self._parts_lock:
             if self._parts is None:
-                self._parts = ThreadPoolExecutor(self.ranges.connections, thread_name_prefix="wbsync-part")
+                self._parts = DaemonPool(self.ranges.connections, "wbsync-part")
             return self._parts
 
     def _fetch_ranged(self, job: FetchJob) -> None:
