@@ -78,6 +78,25 @@ def test_the_wandb_import_in_the_source_module_is_lazy() -> None:
     assert eager == [], f"wandb imported at module level in {WANDB_MODULE}, line(s) {eager}"
 
 
+# What a command does. Sources (wbsync/sources/) sit below every one of them: they answer
+# "what does this reference hold" and "where are its bytes", and know nothing of a feature.
+FEATURES = ("agreement", "api", "cli", "commands", "fetch", "fingerprint", "lineage", "lockdiff", "mirror",
+            "outdated", "ownership", "place", "plan", "progress", "render", "render_diff", "rehash", "resolve",
+            "swap", "sync", "verify")
+
+
+def test_source_adapters_import_no_feature_module() -> None:
+    offenders = []
+    for rel, tree, package in package_modules():
+        if not rel.startswith("sources/"):
+            continue
+        for node, name in imports(tree, package):
+            parts = (name or "").split(".")
+            if len(parts) > 1 and parts[0] == "wbsync" and parts[1] in FEATURES:
+                offenders.append(f"{rel}:{node.lineno}: imports {name}")
+    assert offenders == []
+
+
 def test_the_import_rule_sees_every_spelling_of_an_import() -> None:
     spellings = {
         "import wandb": "wandb",

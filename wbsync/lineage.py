@@ -19,30 +19,17 @@ import hashlib
 import json
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wbsync.models import LineagePlan
 from wbsync.project import Project
+
+__all__ = ["LineagePlan"]  # defined with the other data types, so the W&B source needs no feature module
 
 DEFAULT_JOB_TYPE = "wbsync-lineage"
 _TAG_MAX = 64  # W&B refuses longer tags
-
-
-@dataclass(frozen=True)
-class LineagePlan:
-    """The run to record: where, under which id, with which tags and inputs."""
-
-    project: str
-    entity: str | None
-    job_type: str
-    run_id: str
-    commit: str | None
-    lock_sha256: str
-    references: dict[str, str]  # entry name -> pinned reference
-    digests: dict[str, str]  # entry name -> W&B artifact digest, to check what use_artifact got
-    tags: tuple[str, ...] = ()
-    config: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
 
 if TYPE_CHECKING:
     from wbsync.listing import StoredFiles
@@ -158,3 +158,19 @@ class VersionStatus:
     state: VersionState  # "missing": deleted for good, or unlinked from the collection
     digest: str | None = None  # W&B's artifact digest, when the version is there
     expires_at: str | None = None  # ISO 8601 UTC time of a scheduled deletion (TTL), if any
+
+
+@dataclass(frozen=True)
+class LineagePlan:
+    """The run to record: where, under which id, with which tags and inputs."""
+
+    project: str
+    entity: str | None
+    job_type: str
+    run_id: str
+    commit: str | None
+    lock_sha256: str
+    references: dict[str, str]  # entry name -> pinned reference
+    digests: dict[str, str]  # entry name -> W&B artifact digest, to check what use_artifact got
+    tags: tuple[str, ...] = ()
+    config: dict[str, Any] = field(default_factory=dict)

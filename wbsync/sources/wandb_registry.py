@@ -23,7 +23,7 @@ import tempfile
 import threading
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, TypeVar
+from typing import Any, BinaryIO, Callable, TypeVar
 
 from wbsync.errors import (
     AuthError,
@@ -38,6 +38,7 @@ from wbsync.models import (
     Algorithm,
     Entry,
     FileRecord,
+    LineagePlan,
     LockedArtifact,
     RemoteFile,
     Resolved,
@@ -45,9 +46,6 @@ from wbsync.models import (
     VersionStatus,
 )
 from wbsync.sources.diagnose import check_reachable, diagnose_server, public_url
-
-if TYPE_CHECKING:
-    from wbsync.lineage import LineagePlan
 
 _FILES_PAGE = 1000
 T = TypeVar("T")
