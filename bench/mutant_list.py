@@ -547,11 +547,22 @@ MUTANTS: tuple[Mutant, ...] = (
     # Network (wbsync/transfer.py): file links need no credentials, so none are ever sent.
     one("credentials-on-file-gets", "file downloads carry the W&B API key (to whichever host a link leads)",
         "wbsync/transfer.py",
-        '            resp = http.request("GET", url, headers=headers, preload_content=False, redirect=False,\n',
-        '            resp = http.request("GET", url, headers={**headers, "Authorization": "Basic "\n'
-        '                                + __import__("os").environ.get("WANDB_API_KEY", "")},\n'
-        '                                preload_content=False, redirect=False,\n',
+        '            resp = http.request(url, headers)\n',
+        '            resp = http.request(url, {**headers, "Authorization": "Basic "\n'
+        '                                      + __import__("os").environ.get("WANDB_API_KEY", "")})\n',
         NET + "test_redirected_links_are_followed_to_another_host_without_credentials"),
+    one("proxy-ignored", "file downloads go straight to the host, whatever HTTPS_PROXY / HTTP_PROXY say",
+        "wbsync/transfer.py", "            proxy = netenv.proxy_for(url)\n", "            proxy = None\n",
+        "tests/test_proxy.py::test_file_downloads_go_through_the_proxy_the_environment_names"),
+    one("ctrl-c-waits-for-downloads", "download threads hold up the exit: Ctrl-C waits for a hung GET's timeout",
+        "wbsync/workers.py",
+        '        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=True)\n',
+        '        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=False)\n',
+        NET + "test_ctrl_c_stops_a_sync_at_once_even_while_a_server_holds_a_download"),
+    one("part-done-files-never-pruned", "`cache prune` leaves abandoned part-done large files forever",
+        "wbsync/cache.py", "    result.tmp_files = store.clean_tmp() + partial.clean(store)\n",
+        "    result.tmp_files = store.clean_tmp()\n",
+        "tests/test_cache.py::test_prune_drops_part_done_large_files_untouched_for_a_week_and_keeps_younger_ones"),
     # Scale (wbsync/fingerprint.py, wbsync/lockfile.py).
     Mutant("fingerprint-ignores-size-mtime", "the no-op fingerprint compares inodes only: an in-place edit is a no-op",
            (Patch("wbsync/fingerprint.py", "        return (st.st_size, st.st_mtime_ns, st.st_ino) if isreg",
