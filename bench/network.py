@@ -61,7 +61,7 @@ def run_network(bench: Bench, profiles: list[str], cases: list[str], lifetime_s:
                 project = bench.copy_project(template, run_dir)
                 sample, _ = bench.timed(wb, WBSYNC + ["sync"], run_dir, project, count_requests=True)
                 if case == "expiry":
-                    sample.note = json.dumps(_renewals(bench.server.ops()))
+                    sample.note = json.dumps(_renewals(bench.server.ops(), nfiles))
                 if i == 0:
                     bench.check_synced(run_dir, project, nfiles, nbytes)
                 _remove(run_dir)
@@ -99,10 +99,13 @@ def run_network(bench: Bench, profiles: list[str], cases: list[str], lifetime_s:
     bench.server.ask("lifetime none")
 
 
-def _renewals(ops: list[str]) -> int:
-    """wbsync's link renewal calls: the first links come from GetArtifactMembershipFileUrls, each
-    renewal asks ArtifactMembershipFiles for the files still missing, 1,000 names a call."""
-    return sum(1 for op in ops if op.endswith(" ArtifactMembershipFiles"))
+def _renewals(ops: list[str], nfiles: int) -> int:
+    """wbsync's link renewal calls: listing calls (ArtifactMembershipFiles, 1,000 names each)
+    beyond those that asked for the first links, batch by batch (wbsync.sync.FETCH_BATCH)."""
+    from wbsync.sync import FETCH_BATCH
+
+    first = sum(-(-min(FETCH_BATCH, nfiles - at) // 1000) for at in range(0, nfiles, FETCH_BATCH))
+    return max(0, sum(1 for op in ops if op.endswith(" ArtifactMembershipFiles")) - first)
 
 
 def evaluate_network(bench: Bench) -> None:

@@ -12,7 +12,7 @@ files, drops one and adds one). It injects a fault, runs `wbsync sync` and check
 
 Columns:
 
-* ``graphql``: wandb-core's POST /graphql, faulted on ``GetArtifactMembershipFileUrls`` (the listing
+* ``graphql``: wandb-core's POST /graphql, faulted on ``ArtifactMembershipFiles`` (the listing
   that hands out the file URLs, the one GraphQL call a sync with a fresh lock depends on), plus
   persistent-fault cells on ``Viewer`` and ``ArtifactMembershipByName``, which go through other
   SDK paths. The SDK's own retries apply (conftest: 1 retry, 1 s apart).
@@ -51,7 +51,7 @@ V1 = {
 }
 DEST = "models/phi3"
 SHARD = "shard-0.bin"
-FILE_OPS = "GetArtifactMembershipFileUrls"
+FILE_OPS = "ArtifactMembershipFiles"
 MANIFEST_GET = "/manifests/"
 SHOW_TIMES = bool(os.environ.get("WBSYNC_MATRIX_VERBOSE"))  # print each cell's exit code and time (-s)
 
