@@ -8,6 +8,7 @@ import difflib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -335,3 +336,30 @@ def test_outdated_reports_a_moved_alias_of_a_large_entry_file_by_file(fake_wandb
     publish(fake_wandb, dataset(102, changed=3))
     result = run("outdated", check=None)
     assert "v0 -> v1" in result.stdout and "+2 files" in result.stdout and "3 changed" in result.stdout
+
+
+def test_a_prune_removes_the_file_lists_no_lockfile_names_and_keeps_the_rest(
+        fake_wandb: FakeWandb, project: Path) -> None:
+    v0 = publish(fake_wandb, dataset())
+    write_manifest(project, DATA)
+    run("sync")
+    v1 = publish(fake_wandb, dataset(changed=1))
+    run("lock", "--upgrade")
+    run("sync")
+    old, new = listings() / v0.digest, listings() / v1.digest
+    assert old.is_file() and new.is_file()
+    # A killed writer's temp file, and one fresh listing no lock names yet (a sync between
+    # fetching its listings and registering its lock): only what is old and unnamed goes.
+    killed = listings() / f".{'a' * 32}.123.456.tmp"
+    killed.write_text("half")
+    fresh = listings() / ("b" * 32)
+    fresh.write_text("just fetched")
+    hour_ago = time.time() - 2 * 3600
+    for path in (old, new, killed):
+        os.utime(path, (hour_ago, hour_ago))
+    dry = run_json("cache", "prune", "--dry-run")
+    assert dry["listings"]["count"] == 2 and old.is_file() and killed.is_file()
+    text = run("cache", "prune").stdout
+    assert "2 file lists of large lock entries no lockfile names" in text
+    assert sorted(p.name for p in listings().iterdir()) == sorted([new.name, fresh.name])
+    assert run_json("verify")["ok"] is True  # the lock's own listing stayed: verify works offline

@@ -96,6 +96,7 @@ class LockUse:
     exists: bool
     valid: bool
     keys: frozenset[BlobKey] = frozenset()
+    listings: frozenset[str] = frozenset()  # artifact digests of its large entries' stored file lists
 
 
 def register_lock(store: Store, lock_path: Path, lock: Lock, *, used: bool) -> bool:
@@ -189,7 +190,8 @@ def _use(known: KnownLock) -> LockUse:
         return LockUse(known, exists=True, valid=False)
     if lock is None:
         return LockUse(known, exists=False, valid=False)
-    return LockUse(known, exists=True, valid=True, keys=frozenset(needed_keys(lock)))
+    listings = frozenset(a.files.digest for a in lock.artifacts.values() if isinstance(a.files, StoredFiles))
+    return LockUse(known, exists=True, valid=True, keys=frozenset(needed_keys(lock)), listings=listings)
 
 
 # -- deciding what a prune removes (pure)
@@ -248,6 +250,7 @@ class PruneResult:
     remaining: list[StoredBlob]  # the blobs left (or that would be left)
     failed: int = 0  # removals the OS refused (e.g. a store folder of another user)
     tmp_files: int = 0  # leftover temp files of killed syncs, removed
+    listings: list[StoredListing] = field(default_factory=list)  # file lists no lockfile names: removed
 
     @property
     def forgotten(self) -> list[str]:
@@ -298,14 +301,51 @@ def _prune(store: Store, max_size: int | None, *, dry_run: bool) -> PruneResult:
     plan = plan_prune(blobs, _needed(uses), max_size)
     gone = {b.path for b in (*plan.unreferenced, *plan.evicted)}
     result = PruneResult(max_size, dry_run, plan, uses, [b for b in blobs if b.path not in gone])
+    result.listings = unneeded_listings(store, uses)
     if dry_run:
         return result
     result.failed = sum(not _unlink(b.path) for b in (*plan.unreferenced, *plan.evicted))
+    result.failed += sum(not _unlink(listing.path) for listing in result.listings)
     # Part-done large files (wbsync.partial) are resumable for a week; older ones are dropped.
     result.tmp_files = store.clean_tmp() + partial.clean(store)
     store.clean_blob_locks()
     _forget_missing(store)
     return result
+
+
+@dataclass(frozen=True)
+class StoredListing:
+    path: str
+    size: int
+
+
+#: A listing younger than this is kept even if no registered lockfile names it yet: a sync
+#: fetches its listings before it registers its lock (and before it holds the store's lock).
+LISTING_GRACE_S = 3600
+_LISTING_NAME = re.compile(r"[0-9a-f]{32}|\.[0-9a-f]{32}\.\d+\.\d+\.tmp")
+
+
+def unneeded_listings(store: Store, uses: Iterable[LockUse]) -> list[StoredListing]:
+    """Stored file lists (and temp files of killed writers) that no existing lockfile names,
+    older than ``LISTING_GRACE_S``: the listings' share of a prune."""
+    named = set().union(*(u.listings for u in uses))
+    folder = store.root / "listings"
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    old = time.time() - LISTING_GRACE_S
+    found = []
+    for entry in sorted(entries, key=lambda e: e.name):
+        if not _LISTING_NAME.fullmatch(entry.name) or entry.name in named:
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+        except OSError:
+            continue
+        if st.st_mtime < old:
+            found.append(StoredListing(entry.path, st.st_size))
+    return found
 
 
 def _unlink(path: str) -> bool:

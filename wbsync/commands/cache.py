@@ -187,6 +187,7 @@ def _prune_json(r: PruneResult) -> dict[str, Any]:
         **_plan_json(r.plan),
         "failed": r.failed,
         "tmp_files": r.tmp_files,
+        "listings": {"count": len(r.listings), "bytes": sum(x.size for x in r.listings)},
         "forgotten_locks": r.forgotten,
         "invalid_locks": r.invalid,
         "remaining": {**_count(r.remaining), "held_bytes": held_bytes(r.remaining)},
@@ -200,6 +201,9 @@ def _prune_text(r: PruneResult) -> list[str]:
         lines.append(f"  {_n(r.failed, 'blob')} could not be removed (permissions?)")
     if r.tmp_files:
         lines.append(f"  and {r.tmp_files} temp files left by killed syncs")
+    if r.listings:
+        lines.append(f"  and {_n(len(r.listings), 'file list')} of large lock entries no lockfile names "
+                     f"({_size(doc['listings']['bytes'])})")
     forgotten = "would be forgotten" if r.dry_run else "forgotten"
     lines += [f"  lockfile gone, {forgotten}: {p}" for p in r.forgotten]
     lines += [f"  lockfile does not parse, protects nothing: {p}" for p in r.invalid]
