@@ -530,7 +530,7 @@ MUTANTS: tuple[Mutant, ...] = (
     # The swap journal (wbsync/swap.py).
     one("no-journal", "the swap is carried out without writing its journal first",
         "wbsync/swap.py",
-        '    _write_journal(root, json.dumps(doc, separators=(",", ":")).encode())\n',
+        "    _write_journal(root, _journal_pieces(renames, removes, state))\n",
         "",
         SWAP + "test_a_sync_killed_between_two_entries_is_finished_by_the_next_sync",
         SWAP + "test_a_kill_after_any_rename_ends_all_new_after_the_next_sync"),

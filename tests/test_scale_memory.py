@@ -132,3 +132,15 @@ def test_files_hashed_on_many_threads_at_once_each_get_their_own_digest(tmp_path
     for t in threads:
         t.join()
     assert all(digests == [expected[p]] * 4 for p, digests in got.items())
+
+
+def test_the_state_written_in_pieces_is_byte_for_byte_the_documents_compact_json() -> None:
+    import json
+
+    from wbsync.state import EntryState, PlacedFile, State, state_pieces, state_to_json
+
+    files = {f"d/{i:04d}\u00e9\"\\.bin": PlacedFile((i, 10**18 + i, 7, 2049), "md5:abc==") for i in range(1203)}
+    files["legacy"] = PlacedFile((1, 2, 3), "xxh128:q==")  # a record from before devices were recorded
+    state = State({"zeta": EntryState("data/z", files), "alpha": EntryState("data/a", {}), "\u2603": EntryState("s", {})})
+    text = b"".join(state_pieces(state))
+    assert text == json.dumps(state_to_json(state), separators=(",", ":")).encode()

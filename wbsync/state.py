@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISDIR, S_ISLNK, S_ISREG
-from typing import Any, Literal
+from typing import Any, Iterator, Literal
 
 from wbsync.atomic import write_atomic
 
@@ -78,6 +78,25 @@ def state_from_json(data: dict[str, Any]) -> State:
     return State(entries)
 
 
+def state_pieces(state: State) -> Iterator[bytes]:
+    """``state_to_json``'s document as JSON text (the same bytes ``json.dumps`` with compact
+    separators gives), in pieces of a few hundred files: a million-file state is never one
+    string, nor one dict of lists, in memory."""
+    encode = json.JSONEncoder(separators=(",", ":")).encode
+    yield b'{"state_version":1,"entries":{'
+    for i, (name, e) in enumerate(sorted(state.entries.items())):
+        batch: list[str] = [f'{"," if i else ""}{encode(name)}:{{"path":{encode(e.path)},"files":{{']
+        for j, p in enumerate(sorted(e.files)):
+            f = e.files[p]
+            batch.append(f'{"," if j else ""}{encode(p)}:{encode([*f.stat[:3], f.digest, *f.stat[3:]])}')
+            if len(batch) >= 500:
+                yield "".join(batch).encode()
+                batch = []
+        batch.append("}}")
+        yield "".join(batch).encode()
+    yield b"}}"
+
+
 def state_to_json(state: State) -> dict[str, Any]:
     return {
         "state_version": 1,
@@ -114,16 +133,18 @@ def check_state_dir(root: str | os.PathLike[str]) -> Path:
 
 
 def save_state(root: str | os.PathLike[str], state: State) -> None:
-    write_state_document(root, state_to_json(state))
+    write_state_document(root, state)
 
 
-def write_state_document(root: str | os.PathLike[str], data: dict[str, Any]) -> None:
+def write_state_document(root: str | os.PathLike[str], data: dict[str, Any] | State) -> None:
+    """Write the state: a State (streamed, see ``state_pieces``) or its JSON document."""
     folder = check_state_dir(root)
     try:
         ignore = folder / ".gitignore"
         if not ignore.exists():  # atomic too: an empty one (a full disk) would never be rewritten
             write_atomic(ignore, b"# Created by wbsync: local state, never commit it.\n*\n")
-        write_atomic(state_path(root), json.dumps(data, separators=(",", ":")).encode())
+        text = state_pieces(data) if isinstance(data, State) else json.dumps(data, separators=(",", ":")).encode()
+        write_atomic(state_path(root), text)
     except OSError as exc:
         from wbsync.errors import local_io_error
 

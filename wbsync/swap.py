@@ -27,11 +27,12 @@ import json
 import os
 import signal
 from pathlib import Path
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from wbsync.errors import LocalIOError, UsageError, local_io_error
 from wbsync.ownership import untouched
-from wbsync.state import STATE_DIR, check_state_dir, state_from_json, write_state_document
+from wbsync.state import STATE_DIR, State, check_state_dir, state_from_json, state_pieces, write_state_document
 
 JOURNAL = "swap.json"
 JOURNAL_VERSION = 1
@@ -47,14 +48,30 @@ def pending(root: Path) -> bool:
 
 
 def journal(root: Path, renames: list[tuple[str, str, bool]], removes: list[tuple[str, tuple[int, ...]]],
-            state: dict[str, Any]) -> dict[str, Any]:
+            state: State) -> dict[str, Any]:
     """Write the journal of a swap and return it for ``carry_out``: ``renames`` are (staged,
     destination, maybe the same inode) and ``removes`` (destination, recorded stat), all
     project-relative; ``state`` the state to record once done. Raises LocalIOError (and leaves
     no journal) when it cannot be written: nothing was changed yet."""
     doc = {"journal_version": JOURNAL_VERSION, "renames": renames, "removes": removes, "state": state}
-    _write_journal(root, json.dumps(doc, separators=(",", ":")).encode())
+    _write_journal(root, _journal_pieces(renames, removes, state))
     return doc
+
+
+def _journal_pieces(renames: list[tuple[str, str, bool]], removes: list[tuple[str, tuple[int, ...]]],
+                    state: State) -> Iterator[bytes]:
+    """The journal as compact JSON, written in pieces of 500 items: for a million files, one
+    string of it (and json's own pieces while it builds that string) would be hundreds of MB."""
+    encode = json.JSONEncoder(separators=(",", ":")).encode
+    yield f'{{"journal_version":{JOURNAL_VERSION},"renames":['.encode()
+    for at in range(0, len(renames), 500):
+        yield (("," if at else "") + ",".join(encode(r) for r in renames[at:at + 500])).encode()
+    yield b'],"removes":['
+    for at in range(0, len(removes), 500):
+        yield (("," if at else "") + ",".join(encode(r) for r in removes[at:at + 500])).encode()
+    yield b'],"state":'
+    yield from state_pieces(state)
+    yield b"}"
 
 
 def complete(root: Path) -> bool:
@@ -73,18 +90,15 @@ def complete(root: Path) -> bool:
     return True
 
 
-def _write_journal(root: Path, data: bytes) -> None:
+def _write_journal(root: Path, pieces: Iterable[bytes]) -> None:
     folder = check_state_dir(root)
     temp = folder / f".{JOURNAL}.{os.getpid()}.tmp"
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)  # the renames below must never be on disk before the journal is
-        finally:
-            os.close(fd)
+        with open(temp, "wb") as fh:
+            for piece in pieces:
+                fh.write(piece)
+            fh.flush()
+            os.fsync(fh.fileno())  # the renames below must never be on disk before the journal is
         os.replace(temp, folder / JOURNAL)
     except OSError as exc:
         temp.unlink(missing_ok=True)

@@ -40,7 +40,6 @@ from wbsync.state import (
     check_state_dir,
     observe,
     stat_of,
-    state_to_json,
 )
 from wbsync.store import Store, default_store_dir
 from wbsync.verify import unlocked_files
@@ -319,7 +318,7 @@ class _Actor:
             renames = [(temp, a.dest, same_inode) for a, (temp, same_inode, _stat) in zip(placing, staged)]
             state = self.state = self._new_state(entries, placing, staged, prune_state)
             try:
-                journal = swap.journal(self.root, renames, removes, state_to_json(state))
+                journal = swap.journal(self.root, renames, removes, state)
             except BaseException:
                 self._unstage(staged)
                 raise
