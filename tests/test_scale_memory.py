@@ -144,3 +144,21 @@ def test_the_state_written_in_pieces_is_byte_for_byte_the_documents_compact_json
     state = State({"zeta": EntryState("data/z", files), "alpha": EntryState("data/a", {}), "\u2603": EntryState("s", {})})
     text = b"".join(state_pieces(state))
     assert text == json.dumps(state_to_json(state), separators=(",", ":")).encode()
+
+
+def test_a_sync_after_a_version_move_confirms_a_large_entry_without_loading_its_manifest(
+        fake_wandb: FakeWandb, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The stored file list is checked against the artifact digest, so asking W&B for the
+    version and its digest confirms it: no second manifest (~1.6 KB a file in the SDK) to load."""
+    monkeypatch.setenv("WBSYNC_LOCK_INLINE_MAX", "5")
+    publish(fake_wandb, dataset(10))
+    write_manifest(project, DATA)
+    run("sync")
+    files = {**dataset(10), "train/0001.jpg": b"moved"}
+    publish(fake_wandb, files)
+    run("lock", "--upgrade")  # loads the new manifest once, and stores its file list
+    fake_wandb.clear_requests()
+    run("sync")
+    assert tree(project / "data/images") == files
+    assert [r.path for r in fake_wandb.requests if r.path.startswith("/manifests/")] == []
+    assert len(blob_gets(fake_wandb)) == 1

@@ -71,17 +71,22 @@ class WandbSource:
             )
         collection = artifact.name.split(":")[0]
         version = artifact.version
-        # The SDK GETs the manifest with no timeout and ~20 minutes of retries: bound it.
-        manifest = _call(lambda: _with_deadline(lambda: artifact.manifest, _manifest_deadline(), entry.name),
+        # The digest W&B answers with the version (the SDK recomputes it once the manifest is
+        # loaded; the two agree, and a file list that does not hash to it is refused, exit 4).
+        digest = artifact.digest
+
+        def manifest() -> Any:
+            # The SDK GETs the manifest with no timeout and ~20 minutes of retries: bound it.
+            return _call(lambda: _with_deadline(lambda: artifact.manifest, _manifest_deadline(), entry.name),
                          entry.reference.full_name(), entry)
-        files = _ManifestFiles(manifest.entries, entry.name)
+
         _forget(artifact)  # the Resolved keeps what it needs; the manifest goes when it goes
         return Resolved(
             resolved=f"{artifact.entity}/{artifact.project}/{collection}:{version}",
             version=version,
             type=artifact.type,
-            digest=artifact.digest,
-            files=files,
+            digest=digest,
+            files=_ManifestFiles(manifest, entry.name),
         )
 
     def file_urls(self, artifact: LockedArtifact, paths: Collection[str] | None = None) -> dict[str, str]:
@@ -291,18 +296,31 @@ def _forget(artifact: Any) -> None:
 class _ManifestFiles:
     """The SDK manifest's entries as RemoteFiles, in path order, made one at a time on each
     iteration: a million-file manifest is already ~1.6 KB a file inside the SDK, and a second
-    copy of it as our own objects would double that."""
+    copy of it as our own objects would double that. The manifest is loaded on first use:
+    a caller that needs only the version and its digest (a sync confirming a large entry whose
+    file list it holds, checked against that digest) never loads it."""
 
-    def __init__(self, entries: dict[str, Any], name: str) -> None:
-        self.entries, self.name = entries, name
-        self.order = sorted(entries)
+    def __init__(self, load: Callable[[], Any], name: str) -> None:
+        self._load, self.name = load, name
+        self._entries: dict[str, Any] | None = None
+        self._order: list[str] = []
+        self._guard = threading.Lock()
+
+    def _loaded(self) -> tuple[dict[str, Any], list[str]]:
+        with self._guard:
+            if self._entries is None:
+                entries = self._load().entries
+                self._order = sorted(entries)
+                self._entries = entries
+            return self._entries, self._order
 
     def __iter__(self) -> Iterator[RemoteFile]:
-        entries, name = self.entries, self.name
-        return (_remote_file(entries[path], name, path) for path in self.order)
+        entries, order = self._loaded()
+        name = self.name
+        return (_remote_file(entries[path], name, path) for path in order)
 
     def __len__(self) -> int:
-        return len(self.order)
+        return len(self._loaded()[1])
 
 
 def _remote_file(entry: Any, name: str, key: str) -> RemoteFile:
