@@ -170,7 +170,7 @@ def test_a_sync_from_a_mirror_never_imports_wandb(fake_wandb: FakeWandb, project
 
 
 def test_a_memory_url_mirror_round_trips(fake_wandb: FakeWandb, project: Path, tmp_path: Path, monkeypatch) -> None:
-    pytest.importorskip("fsspec")
+    pytest.importorskip("fsspec", reason="the test extra installs fsspec (the mirror's URL backends)")
     url = f"memory://wbsync-test-{uuid.uuid4().hex}/mirror"
     try:
         mirrored(fake_wandb, project, url)
@@ -188,8 +188,8 @@ def test_a_memory_url_mirror_round_trips(fake_wandb: FakeWandb, project: Path, t
 
 def test_an_s3_mirror_round_trips_through_an_s3_compatible_server(fake_wandb: FakeWandb, project: Path,
                                                                    tmp_path: Path, monkeypatch) -> None:
-    pytest.importorskip("s3fs")
-    moto_server = pytest.importorskip("moto.server")
+    pytest.importorskip("s3fs", reason="the test extra installs s3fs (the s3:// mirror backend)")
+    moto_server = pytest.importorskip("moto.server", reason="the test extra installs moto[server] (a local S3)")
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     try:

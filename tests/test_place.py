@@ -256,7 +256,7 @@ def test_hardlinking_again_over_the_same_link_leaves_no_temp_file(blob, root):
 def test_hardlink_falls_back_to_copy_across_filesystems(blob):
     other = Path("/dev/shm")
     if not other.is_dir() or os.stat(other).st_dev == os.stat(blob).st_dev:
-        pytest.skip("needs a second filesystem")
+        pytest.skip("needs /dev/shm on another filesystem than the temp folder, to link across filesystems")
     folder = Path(tempfile.mkdtemp(dir=other))
     try:
         assert place(blob, folder / "f.bin", "hardlink") == "copy"
