@@ -295,11 +295,22 @@ MUTANTS: tuple[Mutant, ...] = (
         "        if (folder / \".git\").exists():  # a folder, or a file in worktrees and submodules\n            break\n",
         "",
         "tests/test_discovery.py::test_the_search_stops_at_the_git_repository_root"),
-    one("url-secrets-shown", "a diagnosis shows the server URL with its password and query string",
-        "wbsync/sources/diagnose.py",
-        "    return urlunsplit((parts.scheme, netloc, parts.path, \"\", \"\"))\n",
-        "    return url\n",
-        "tests/test_diagnosis.py::test_the_url_is_shown_without_its_password_or_query"),
+    # Every error is redacted when it is made (wbsync/errors.py), so the diagnosis's own clean-up
+    # of its URL only shows where that layer is missing too: the bug is both, seen from Python.
+    Mutant("url-secrets-shown", "a diagnosis names the server URL with its query string, and errors are not "
+           "redacted when made (what the Python API raises)",
+           (Patch("wbsync/sources/diagnose.py", "    return urlunsplit((parts.scheme, netloc, parts.path, \"\", \"\"))\n",
+                  "    return url\n"),
+            Patch("wbsync/errors.py", "        message = redact(message)\n", "")),
+           ("tests/test_diagnosis.py::test_the_url_is_shown_without_its_password_or_query",
+            "tests/test_diagnosis.py::test_python_callers_get_the_url_without_its_query_too")),
+    one("errors-unredacted-when-made", "an error keeps a signed link's signature until the CLI prints it: "
+        "Python callers of the API see it",
+        "wbsync/errors.py",
+        "        message = redact(message)\n",
+        "",
+        HOSTILE + "test_a_signed_links_signature_is_never_printed",
+        HOSTILE + "test_an_error_raised_to_python_code_carries_no_signature"),
     one("any-server-is-wandb", "a server that answers anything but W&B's GraphQL is taken for W&B",
         "wbsync/sources/diagnose.py",
         "    if looks_like_wandb and status < 500:\n",

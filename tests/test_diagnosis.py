@@ -89,6 +89,18 @@ def test_the_url_is_shown_without_its_password_or_query(manifest: Path, monkeypa
     assert f"127.0.0.1:{port}" in err and "s3cret" not in err and "t0ken" not in err
 
 
+def test_python_callers_get_the_url_without_its_query_too(manifest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Python API raises the error itself, past the CLI's output: it is clean when made."""
+    import wbsync
+    from wbsync.errors import RemoteError
+
+    port = _closed_port()
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}/?token=t0ken")
+    with pytest.raises(RemoteError) as caught:
+        wbsync.lock(manifest=manifest)
+    assert f"127.0.0.1:{port}" in str(caught.value) and "t0ken" not in str(caught.value), caught.value
+
+
 class _WebPage(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._page()

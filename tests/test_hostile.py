@@ -339,6 +339,20 @@ def test_a_signed_links_signature_is_never_printed(fake_wandb: FakeWandb, projec
         assert "/manifests/" in doc_or_text and "Signature" not in doc_or_text, doc_or_text
 
 
+def test_an_error_raised_to_python_code_carries_no_signature(fake_wandb: FakeWandb, project: Path) -> None:
+    """The Python API raises the SDK's failure as its own error, past the CLI's output layer."""
+    import wbsync
+    from wbsync.errors import RemoteError
+    from wbsync.testing import Fault
+
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    fake_wandb.inject(Fault("file", "status", status=404, times=None, match="/manifests/"))
+    with pytest.raises(RemoteError) as caught:
+        wbsync.lock()
+    assert "/manifests/" in str(caught.value) and "Signature" not in str(caught.value), caught.value
+
+
 def test_credentials_in_the_links_a_server_hands_out_are_never_printed(fake_wandb: FakeWandb, project: Path) -> None:
     """A self-hosted server whose bucket URL holds the bucket's password hands out links that
     carry it (``http://bucket:PASSWORD@host/...``); the SDK names the link when its GET fails."""
