@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -234,6 +235,11 @@ def document(table: str, complete: bool, seconds: float = 0.0, jobs: int = 2) ->
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Started in the background (`cmd &`, nohup), this process ignores SIGINT, and the test
+    # processes would inherit that: a test that presses Ctrl-C on a sync would wait forever.
+    # A handler (not an ignore) is reset to the default in every child.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     parser = argparse.ArgumentParser(prog="python -m bench.mutants", description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", help="mutants to run (default: all)")
     parser.add_argument("--only", default="", metavar="NAME[,NAME...]",
