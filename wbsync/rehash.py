@@ -143,10 +143,12 @@ def _decode_path(text: str) -> str:
 
 def _worker(folder: str) -> None:
     out = sys.stdout.buffer
+    prefix = os.path.join(folder, "")  # joined by concatenation: this loop runs once per file
     for line in sys.stdin.buffer:
         size, algorithm, digest, path = line[:-1].decode("utf-8", "surrogatepass").split("\t", 3)
-        path = _decode_path(path)
-        problem = _check(os.path.join(folder, path), int(size), algorithm, digest)
+        if path[:1] == "\\":
+            path = _decode_path(path)
+        problem = _check(prefix + path, int(size), algorithm, digest)
         if problem:
             out.write((("m" if problem == "missing" else "d") + _encode_path(path) + "\n").encode(
                 "utf-8", "surrogatepass"))

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wbsync import style
-from wbsync.manifest_edit import AddResult
-from wbsync.outdated import OutdatedReport
-from wbsync.resolve import PinChange
-from wbsync.sync import LockResult, SyncResult
-from wbsync.verify import EntryReport
+
+if TYPE_CHECKING:  # annotations only: `verify` and a no-op `sync` should not import every command's module
+    from wbsync.manifest_edit import AddResult
+    from wbsync.outdated import OutdatedReport
+    from wbsync.resolve import PinChange
+    from wbsync.sync import LockResult, SyncResult
+    from wbsync.verify import EntryReport
 
 
 def human_size(n: int) -> str:

@@ -16,12 +16,14 @@ Examples:
 @common
 def verify(ctx: Ctx, names: tuple[str, ...]) -> None:
     """Offline: re-hash the directories against the lock; exit 1 on any difference."""
-    from wbsync import render
+    from wbsync import render, swap
     from wbsync.project import check_names
-    from wbsync.sync import complete_pending_swap
     from wbsync.verify import verify as run_verify
 
-    complete_pending_swap(ctx.project.root)  # a sync killed mid-swap: finish it, then look
+    if swap.pending(ctx.project.root):  # a sync killed mid-swap: finish it, then look
+        from wbsync.sync import complete_pending_swap  # (the whole sync machinery: only then)
+
+        complete_pending_swap(ctx.project.root)
 
     from wbsync.agreement import stale_report
 
