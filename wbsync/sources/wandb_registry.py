@@ -372,7 +372,7 @@ def _file_urls(remote: Any, names: list[str] | None) -> dict[str, str]:
         every_file = None
     service = getattr(remote, "_service_api", None)
     if every_file is None or service is None or not hasattr(service, "execute_graphql"):
-        files = remote.files(names=names, per_page=len(names)) if names else remote.files(per_page=_FILES_PAGE)
+        files = remote.files(names=names, per_page=len(names)) if names is not None else remote.files(per_page=_FILES_PAGE)
         return {f.name: f.direct_url for f in files}
     variables: dict[str, Any] = {"entity": remote.entity, "project": remote.project,
                                  "collection": remote.name.split(":")[0], "alias": remote.version,
