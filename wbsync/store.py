@@ -155,7 +155,6 @@ class Store:
 
     def incoming(self, record: FileRecord) -> BlobWriter:
         """A writer for streaming this record's bytes in; use it as a context manager."""
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
         return BlobWriter(record, self.tmp_dir, self.blob_path(record))
 
     def put_file(self, record: FileRecord, src: Path) -> Path:
@@ -303,7 +302,12 @@ class BlobWriter:
     def __enter__(self) -> BlobWriter:
         # Created read-only: the mode binds later opens only, this descriptor stays writable,
         # and the blob needs no fchmod before its rename.
-        fd = os.open(self.temp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, BLOB_MODE)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+        try:
+            fd = os.open(self.temp_path, flags, BLOB_MODE)
+        except FileNotFoundError:  # the store's first download: one mkdir, not one per blob
+            self.temp_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.temp_path, flags, BLOB_MODE)
         self._file = os.fdopen(fd, "wb")
         hold(self._file.fileno())  # a fresh file: nobody else holds it, no wait
         return self

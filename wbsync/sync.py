@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import fcntl
 import gc
+import itertools
 import os
 import posixpath
-import itertools
+import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -432,7 +433,7 @@ class _Actor:
         batches = [(e, actions[at:at + FETCH_BATCH]) for e, actions in todo
                    for at in range(0, len(actions), FETCH_BATCH)]
         failures: dict[str, WbsyncError] = {}
-        with ThreadPoolExecutor(1, thread_name_prefix="wbsync-links") as links:
+        with _collector_skips_what_exists(), ThreadPoolExecutor(1, thread_name_prefix="wbsync-links") as links:
             def ask(i: int) -> Future[dict[str, str]]:
                 entry, batch = batches[i]
                 return links.submit(source.file_urls, entry.artifact, [a.record.path for a in batch])
@@ -483,26 +484,30 @@ class _Actor:
         try:
             self._make_folders(folders, made)
             threads = min(self.jobs, 8)
+            stop = threading.Event()
             with ThreadPoolExecutor(threads, thread_name_prefix="wbsync-place") as pool:
+                # One task per folder: its files are staged one after another by one thread,
+                # folders in parallel. Creating a file holds its folder's lock, so threads
+                # creating in one folder only queue (and spin) behind each other: 2,000 files of
+                # 4 KiB in one folder took 0.9-2 s on 8 or 2 threads, 0.5 s on one (ext4).
                 # A bounded window of futures, not one per file: a million Futures alone are
                 # over a GB.
-                window: deque[Future[StagedFile]] = deque()
+                window: deque[Future[list[StagedFile]]] = deque()
                 try:
-                    for action in actions:
+                    for run in _by_folder(actions):
                         if len(window) >= 4 * threads:
-                            staged.append(window[0].result())
-                            window.popleft()
-                        window.append(pool.submit(self._stage_one, action))
+                            staged.extend(window.popleft().result())
+                        window.append(pool.submit(self._stage_run, run, stop))
                     while window:
-                        staged.append(window[0].result())
-                        window.popleft()
+                        staged.extend(window.popleft().result())
                     return staged
                 except BaseException:
+                    stop.set()
                     for f in window:
                         f.cancel()
                     for f in window:
                         if not f.cancelled() and f.exception() is None:
-                            staged.append(f.result())
+                            staged.extend(f.result())
                     self._unstage(staged)
                     raise
         except BaseException:
@@ -542,6 +547,21 @@ class _Actor:
                 made.append(folder)
             known.add(parent)
         self.made_dirs = known
+
+    def _stage_run(self, actions: list[FileAction], stop: threading.Event) -> list[StagedFile]:
+        """Stage files of one folder in order; on failure (or once ``stop`` is set) remove what
+        this run staged and raise."""
+        done: list[StagedFile] = []
+        try:
+            for action in actions:
+                if stop.is_set():
+                    raise StagingStopped()
+                done.append(self._stage_one(action))
+        except BaseException:
+            for temp, _same_inode, _stat in done:
+                discard_staged_name(self.root, temp)
+            raise
+        return done
 
     def _stage_one(self, action: FileAction) -> StagedFile:
         """Stage one file; the answer is small (a sync holds one per placed file until the swap)."""
@@ -601,3 +621,38 @@ def _holds(path: Path, key: str) -> bool:
         return hash_file(path, algorithm) == digest  # type: ignore[arg-type]
     except (OSError, ValueError):
         return False
+
+
+class StagingStopped(Exception):
+    """Another folder's staging failed (or Ctrl-C): this one stops at its next file."""
+
+
+def _by_folder(actions: list[FileAction]) -> Iterator[list[FileAction]]:
+    """The actions in runs of one destination folder each, in order. Paths sort a folder's
+    files together, except around its subfolders ("a/b", "a/c/d", "a/e"): such a folder is
+    two runs, which may meet in parallel; rare, and only slower."""
+    run: list[FileAction] = []
+    folder = None
+    for action in actions:
+        here = action.dest.rpartition("/")[0]
+        if run and here != folder:
+            yield run
+            run = []
+        folder = here
+        run.append(action)
+    if run:
+        yield run
+
+
+@contextmanager
+def _collector_skips_what_exists() -> Iterator[None]:
+    """Exempt every object alive now (the SDK's modules and classes, the plan) from the cyclic
+    garbage collector until the block ends. Downloads allocate fast, and each collection of the
+    oldest generation would walk those hundreds of thousands of objects again: with this, a cold
+    sync of 2,000 small files on ``cloud`` spent 0.4-0.5 s less CPU (of ~5). ``unfreeze`` hands
+    them back, so a program calling wbsync keeps its collections as they were."""
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
