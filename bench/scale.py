@@ -89,7 +89,8 @@ class Scale:
     def run(self) -> None:
         self.lock_side()
         self.tree_side()
-        self.cold()
+        if SCALE_COLD in self.info:  # --scale-cold-files 0 leaves the cold syncs out
+            self.cold()
 
     def lock_side(self) -> None:
         """The SDK's manifest against lock, outdated and a version move of the lock."""
