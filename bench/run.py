@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -39,7 +40,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from bench.memory import TreeSampler, rss_bytes
+from bench.memory import TreeSampler
 from bench.network import NET_CASES, evaluate_network, run_network
 from bench.server import (
     LARGE,
@@ -87,7 +88,8 @@ def run(cmd: list[str], *, env: dict[str, str], cwd: Path, log: Path, check: boo
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log.with_suffix(".out"), "w+b") as out, open(log.with_suffix(".err"), "w+b") as err:
         start = time.perf_counter()
-        harness_mb = rss_bytes(os.getpid()) / MB
+        # The harness's own peak (not its RSS now): that is what a child's ru_maxrss starts from.
+        harness_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MB
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
         sampler = TreeSampler(proc.pid).start()
         watchdog = threading.Timer(RUN_TIMEOUT_S, proc.kill)
@@ -106,8 +108,8 @@ def run(cmd: list[str], *, env: dict[str, str], cwd: Path, log: Path, check: boo
         raise SystemExit(f"bench: `{' '.join(cmd)}` (in {cwd}) exited {proc.returncode}:\n{stderr[-3000:]}")
     sample = Sample(wall, usage.ru_maxrss * 1024 / MB, usage.ru_utime + usage.ru_stime, usage.ru_stime)
     if sample.rss_mb <= harness_mb * 1.02:
-        # Linux starts a child's ru_maxrss at the RSS of the process that spawned it (the
-        # vfork()ed child's memory is the harness's until exec), so next to a harness that holds
+        # Linux starts a child's ru_maxrss at the peak RSS of the process that spawned it (the
+        # vfork()ed child's memory is the harness's until exec), so next to a harness that held
         # a million-file state it says 466 MB for a bare scandir walk. Only the samples count.
         sample.rss_mb = sample.tree_rss_mb = tree_mb
     else:

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from bench.run import Bench, Measure
 
 RSS_LIMIT_MB = 300
+TREE_ROUNDS = 3  # rounds of the no-op, verify and their floors (the other commands run once)
 
 
 # -- the case ------------------------------------------------------------------------------
@@ -132,13 +133,14 @@ class Scale:
         # records it), then records the fingerprint that the measured no-op uses.
         self.timed("place", f"first sync over the tree the harness built ({n:,} files, setup)",
                    self.wbsync + ["sync"], home, project)
-        self.timed("noop", f"no-op: wbsync sync ({n:,} files)", self.wbsync + ["sync"], home, project,
-                   count_requests=True)
-        self.timed("walk", f"floor: os.scandir + stat walk ({n:,} files)",
-                   [PY, "-m", "bench.scale_floors", "walk", str(project / "data")], home, bench.workdir)
-        self.timed("verify", f"wbsync verify ({n:,} files)", self.wbsync + ["verify"], home, project)
-        self.timed("md5", f"floor: md5 of every file, {os.cpu_count()} processes ({n:,} files)",
-                   [PY, "-m", "bench.scale_floors", "md5", str(project / "data")], home, bench.workdir)
+        for _ in range(TREE_ROUNDS):  # seconds each: medians of a few interleaved rounds
+            self.timed("noop", f"no-op: wbsync sync ({n:,} files)", self.wbsync + ["sync"], home, project,
+                       count_requests=True)
+            self.timed("walk", f"floor: os.scandir + stat walk ({n:,} files)",
+                       [PY, "-m", "bench.scale_floors", "walk", str(project / "data")], home, bench.workdir)
+            self.timed("verify", f"wbsync verify ({n:,} files)", self.wbsync + ["verify"], home, project)
+            self.timed("md5", f"floor: md5 of every file, {os.cpu_count()} processes ({n:,} files)",
+                       [PY, "-m", "bench.scale_floors", "md5", str(project / "data")], home, bench.workdir)
         self.move_alias(SCALE_TREE)
         run(self.wbsync + ["lock", "--upgrade", "-q"], env=bench.env(home), cwd=project,
             log=bench.workdir / "logs" / "scale-tree-upgrade")
