@@ -615,7 +615,7 @@ def _remove(path: Path, now: bool = False) -> None:
     """
     if not now and _TRASH and _count_files(path, SET_ASIDE_OVER) > SET_ASIDE_OVER:
         _TRASH[0].mkdir(exist_ok=True)
-        path.rename(_TRASH[0] / f"{len(list(_TRASH[0].iterdir())):04d}-{path.name}")
+        path.rename(_TRASH[0] / path.name)  # run folders are numbered: no two share a name
         return
     for folder, dirs, _files in os.walk(path):  # store blobs and their folders are read-only
         for d in dirs:

@@ -631,17 +631,8 @@ def _by_folder(actions: list[FileAction]) -> Iterator[list[FileAction]]:
     """The actions in runs of one destination folder each, in order. Paths sort a folder's
     files together, except around its subfolders ("a/b", "a/c/d", "a/e"): such a folder is
     two runs, which may meet in parallel; rare, and only slower."""
-    run: list[FileAction] = []
-    folder = None
-    for action in actions:
-        here = action.dest.rpartition("/")[0]
-        if run and here != folder:
-            yield run
-            run = []
-        folder = here
-        run.append(action)
-    if run:
-        yield run
+    for _folder, run in itertools.groupby(actions, key=lambda a: a.dest.rpartition("/")[0]):
+        yield list(run)
 
 
 @contextmanager
