@@ -8,6 +8,9 @@ import difflib
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +18,7 @@ import pytest
 import yaml
 
 from helpers import run, run_json, tree, write_manifest
+from wbsync.state import load_state
 from wbsync.testing import FakeWandb
 
 DATA = """
@@ -228,13 +232,108 @@ def test_a_one_percent_version_move_fetches_places_and_records_only_what_changed
     publish(fake_wandb, dataset(changed=1))
     run("lock", "--upgrade")
     fake_wandb.clear_requests()
+    state_bytes = state_file.read_bytes()
     summary = run_json("sync")
     assert [p.rsplit("/", 1)[1] for p in blob_gets(fake_wandb)] == ["train%2F0000.jpg"]
     assert summary["placed"] == 1
-    after = json.loads(state_file.read_text())["entries"]["images"]["files"]
+    # Recorded as a delta of one record: the state's other records are not rewritten.
+    assert state_file.read_bytes() == state_bytes
+    delta = json.loads((project / ".wbsync/state-delta.json").read_text())["entries"]["images"]["files"]
+    assert list(delta) == ["train/0000.jpg"]
+    after = {p: [*f.stat[:3], f.digest, *f.stat[3:]] for p, f in load_state(project).entries["images"].files.items()}
     assert after.keys() == before.keys()
     assert [p for p in after if after[p] != before[p]] == ["train/0000.jpg"]
     assert (project / "data/images/train/0000.jpg").read_bytes() == b"new image 0"
+    fake_wandb.clear_requests()
+    assert run_json("sync")["placed"] == 0 and fake_wandb.requests == []  # the move left a no-op
+    assert run_json("verify")["ok"] is True
+
+
+def moved_dataset() -> dict[str, bytes]:
+    """v1 of ``dataset()``: two files changed, one dropped, two new (one in a new folder)."""
+    files = dataset(changed=2)
+    del files["train/0050.jpg"]
+    files["train/0100.jpg"] = b"image 100"
+    files["val/0000.jpg"] = b"val 0"
+    return files
+
+
+def synced_then_moved(fake_wandb: FakeWandb, project: Path) -> None:
+    publish(fake_wandb, dataset())
+    write_manifest(project, DATA)
+    run("sync")
+    publish(fake_wandb, moved_dataset())
+    run("lock", "--upgrade")
+
+
+def expected_tree() -> dict[str, bytes]:
+    return {p: b for p, b in moved_dataset().items() if p != "README.md"}
+
+
+def test_a_version_move_places_changed_and_new_files_removes_dropped_ones_and_records_a_delta(
+        fake_wandb: FakeWandb, project: Path) -> None:
+    synced_then_moved(fake_wandb, project)
+    summary = run_json("sync")
+    assert (summary["placed"], summary["removed"]) == (4, 1)
+    assert tree(project / "data/images") == expected_tree()
+    delta = json.loads((project / ".wbsync/state-delta.json").read_text())["entries"]["images"]["files"]
+    assert sorted(delta) == ["train/0000.jpg", "train/0001.jpg", "train/0050.jpg", "train/0100.jpg",
+                             "val/0000.jpg"]
+    assert delta["train/0050.jpg"] is None
+    assert sorted(load_state(project).entries["images"].files) == sorted(expected_tree())
+    assert run_json("verify")["ok"] is True
+
+
+def test_a_file_edited_before_a_version_move_is_put_back_as_the_full_plan_would(
+        fake_wandb: FakeWandb, project: Path) -> None:
+    """The move trusts the tree only when every file is as the last sync left it; an edited
+    file (the same in both versions, so the move itself would not touch it) is restored."""
+    synced_then_moved(fake_wandb, project)
+    edited = project / "data/images/train/0070.jpg"
+    edited.write_bytes(b"edited")
+    summary = run_json("sync")
+    assert edited.read_bytes() == b"image 70"
+    assert summary["restored"] == ["data/images/train/0070.jpg"]
+    assert tree(project / "data/images") == expected_tree()
+    assert run_json("verify")["ok"] is True
+
+
+def test_a_file_of_someone_else_where_the_new_version_puts_one_stops_the_move_with_nothing_changed(
+        fake_wandb: FakeWandb, project: Path) -> None:
+    synced_then_moved(fake_wandb, project)
+    (project / "data/images/val").mkdir()
+    (project / "data/images/val/0000.jpg").write_bytes(b"mine")
+    out = run("sync", check=2)
+    assert "data/images/val/0000.jpg" in out.stderr
+    assert (project / "data/images/val/0000.jpg").read_bytes() == b"mine"
+    assert (project / "data/images/train/0000.jpg").read_bytes() == b"image 0"
+
+
+def test_a_version_move_killed_in_its_swap_is_finished_by_the_next_sync_with_its_delta(
+        fake_wandb: FakeWandb, project: Path) -> None:
+    synced_then_moved(fake_wandb, project)
+    env = {**os.environ, "WBSYNC_KILL_AFTER_RENAMES": "2"}
+    killed = subprocess.run([sys.executable, "-m", "wbsync", "sync"], cwd=project, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert "state_delta" in json.loads((project / ".wbsync/swap.json").read_text())  # the move's own journal
+    run("sync")
+    assert not (project / ".wbsync/swap.json").exists()
+    assert tree(project / "data/images") == expected_tree()
+    assert sorted(load_state(project).entries["images"].files) == sorted(expected_tree())
+    fake_wandb.clear_requests()
+    assert run_json("sync")["placed"] == 0 and fake_wandb.requests == []
+    assert run_json("verify")["ok"] is True
+
+
+def test_the_state_delta_stays_bounded_a_sync_past_the_bound_rewrites_the_state_whole(
+        fake_wandb: FakeWandb, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced_then_moved(fake_wandb, project)
+    monkeypatch.setenv("WBSYNC_STATE_DELTA_MAX", "3")  # the move's 5 records exceed it
+    run("sync")
+    assert not (project / ".wbsync/state-delta.json").exists()
+    assert sorted(load_state(project).entries["images"].files) == sorted(expected_tree())
+    assert run_json("verify")["ok"] is True
 
 
 def test_a_file_list_that_does_not_hash_to_the_artifact_digest_is_never_stored(tmp_path: Path) -> None:
@@ -363,3 +462,16 @@ def test_a_prune_removes_the_file_lists_no_lockfile_names_and_keeps_the_rest(
     assert "2 file lists of large lock entries no lockfile names" in text
     assert sorted(p.name for p in listings().iterdir()) == sorted([new.name, fresh.name])
     assert run_json("verify")["ok"] is True  # the lock's own listing stayed: verify works offline
+
+
+def test_a_state_delta_amends_only_the_state_file_it_was_written_for(tmp_path: Path) -> None:
+    """A delta is tied to the identity of its state.json: once that file is replaced (another
+    wbsync, a restore from a backup), the delta is ignored, never applied to the wrong state."""
+    from wbsync.atomic import write_atomic
+    from wbsync.state import EntryState, PlacedFile, State, delta_to_json, save_state, state_path, write_state_delta
+
+    save_state(tmp_path, State({"e": EntryState("d", {"a": PlacedFile((1, 2, 3, 4), "md5:x")})}))
+    write_state_delta(tmp_path, delta_to_json({"e": ("d", {"a": None, "b": PlacedFile((5, 6, 7, 8), "md5:y")})}))
+    assert sorted(load_state(tmp_path).entries["e"].files) == ["b"]
+    write_atomic(state_path(tmp_path), state_path(tmp_path).read_bytes())  # the same text, another file
+    assert sorted(load_state(tmp_path).entries["e"].files) == ["a"]

@@ -14,7 +14,9 @@ project needs those bytes anyway, so they cost the store nothing, and removing t
 no disk. They count in the store's size but never against the budget, and are never evicted.
 
 "Last used" is the blob's atime. A sync that places files sets it explicitly for every blob its
-lock names (mtime untouched, so hardlinked project files stay trusted by their recorded stat),
+lock names (a version move of a large entry, only for the blobs it placed: touching a million
+blobs for 10,000 new files would make the move cost what a full sync does), with the mtime
+untouched, so hardlinked project files stay trusted by their recorded stat;
 which works on ``noatime`` mounts and for link modes that never read the blob (reflink,
 hardlink); reads (copies, training code reading a hardlinked file) may advance it too.
 
@@ -99,13 +101,15 @@ class LockUse:
     listings: frozenset[str] = frozenset()  # artifact digests of its large entries' stored file lists
 
 
-def register_lock(store: Store, lock_path: Path, lock: Lock, *, used: bool) -> bool:
+def register_lock(store: Store, lock_path: Path, lock: Lock, *, used: bool,
+                  placed: Iterable[BlobKey] | None = None) -> bool:
     """Tell the store that ``lock_path`` needs ``lock``'s blobs; returns whether it wrote anything.
 
     Every sync but a dry run calls this, no-op ones included: a project that only no-op syncs
     (synced before registration existed, or moved) must still protect its blobs. Cheap then:
     hash one small file, read one smaller one, write nothing while the lock's bytes are the same.
-    ``used`` (the sync places files) also refreshes ``last_used`` and the blobs' atime.
+    ``used`` (the sync places files) also refreshes ``last_used`` and the blobs' atime: of
+    every blob the lock names, or only of ``placed`` when given.
     Best effort: an unwritable store costs at most a re-download after a prune, never a sync.
     """
     try:
@@ -117,7 +121,7 @@ def register_lock(store: Store, lock_path: Path, lock: Lock, *, used: bool) -> b
         doc = {"path": real, "sha256": digest, "last_used": _now_iso()}
         write_atomic(record, json.dumps(doc, indent=1, sort_keys=True).encode())
         if used:
-            mark_used(store, needed_keys(lock))
+            mark_used(store, iter_keys(lock) if placed is None else placed)
         return True
     except OSError:
         return False
@@ -146,16 +150,19 @@ def mark_used(store: Store, keys: Iterable[BlobKey]) -> None:
 
 
 def needed_keys(lock: Lock) -> set[BlobKey]:
-    keys: set[BlobKey] = set()
+    return set(iter_keys(lock))
+
+
+def iter_keys(lock: Lock) -> Iterator[BlobKey]:
+    """The blobs ``lock`` names, streamed (a repeat now and then: no set of a million keys)."""
     for artifact in lock.artifacts.values():
         if isinstance(artifact.files, StoredFiles) and not has_listing(artifact.files.digest):
             continue  # not fetched on this machine: it holds none of its blobs either
         for record in iter_files(artifact):
             try:
-                keys.add((record.algorithm, blob_hex(record)))
+                yield record.algorithm, blob_hex(record)
             except IntegrityError:  # a malformed digest names no blob
                 continue
-    return keys
 
 
 def known_locks(store: Store) -> list[KnownLock]:

@@ -8,6 +8,9 @@ listing), stats each one and hashes the same way: equal means every file still h
 the state vouches for (exactly the test the full plan applies file by file), so the sync is a
 no-op. Memory stays flat: no state, no plan, no per-file object kept. Anything else (a changed
 file, lock, or state; a missing fingerprint) falls back to the full plan, which is always right.
+
+The fingerprint also names what each entry pinned (``pins``), so that after a version move
+``wbsync.move`` can find the listing the tree was placed from and do only what changed.
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ from typing import Any, Callable
 from wbsync.atomic import write_atomic
 from wbsync.listing import ListingMissing, StoredFiles, iter_files
 from wbsync.models import FileRecord, Lock, LockedArtifact
-from wbsync.state import STATE_DIR, State, Stat, state_path
+from wbsync.state import STATE_DIR, State, Stat, state_identity
 
-FORMAT = 1
+FORMAT = 2  # 2: the state's identity covers its delta; the entries' pins
 _MISSING = (-1, -1, -1)
 _BATCH = 4096  # stats packed per hash update
 
@@ -37,10 +40,8 @@ def fingerprint_path(root: Path) -> Path:
 def unchanged(root: Path, lock: Lock) -> int | None:
     """The number of locked files when the tree is exactly as the last sync left it, else None."""
     try:
-        doc = json.loads(fingerprint_path(root).read_bytes())
-        if doc.get("format") != FORMAT or doc.get("state") != _file_identity(state_path(root)):
-            return None
-        if doc.get("lock") != lock_key(lock):
+        doc = read(root)
+        if doc is None or doc.get("lock") != lock_key(lock):
             return None
         digest, count = _tree_hash(root, lock, _stat_on_disk(root))
     except (OSError, ValueError, AttributeError, ListingMissing):
@@ -48,15 +49,42 @@ def unchanged(root: Path, lock: Lock) -> int | None:
     return count if digest == doc.get("tree") else None
 
 
+def read(root: Path) -> dict[str, Any] | None:
+    """The fingerprint document, when there is one and the state is still the one it was
+    recorded with (``tree``: the hash, ``lock``: ``lock_key``, ``pins``: ``pins``)."""
+    try:
+        doc = json.loads(fingerprint_path(root).read_bytes())
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("state") != state_identity(root):
+            return None
+    except (OSError, ValueError):
+        return None
+    return doc
+
+
 def record(root: Path, lock: Lock, state: State) -> None:
     """Write the fingerprint of what ``state`` (just saved) records for every locked file. Best
     effort: a file the state does not vouch for, or an unwritable folder, just means no fast path."""
     try:
         digest, _count = _tree_hash(root, lock, _stat_in_state(state, lock))
-        doc = {"format": FORMAT, "lock": lock_key(lock), "state": _file_identity(state_path(root)), "tree": digest}
-        write_atomic(fingerprint_path(root), json.dumps(doc).encode())
+        _write(root, lock, digest)
     except (OSError, KeyError, ListingMissing):
         forget(root)
+
+
+def record_stats(root: Path, lock: Lock, stats: array) -> None:
+    """Write the fingerprint from the recorded (size, mtime, inode) of every locked file, in
+    lock order, three items each: what the state (just saved) records, gathered by the caller."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(memoryview(stats).cast("B"))  # one stream: the same hash as _tree_hash's batches
+    try:
+        _write(root, lock, h.hexdigest())
+    except OSError:
+        forget(root)
+
+
+def _write(root: Path, lock: Lock, tree: str) -> None:
+    doc = {"format": FORMAT, "lock": lock_key(lock), "pins": pins(lock), "state": state_identity(root), "tree": tree}
+    write_atomic(fingerprint_path(root), json.dumps(doc).encode())
 
 
 def forget(root: Path) -> None:
@@ -70,15 +98,31 @@ def lock_key(lock: Lock) -> str:
     """What the fingerprint depends on in the lock: each entry's name, path and pinned files."""
     h = hashlib.blake2b(digest_size=16)
     for name in sorted(lock.artifacts):
-        art = lock.artifacts[name]
-        h.update(json.dumps([name, art.path, art.resolved, art.digest]).encode())
-        if isinstance(art.files, StoredFiles):
-            f = art.files
-            h.update(json.dumps(["stored", f.digest, f.include, f.exclude, f.count, f.bytes]).encode())
-        else:
-            for r in art.files:
-                h.update(f"{r.path}\0{r.size}\0{r.algorithm}\0{r.digest}\n".encode("utf-8", "surrogatepass"))
+        h.update(entry_key(name, lock.artifacts[name]).encode())
     return h.hexdigest()
+
+
+def entry_key(name: str, art: LockedArtifact) -> str:
+    h = hashlib.blake2b(digest_size=16)
+    h.update(json.dumps([name, art.path, art.resolved, art.digest]).encode())
+    if isinstance(art.files, StoredFiles):
+        f = art.files
+        h.update(json.dumps(["stored", f.digest, f.include, f.exclude, f.count, f.bytes]).encode())
+    else:
+        for r in art.files:
+            h.update(f"{r.path}\0{r.size}\0{r.algorithm}\0{r.digest}\n".encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+def pins(lock: Lock) -> dict[str, Any]:
+    """Per entry: its key, its path, and for a stored listing what finds and checks it again."""
+    out: dict[str, Any] = {}
+    for name, art in sorted(lock.artifacts.items()):
+        f = art.files
+        stored = ([art.resolved, f.digest, list(f.include), list(f.exclude), f.count, f.bytes]
+                  if isinstance(f, StoredFiles) else None)
+        out[name] = {"key": entry_key(name, art), "path": art.path, "stored": stored}
+    return out
 
 
 def _tree_hash(root: Path, lock: Lock, stat_of: Callable[[LockedArtifact, FileRecord], Stat]) -> tuple[str, int]:
@@ -121,7 +165,3 @@ def _stat_in_state(state: State, lock: Lock) -> Callable[[LockedArtifact, FileRe
 
     return of
 
-
-def _file_identity(path: Path) -> list[Any]:
-    st = os.stat(path)
-    return [st.st_size, st.st_mtime_ns, st.st_ino]

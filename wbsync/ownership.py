@@ -62,7 +62,7 @@ def load_evidence(root: Path, *, ask_git: bool = False) -> Evidence:
     state = load_state(root)
     if not state.entries:
         return Evidence(state)
-    if ask_git and _tracked_by_git(root):
+    if ask_git and state_tracked_by_git(root):
         why = "it is tracked by git, so it may come from another checkout or another person"
         return Evidence(State(), (_IGNORED.format(state=state_path(root), why=why)
                                   + f" Run `git rm --cached {STATE_DIR}/state.json`.",))
@@ -89,7 +89,7 @@ def _entry_problem(entry: EntryState) -> str | None:
     return None
 
 
-def _tracked_by_git(root: Path) -> bool:
+def state_tracked_by_git(root: Path) -> bool:
     try:
         found = subprocess.run(["git", "ls-files", "-z", "--", f"{STATE_DIR}/"], cwd=root,
                                capture_output=True, timeout=30, check=False)

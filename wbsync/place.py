@@ -271,13 +271,16 @@ def remove_placed(root: Path, rel: str) -> None:
         folder = folder.parent
 
 
-def clean_temp_files(folder: Path) -> int:
-    """Remove temp files that killed runs left under ``folder``; returns how many.
+def clean_temp_files(folder: Path, recursive: bool = True) -> int:
+    """Remove temp files that killed runs left under ``folder`` (in it only, unless
+    ``recursive``); returns how many.
 
     A temp file whose PID is still alive may belong to a run in progress and is kept.
     """
     removed = 0
     for parent, _dirs, files in os.walk(folder):  # does not follow symlinked folders
+        if not recursive:
+            _dirs.clear()
         for name in files:
             match = _TEMP_NAME.fullmatch(name)
             if match and not _pid_alive(int(match.group(1))):

@@ -8,7 +8,8 @@ journal, ``.wbsync/swap.json`` (atomically, fsynced), and carries it out:
 1. rename each staged file onto its destination;
 2. remove each file it listed, if the file is still exactly the one recorded (same size,
    mtime, inode and device: ``wbsync.ownership.untouched``), and the folders that leaves empty;
-3. write the new state, then delete the journal.
+3. write the new state (or, for a sync that changed a few files of a large entry, the state's
+   delta: ``wbsync.state``), then delete the journal.
 
 Carrying a journal out is idempotent (a staged file that is gone was renamed already), so
 the next ``sync`` or ``verify`` after a kill simply does it again (``complete``): the tree ends
@@ -32,7 +33,18 @@ from typing import Any
 
 from wbsync.errors import LocalIOError, UsageError, local_io_error
 from wbsync.ownership import untouched
-from wbsync.state import STATE_DIR, State, check_state_dir, state_from_json, state_pieces, write_state_document
+from wbsync.state import (
+    STATE_DIR,
+    Delta,
+    State,
+    check_state_dir,
+    delta_from_json,
+    delta_to_json,
+    state_from_json,
+    state_pieces,
+    write_state_delta,
+    write_state_document,
+)
 
 JOURNAL = "swap.json"
 JOURNAL_VERSION = 1
@@ -48,18 +60,23 @@ def pending(root: Path) -> bool:
 
 
 def journal(root: Path, renames: list[tuple[str, str, bool]], removes: list[tuple[str, tuple[int, ...]]],
-            state: State) -> dict[str, Any]:
+            state: State | Delta) -> dict[str, Any]:
     """Write the journal of a swap and return it for ``carry_out``: ``renames`` are (staged,
     destination, maybe the same inode) and ``removes`` (destination, recorded stat), all
-    project-relative; ``state`` the state to record once done. Raises LocalIOError (and leaves
-    no journal) when it cannot be written: nothing was changed yet."""
-    doc = {"journal_version": JOURNAL_VERSION, "renames": renames, "removes": removes, "state": state}
+    project-relative; ``state`` the state to record once done, or a Delta to record on top of
+    the current one. Raises LocalIOError (and leaves no journal) when it cannot be written:
+    nothing was changed yet."""
+    doc: dict[str, Any] = {"journal_version": JOURNAL_VERSION, "renames": renames, "removes": removes}
+    if isinstance(state, State):
+        doc["state"] = state
+    else:
+        doc["state_delta"] = delta_to_json(state)
     _write_journal(root, _journal_pieces(renames, removes, state))
     return doc
 
 
 def _journal_pieces(renames: list[tuple[str, str, bool]], removes: list[tuple[str, tuple[int, ...]]],
-                    state: State) -> Iterator[bytes]:
+                    state: State | Delta) -> Iterator[bytes]:
     """The journal as compact JSON, written in pieces of 500 items: for a million files, one
     string of it (and json's own pieces while it builds that string) would be hundreds of MB."""
     encode = json.JSONEncoder(separators=(",", ":")).encode
@@ -69,8 +86,11 @@ def _journal_pieces(renames: list[tuple[str, str, bool]], removes: list[tuple[st
     yield b'],"removes":['
     for at in range(0, len(removes), 500):
         yield (("," if at else "") + ",".join(encode(r) for r in removes[at:at + 500])).encode()
-    yield b'],"state":'
-    yield from state_pieces(state)
+    if isinstance(state, State):
+        yield b'],"state":'
+        yield from state_pieces(state)
+    else:
+        yield b'],"state_delta":' + json.dumps(delta_to_json(state), separators=(",", ":")).encode()
     yield b"}"
 
 
@@ -134,7 +154,10 @@ def carry_out(root: Path, doc: dict[str, Any]) -> None:
             continue
         if untouched(tuple(stat), (st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev)):
             remove_placed(root, dest)
-    write_state_document(root, doc["state"])
+    if "state_delta" in doc:
+        write_state_delta(root, doc["state_delta"])
+    else:
+        write_state_document(root, doc["state"])
     journal_path(root).unlink(missing_ok=True)
 
 
@@ -161,4 +184,9 @@ def _validate(root: Path, doc: dict[str, Any]) -> None:
     for dest, stat in doc["removes"]:
         if _path_problem(dest) is not None or len(stat) != 4:
             raise ValueError(f"unsafe removal {dest!r}")
-    state_from_json(doc["state"])
+    if "state_delta" in doc:
+        for path, files in delta_from_json(doc["state_delta"]).values():
+            if any(_path_problem(rel) is not None for rel in (path, *files)):
+                raise ValueError(f"unsafe path in the state's delta under {path!r}")
+    else:
+        state_from_json(doc["state"])

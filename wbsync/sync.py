@@ -19,20 +19,29 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping
 
-from wbsync import fingerprint, swap
+from wbsync import fingerprint, move, swap
 from wbsync.digests import hash_file
 from wbsync.agreement import check_frozen, confirm_with_source, describe, stale_report
 from wbsync.errors import CheckFailed, UsageError, VanishedError, WbsyncError, local_io_error
 from wbsync.listing import ensure_listings
 from wbsync.lockfile import write_lock
 from wbsync.models import Lock, LockedArtifact, Manifest
-from wbsync.ownership import Conflict, conflict_error, load_evidence, same_file, untouched
+from wbsync.ownership import (
+    Conflict,
+    Evidence,
+    conflict_error,
+    load_evidence,
+    same_file,
+    state_tracked_by_git,
+    untouched,
+)
 from wbsync.place import LinkMode, Staged, clean_temp_files, is_temp_name, safe_join, stage
 from wbsync.plan import EntryPlan, FileAction, Plan, Stale, digest_key, make_plan
 from wbsync.project import Project, check_names
 from wbsync.resolve import PinChange, lock_manifest
 from wbsync.sources import Source, project_source
 from wbsync.state import (
+    Delta,
     EntryState,
     Observed,
     PlacedFile,
@@ -141,9 +150,12 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
     with _explaining_vanished(project, lock, source):
         if ensure_listings(lock, source, selected):  # large entries' file lists: fetched once, then offline
             gc.collect()  # the SDK's manifest objects hold reference cycles: free them before the plan
-    fast = (selected is None and not dry_run and not swap.pending(root)
-            and fingerprint.unchanged(root, lock) is not None)
-    if fast:  # the tree is exactly as the last sync left it: no state loaded, no plan built
+    whole = selected is None and not dry_run and not swap.pending(root)
+    fast = whole and fingerprint.unchanged(root, lock) is not None
+    # A version move of a large entry since the last sync: planned (in proportion to what
+    # changed) under the project lock only, not first in full to find out there is work.
+    moving = whole and not fast and move.candidate(root, lock)
+    if fast or moving:  # fast: the tree is exactly as the last sync left it: no state, no plan
         plan = Plan(tuple(EntryPlan(n, a) for n, a in sorted(lock.artifacts.items())))
         result = SyncResult(lock_result, plan, dry_run=dry_run)
     else:
@@ -151,16 +163,18 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
         plan = plan_tree(root, lock, selected, evidence.state)
         result = SyncResult(lock_result, plan, dry_run=dry_run, warnings=list(evidence.warnings))
 
+    moved: move.Move | None = None
+
     def write_lock_now(used: bool = True) -> None:  # after every check that can refuse the sync, before any change
         if lock_result is not None and not dry_run:
             lock_result.written = write_lock(project.lock_path, lock)
         # Tell the store this lock needs its blobs (a prune then keeps them), no-op syncs too:
         # it writes nothing unless the lock changed.
-        _register(project, lock, used=used)
+        _register(project, lock, used=used, placed=moved)
 
     if dry_run:
         return result
-    if plan.is_noop and not swap.pending(root):
+    if not moving and plan.is_noop and not swap.pending(root):
         result.extra = unlocked_files(root, plan)
         if not any(is_temp_name(posixpath.basename(p)) for p in result.extra):  # else: clean a killed run's
             write_lock_now(used=False)
@@ -169,9 +183,14 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
             return result
     with project_lock(root):
         swap.complete(root)  # a swap a killed sync left: finish it before looking at the tree
-        evidence = load_evidence(root, ask_git=True)
+        moved = move.plan_move(root, lock) if moving and not state_tracked_by_git(root) else None
+        if moved is not None:
+            evidence = Evidence(State())  # the fingerprint vouched for every file: no state read
+            result.plan = plan = moved.plan
+        else:
+            evidence = load_evidence(root, ask_git=True)
+            result.plan = plan = plan_tree(root, lock, selected, evidence.state)  # another sync may have done it
         result.warnings = list(evidence.warnings)
-        result.plan = plan = plan_tree(root, lock, selected, evidence.state)  # another sync may have done it
         if plan.is_noop:  # a journal or another sync finished it: only a killed run's temp files are left
             write_lock_now()
             for entry in plan.entries:
@@ -180,11 +199,17 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
             actor = _Actor(root, Store(default_store_dir()), jobs, link_mode, progress, on_fetch_start, source,
                            evidence.state, force, tuple(a.path for a in lock.artifacts.values()))
             actor.on_entry, actor.on_placed = on_entry or _ignore, on_placed or _ignore
+            actor.move = moved
             actor.confirm = lambda arts: confirm_with_source([a for a in arts if a.name not in fresh], source,
                                                              manifest, str(project.lock_path))
             with _explaining_vanished(project, lock, source):
                 actor.apply(plan, result, write_lock_now, prune_state=selected is None)
-            if selected is None and actor.state is not None:
+            if moved is not None:
+                if actor.recorded_whole:
+                    fingerprint.record_stats(root, lock, moved.stats)
+                else:
+                    fingerprint.forget(root)
+            elif selected is None and actor.state is not None:
                 fingerprint.record(root, lock, actor.state)
     from wbsync.cache import auto_prune  # does nothing unless WBSYNC_CACHE_MAX_SIZE is exceeded
 
@@ -212,10 +237,11 @@ def _manifest_if_any(project: Project) -> Manifest | None:
         return None
 
 
-def _register(project: Project, lock: Lock, used: bool) -> None:
+def _register(project: Project, lock: Lock, used: bool, placed: move.Move | None = None) -> None:
     from wbsync.cache import register_lock
 
-    register_lock(Store(default_store_dir()), project.lock_path, lock, used=used)
+    keys = None if placed is None else placed.blob_keys()
+    register_lock(Store(default_store_dir()), project.lock_path, lock, used=used, placed=keys)
 
 
 def plan_tree(root: Path, lock: Lock, names: frozenset[str] | None, state: State | None = None) -> Plan:
@@ -283,6 +309,8 @@ class _Actor:
         self.made_dirs: set[Path] = set()
         self.adopted: dict[str, PlacedFile] = {}  # dest -> new record, for files re-hashed and kept
         self.state: State | None = None  # what the state records once the swap is done
+        self.move: move.Move | None = None  # a version move: the state gets a delta, not a rewrite
+        self.recorded_whole = False  # the move's delta records every placed file
         self.on_entry: Callable[[str, EntryPlan], None] = _ignore
         self.on_placed: Callable[[int], None] = _ignore
         # Asks the source whether the lock entries to place hold what the lock says (run_sync
@@ -308,8 +336,7 @@ class _Actor:
             failures = self._fetch(entries, result)
             if failures:
                 raise next(iter(failures.values()))
-            for entry in entries:
-                clean_entry_temps(self.root, entry)
+            self._clean_temps(entries)
             removes = self._decide_removals([*(s for e in entries for s in e.remove), *plan.orphans], result)
             for entry in entries:
                 if entry.place:
@@ -317,7 +344,12 @@ class _Actor:
             placing = [a for e in entries for a in e.place]
             staged = self._stage_all(placing)
             renames = [(temp, a.dest, same_inode) for a, (temp, same_inode, _stat) in zip(placing, staged)]
-            state = self.state = self._new_state(entries, placing, staged, prune_state)
+            state: State | Delta
+            if self.move is not None:
+                state = self.move.delta([stat for _temp, _same_inode, stat in staged])
+                self.recorded_whole = self.move.complete
+            else:
+                state = self.state = self._new_state(entries, placing, staged, prune_state)
             try:
                 journal = swap.journal(self.root, renames, removes, state)
             except BaseException:
@@ -328,6 +360,21 @@ class _Actor:
                 self.on_entry("done", entry)
         result.placed = len(staged)
         result.removed = len(removes)
+
+    def _clean_temps(self, entries: list[EntryPlan]) -> None:
+        """Remove the temp files killed runs left: in every planned entry's folder, or for a
+        version move only in the folders it stages into (a walk of a million files would cost
+        what the move saves; temp files elsewhere show as extra files, and the next sync,
+        which lists every folder anyway, removes them)."""
+        if self.move is None:
+            for entry in entries:
+                clean_entry_temps(self.root, entry)
+            return
+        folders = {posixpath.dirname(a.dest): a.entry for e in entries for a in e.place}
+        for rel, name in sorted(folders.items()):
+            folder = safe_join(self.root, rel, context=name)  # no symlink on the way leads out
+            if folder.is_dir():
+                clean_temp_files(folder, recursive=False)
 
     # -- deciding -------------------------------------------------------------------------
 
