@@ -320,6 +320,10 @@ def test_a_version_move_killed_in_its_swap_is_finished_by_the_next_sync_with_its
     run("sync")
     assert not (project / ".wbsync/swap.json").exists()
     assert tree(project / "data/images") == expected_tree()
+    # Finished as the move would have: its delta recorded (nothing left to re-hash and rewrite).
+    delta_file = project / ".wbsync/state-delta.json"
+    assert delta_file.exists()
+    assert len(json.loads(delta_file.read_text())["entries"]["images"]["files"]) == 5
     assert sorted(load_state(project).entries["images"].files) == sorted(expected_tree())
     fake_wandb.clear_requests()
     assert run_json("sync")["placed"] == 0 and fake_wandb.requests == []
