@@ -294,6 +294,7 @@ def test_a_file_edited_before_a_version_move_is_put_back_as_the_full_plan_would(
     summary = run_json("sync")
     assert edited.read_bytes() == b"image 70"
     assert summary["restored"] == ["data/images/train/0070.jpg"]
+    assert summary["placed"] == 5  # the 4 changed or new files and the restored one: not every file
     assert tree(project / "data/images") == expected_tree()
     assert run_json("verify")["ok"] is True
 
