@@ -113,8 +113,6 @@ def _moved(doc: dict[str, Any], lock: Lock) -> dict[str, StoredFiles] | None:
     pins = doc.get("pins")
     if not isinstance(pins, dict) or sorted(pins) != sorted(lock.artifacts):
         return None
-    if doc.get("lock") == fingerprint.lock_key(lock):
-        return None  # not moved: the no-op fast path's case
     moved: dict[str, StoredFiles] = {}
     try:
         for name, art in lock.artifacts.items():
@@ -128,7 +126,7 @@ def _moved(doc: dict[str, Any], lock: Lock) -> dict[str, StoredFiles] | None:
             moved[name] = StoredFiles(name, resolved, digest, tuple(include), tuple(exclude), count, size)
     except (KeyError, TypeError, ValueError):
         return None
-    return moved or None
+    return moved or None  # none moved: the no-op fast path's case (or a touched tree's)
 
 
 class _Merge:

@@ -35,11 +35,6 @@ DELTA = "state-delta.json"
 #: the whole state. The delta is read whole by every full plan and rewritten whole by every
 #: move: 200,000 records read in ~0.5 s, a fifth of a million-file state.
 DELTA_MAX = 200_000
-
-
-def delta_max() -> int:
-    value = os.environ.get("WBSYNC_STATE_DELTA_MAX", "")
-    return int(value) if value.isdigit() else DELTA_MAX
 # (size, mtime_ns, inode, device); a state file from before devices were recorded gives 3 items.
 Stat = tuple[int, ...]
 # What stands at a destination path when it is not a regular file.
@@ -74,6 +69,11 @@ def state_path(root: str | os.PathLike[str]) -> Path:
 
 def delta_path(root: str | os.PathLike[str]) -> Path:
     return Path(root) / STATE_DIR / DELTA
+
+
+def delta_max() -> int:
+    value = os.environ.get("WBSYNC_STATE_DELTA_MAX", "")
+    return int(value) if value.isdigit() else DELTA_MAX
 
 
 def load_state(root: str | os.PathLike[str]) -> State:
@@ -135,10 +135,10 @@ def delta_to_json(delta: Delta) -> dict[str, Any]:
             for name, (path, files) in sorted(delta.items())}
 
 
-def write_state_delta(root: str | os.PathLike[str], delta: dict[str, Any]) -> int:
+def write_state_delta(root: str | os.PathLike[str], delta: dict[str, Any]) -> None:
     """Record ``delta`` (its JSON form, ``delta_to_json``) on top of the current state and the
-    delta already there; returns how many records the delta now holds. Repeating it is harmless
-    (a journal replayed after a kill writes it again)."""
+    delta already there. Repeating it is harmless (a journal replayed after a kill writes it
+    again)."""
     base = _identity(os.stat(state_path(root)))
     merged = read_delta(root, base)
     for name, (path, files) in delta_from_json(delta).items():
@@ -149,7 +149,6 @@ def write_state_delta(root: str | os.PathLike[str], delta: dict[str, Any]) -> in
             known[1].update(files)
     doc = {"delta_version": 1, "base": base, "entries": delta_to_json(merged)}
     write_atomic(delta_path(root), json.dumps(doc, separators=(",", ":")).encode())
-    return sum(len(files) for _path, files in merged.values())
 
 
 def delta_size(root: str | os.PathLike[str]) -> int:

@@ -205,7 +205,7 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
             with _explaining_vanished(project, lock, source):
                 actor.apply(plan, result, write_lock_now, prune_state=selected is None)
             if moved is not None:
-                if actor.recorded_whole:
+                if moved.complete:
                     fingerprint.record_stats(root, lock, moved.stats)
                 else:
                     fingerprint.forget(root)
@@ -310,7 +310,6 @@ class _Actor:
         self.adopted: dict[str, PlacedFile] = {}  # dest -> new record, for files re-hashed and kept
         self.state: State | None = None  # what the state records once the swap is done
         self.move: move.Move | None = None  # a version move: the state gets a delta, not a rewrite
-        self.recorded_whole = False  # the move's delta records every placed file
         self.on_entry: Callable[[str, EntryPlan], None] = _ignore
         self.on_placed: Callable[[int], None] = _ignore
         # Asks the source whether the lock entries to place hold what the lock says (run_sync
@@ -347,7 +346,6 @@ class _Actor:
             state: State | Delta
             if self.move is not None:
                 state = self.move.delta([stat for _temp, _same_inode, stat in staged])
-                self.recorded_whole = self.move.complete
             else:
                 state = self.state = self._new_state(entries, placing, staged, prune_state)
             try:
