@@ -480,3 +480,15 @@ def test_a_state_delta_amends_only_the_state_file_it_was_written_for(tmp_path: P
     assert sorted(load_state(tmp_path).entries["e"].files) == ["b"]
     write_atomic(state_path(tmp_path), state_path(tmp_path).read_bytes())  # the same text, another file
     assert sorted(load_state(tmp_path).entries["e"].files) == ["a"]
+
+
+def test_a_moves_journal_whose_state_delta_names_an_unsafe_path_is_refused(
+        fake_wandb: FakeWandb, project: Path) -> None:
+    synced_then_moved(fake_wandb, project)
+    env = {**os.environ, "WBSYNC_KILL_AFTER_RENAMES": "2"}
+    subprocess.run([sys.executable, "-m", "wbsync", "sync"], cwd=project, env=env, capture_output=True, timeout=120)
+    journal = project / ".wbsync/swap.json"
+    journal.write_text(journal.read_text().replace('"val/0000.jpg":', '"../../../outside.jpg":', 1))
+    result = run("sync", check=2)
+    assert "swap.json" in result.stderr and "Delete" in result.stderr
+    assert not (project / ".wbsync/state-delta.json").exists()  # nothing of it was recorded
