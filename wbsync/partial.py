@@ -82,13 +82,26 @@ class PartialBlob:
         if os.fstat(self._fd).st_size < offset + size:  # a mapping past the end would SIGBUS
             raise IntegrityError(f"{self.record.path}: the part-done file is shorter than recorded.")
         base = offset - offset % mmap.ALLOCATIONGRANULARITY
-        with mmap.mmap(self._fd, offset + size - base, offset=base, access=mmap.ACCESS_READ) as mapped:
-            with memoryview(mapped) as view:
-                piece = view[offset - base:]
-                try:
-                    hasher.update(piece)
-                finally:
-                    piece.release()  # before the mapping closes
+        try:
+            mapped = mmap.mmap(self._fd, offset + size - base, offset=base, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):  # a filesystem that cannot map files (some FUSE mounts)
+            self._hash_read(hasher, offset, size)
+            return
+        with mapped, memoryview(mapped) as view:
+            piece = view[offset - base:]
+            try:
+                hasher.update(piece)
+            finally:
+                piece.release()  # before the mapping closes
+
+    def _hash_read(self, hasher: Hasher, offset: int, size: int) -> None:
+        end = offset + size
+        while offset < end:
+            data = os.pread(self._fd, min(4 << 20, end - offset), offset)
+            if not data:
+                raise IntegrityError(f"{self.record.path}: the part-done file is shorter than recorded.")
+            hasher.update(data)
+            offset += len(data)
 
     def part_done(self, index: int) -> None:
         """Record a complete part (atomically: a kill leaves the old journal or the new one)."""
