@@ -245,8 +245,9 @@ def test_a_range_with_wrong_bytes_is_caught_by_the_whole_file_digest(
     assert not list(store.rglob("*.ranged*"))  # the bad part-done file is gone, not resumed
 
 
-def test_a_sync_killed_in_the_middle_of_a_large_file_resumes_with_only_the_missing_ranges(
-        fake_wandb: FakeWandb, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def killed_with_13_parts_done(fake_wandb: FakeWandb, project: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A sync of BIG killed while part 6 hangs and the 13 others are done; its part-done
+    journal (next to the part-done file)."""
     publish(fake_wandb, {"big.bin": BIG})
     write_manifest(project, PHI3)
     run("lock")
@@ -265,14 +266,35 @@ def test_a_sync_killed_in_the_middle_of_a_large_file_resumes_with_only_the_missi
     child.send_signal(signal.SIGKILL)
     child.wait()
     assert journal is not None, "the first sync never got 13 parts done"
-    done = json.loads(journal.read_text())["done"]
     fake_wandb.clear_faults()
     fake_wandb.clear_requests()
+    return journal
+
+
+def test_a_sync_killed_in_the_middle_of_a_large_file_resumes_with_only_the_missing_ranges(
+        fake_wandb: FakeWandb, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    journal = killed_with_13_parts_done(fake_wandb, project, monkeypatch)
+    done = json.loads(journal.read_text())["done"]
     run("sync")
     assert synced(project) == {"big.bin": BIG}
     missing = sorted(set(range(14)) - set(done))
     assert missing == [6]
     assert ranges_of(fake_wandb) == [f"bytes={6 * PART}-{7 * PART - 1}"]
+
+
+def test_a_resumed_part_done_file_damaged_since_the_kill_is_caught_and_fetched_again(
+        fake_wandb: FakeWandb, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    journal = killed_with_13_parts_done(fake_wandb, project, monkeypatch)
+    part_file = Path(str(journal).removesuffix(".json"))
+    with part_file.open("r+b") as f:  # a part the journal calls done, changed on disk
+        f.seek(2 * PART + 5)
+        f.write(b"tampered")
+    result = run("sync", check=4)
+    assert "digest" in result.stderr
+    assert not (project / "models").exists()  # nothing placed from the damaged bytes
+    assert not part_file.exists() and not journal.exists()  # discarded, not resumed again
+    run("sync")
+    assert synced(project) == {"big.bin": BIG}
 
 
 # -- many processes, one store --------------------------------------------------------------
