@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from wbsync.digests import hash_file
+from wbsync.core.digests import hash_file
 from wbsync.testing import Fault, FakeWandb
 
 MANIFEST = """\
@@ -70,7 +70,7 @@ ANCHORS = {"fresh": ("start", "first GET", "placing"), "upgrade": ("start", "fir
 # Aiming at the window (--kills): kill times count from moments inside it, never from the start.
 WINDOW_ANCHORS = {"fresh": ("first GET", "placing"), "upgrade": ("first GET", "placing"), "place": ("placing",)}
 ADDED = "a-new"  # the folder of the files v1 adds: sorted first, it appears as placement starts
-TEMP_NAME = re.compile(r"\..*\.wbsync-(\d+)-[0-9a-f]{8}\.tmp", re.DOTALL)  # wbsync.place's temp names
+TEMP_NAME = re.compile(r"\..*\.wbsync-(\d+)-[0-9a-f]{8}\.tmp", re.DOTALL)  # wbsync.tree.place's temp names
 Files = dict[str, bytes]
 #: Runs `wbsync ARGS` for a project and a store to completion: (exit code, stdout, stderr).
 Runner = Callable[[Path, Path, tuple[str, ...]], tuple[int, str, str]]

@@ -230,7 +230,7 @@ def fill_store(store: Path, n: int) -> None:
     """Put the blobs of version v0 into a content store as wbsync would (read-only files named
     by md5, with the mtime that marks a verified blob), so that placing a million files needs no
     million downloads."""
-    from wbsync.store import VERIFIED_MTIME_NS
+    from wbsync.store.blobs import VERIFIED_MTIME_NS
 
     made: set[str] = set()
     for i in range(n):
@@ -250,10 +250,10 @@ def fill_store(store: Path, n: int) -> None:
 
 def place_tree(store: Path, project: Path, n: int, entry: str = "images", path: str = "data/images") -> None:
     """The tree and state `wbsync sync --link hardlink` leaves, built directly (a hardlink of
-    each blob, the state recording each file's identity, through wbsync.state): placing a
+    each blob, the state recording each file's identity, through wbsync.tree.state): placing a
     million files through a sync took most of an hour of setup on this disk. What is measured
     afterwards (no-op, verify, the 1% move) runs the real commands on it."""
-    from wbsync.state import EntryState, PlacedFile, State, save_state
+    from wbsync.tree.state import EntryState, PlacedFile, State, save_state
 
     root = project / path
     files: dict[str, PlacedFile] = {}
@@ -275,7 +275,7 @@ def place_tree(store: Path, project: Path, n: int, entry: str = "images", path: 
 
 def _state_files(project: Path) -> dict[str, object]:
     """Every record the state holds (its delta applied), by entry/path."""
-    from wbsync.state import load_state
+    from wbsync.tree.state import load_state
 
     return {f"{name}/{p}": (f.stat, f.digest) for name, e in load_state(project).entries.items()
             for p, f in e.files.items()}

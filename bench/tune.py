@@ -7,7 +7,7 @@ profiles while varying one setting at a time:
 * small files: ``--jobs`` on ``--files`` files of 4 KiB.
 
 Prints the median wall time of ``--runs`` runs per point; fewer seconds is better. The chosen
-defaults (wbsync/fetch.py, RangePolicy and DEFAULT_JOBS) cite these tables in docs/benchmarks.md.
+defaults (wbsync/net/fetch.py, RangePolicy and DEFAULT_JOBS) cite these tables in docs/benchmarks.md.
 """
 
 from __future__ import annotations

@@ -11,9 +11,9 @@ import yaml
 from helpers import run, run_json, tree, write_manifest
 from test_lock_and_sync import MODEL, PHI3, publish
 
-from wbsync.errors import UsageError
-from wbsync.manifest import parse_manifest
-from wbsync.manifest_edit import add_entry, default_name, new_entry
+from wbsync.core.errors import UsageError
+from wbsync.repo.manifest import parse_manifest
+from wbsync.repo.manifest_edit import add_entry, default_name, new_entry
 from wbsync.testing import FakeWandb
 
 REF = "wandb-registry-model/phi3-finetuned:production"

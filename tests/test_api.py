@@ -16,7 +16,7 @@ import pytest
 import wbsync
 from helpers import tree, write_manifest
 from test_lock_and_sync import MODEL, PHI3, publish
-from wbsync.errors import CheckFailed, ManifestError, NotSyncedError, UsageError
+from wbsync.core.errors import CheckFailed, ManifestError, NotSyncedError, UsageError
 from wbsync.testing import FakeWandb
 
 
@@ -198,7 +198,7 @@ def test_use_artifacts_uses_the_pinned_version_and_returns_the_paths(synced: Pat
 
 
 def test_use_artifacts_refuses_an_artifact_whose_digest_is_not_the_locked_one(synced: Path) -> None:
-    from wbsync.errors import IntegrityError
+    from wbsync.core.errors import IntegrityError
 
     with pytest.raises(IntegrityError, match="wbsync lock --upgrade"):
         wbsync.use_artifacts(RecordingRun(digest="0" * 32))

@@ -11,8 +11,8 @@ import jsonschema
 import yaml
 
 import wbsync
-from wbsync.lockfile import dumps
-from wbsync.schemas import schema_dir
+from wbsync.repo.lockfile import dumps
+from wbsync.core.schemas import schema_dir
 
 PACKAGE = Path(wbsync.__file__).parent
 REPO_SCHEMA = Path(__file__).parent.parent / "schema"

@@ -10,8 +10,8 @@ import pytest
 
 from helpers import run, run_json, tree, write_manifest
 from test_lock_and_sync import MODEL, PHI3, publish
-from wbsync.models import FileRecord
-from wbsync.store import VERIFIED_MTIME_NS, Store, default_store_dir
+from wbsync.core.models import FileRecord
+from wbsync.store.blobs import VERIFIED_MTIME_NS, Store, default_store_dir
 from wbsync.testing import FakeWandb
 
 DEST = "models/phi3"

@@ -13,10 +13,10 @@ import pytest
 
 from helpers import run, run_json, tree, write_manifest
 from test_lock_and_sync import MODEL, PHI3, publish
-from wbsync.cache import parse_size
-from wbsync.errors import UsageError
-from wbsync.lockfile import read_lock
-from wbsync.store import Store, default_store_dir
+from wbsync.core.text import parse_size
+from wbsync.core.errors import UsageError
+from wbsync.repo.lockfile import read_lock
+from wbsync.store.blobs import Store, default_store_dir
 from wbsync.testing import FakeWandb, Fault
 
 NEWER = {"config.json": b'{"layers": 40}\n', "tokenizer.json": b"{}"}  # replaces MODEL as v1

@@ -12,7 +12,7 @@ from click.testing import CliRunner, Result
 from helpers import run, run_json, write_manifest
 from test_lock_and_sync import MODEL, PHI3, publish
 
-from wbsync import style
+from wbsync.cli import style
 from wbsync.cli import cli
 from wbsync.testing import FakeWandb, Fault
 

@@ -92,7 +92,7 @@ def test_the_url_is_shown_without_its_password_or_query(manifest: Path, monkeypa
 def test_python_callers_get_the_url_without_its_query_too(manifest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The Python API raises the error itself, past the CLI's output: it is clean when made."""
     import wbsync
-    from wbsync.errors import RemoteError
+    from wbsync.core.errors import RemoteError
 
     port = _closed_port()
     monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}/?token=t0ken")

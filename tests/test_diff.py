@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from helpers import run, run_json, write_manifest
 from test_lineage import git
 from test_lock_and_sync import MODEL, PHI3, publish
-from wbsync.lockfile import dumps, read_lock
-from wbsync.models import FileRecord, Lock, LockedArtifact
-from wbsync.render_diff import md, plain
+from wbsync.repo.lockfile import dumps, read_lock
+from wbsync.core.models import FileRecord, Lock, LockedArtifact
+from wbsync.cli.render_diff import md, plain
 from wbsync.testing import FakeWandb
 
 CHURN = {"config.json": b'{"layers": 40}\n', "weights/shard-0.bin": MODEL["weights/shard-0.bin"],
@@ -279,7 +279,7 @@ def test_a_large_entry_whose_old_listing_this_machine_lacks_compares_totals_and_
 
 
 def test_a_hand_edited_lock_with_unsorted_files_is_still_compared_correctly() -> None:
-    from wbsync.lockdiff import diff_entry
+    from wbsync.repo.lockdiff import diff_entry
 
     def pin(files: tuple[FileRecord, ...]) -> LockedArtifact:
         return LockedArtifact("x", "sha256:" + "0" * 64, "wandb-registry-model/x:v1",

@@ -16,7 +16,7 @@ Columns:
   that hands out the file URLs, the one GraphQL call a sync with a fresh lock depends on), plus
   persistent-fault cells on ``Viewer`` and ``ArtifactMembershipByName``, which go through other
   SDK paths. The SDK's own retries apply (conftest: 1 retry, 1 s apart).
-* ``file``: wbsync's own fetcher (wbsync/fetch.py), faulted on ``weights/shard-0.bin``.
+* ``file``: wbsync's own fetcher (wbsync/net/fetch.py), faulted on ``weights/shard-0.bin``.
 * ``manifest``: the W&B manifest GET, done by the SDK's ``requests`` when a stale lock is
   re-resolved by `sync` (here the manifest entry is re-pinned to ``:v1``); bounded by
   WBSYNC_MANIFEST_TIMEOUT.
@@ -39,7 +39,7 @@ import pytest
 
 from helpers import run, run_json, run_process, write_manifest
 from test_lock_and_sync import MODEL, PHI3, publish
-from wbsync.digests import hash_file
+from wbsync.core.digests import hash_file
 from wbsync.testing import Fault, FakeWandb
 
 V0 = MODEL

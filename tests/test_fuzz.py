@@ -27,12 +27,12 @@ from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 
 from helpers import run, write_manifest
-from wbsync.errors import LockfileError, ManifestError, UnsafePathError, WbsyncError
-from wbsync.lockfile import dumps, loads
-from wbsync.manifest import load_manifest, parse_manifest
-from wbsync.models import FileRecord, Lock, LockedArtifact
-from wbsync.place import safe_join
-from wbsync.resolve import check_paths
+from wbsync.core.errors import LockfileError, ManifestError, UnsafePathError, WbsyncError
+from wbsync.repo.lockfile import dumps, loads
+from wbsync.repo.manifest import load_manifest, parse_manifest
+from wbsync.core.models import FileRecord, Lock, LockedArtifact
+from wbsync.tree.place import safe_join
+from wbsync.core.paths import check_paths
 from wbsync.testing import FakeWandb
 
 EXAMPLES = 500

@@ -145,7 +145,7 @@ def test_a_lock_listing_a_file_the_entrys_filters_leave_out_is_stale(fake_wandb:
 
 def test_the_python_api_refuses_a_tampered_lock(fake_wandb: FakeWandb, project: Path) -> None:
     import wbsync
-    from wbsync.errors import LockfileError, NotSyncedError
+    from wbsync.core.errors import LockfileError, NotSyncedError
 
     data = locked_project(fake_wandb, project)
     data["artifacts"]["phi3"]["requested"] = "wandb-registry-model/evil-model:production"
@@ -342,7 +342,7 @@ def test_a_signed_links_signature_is_never_printed(fake_wandb: FakeWandb, projec
 def test_an_error_raised_to_python_code_carries_no_signature(fake_wandb: FakeWandb, project: Path) -> None:
     """The Python API raises the SDK's failure as its own error, past the CLI's output layer."""
     import wbsync
-    from wbsync.errors import RemoteError
+    from wbsync.core.errors import RemoteError
     from wbsync.testing import Fault
 
     publish(fake_wandb)

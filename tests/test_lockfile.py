@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wbsync.errors import LockfileError
-from wbsync.lockfile import default_lock_path, dumps, loads, read_lock, write_lock
-from wbsync.models import FileRecord, Lock, LockedArtifact
+from wbsync.core.errors import LockfileError
+from wbsync.repo.lockfile import default_lock_path, dumps, loads, read_lock, write_lock
+from wbsync.core.models import FileRecord, Lock, LockedArtifact
 
 
 def sample_lock() -> Lock:
@@ -87,7 +87,7 @@ def test_a_lock_that_is_not_yaml_is_refused_with_its_line() -> None:
 
 
 def test_the_fast_reader_and_the_validating_reader_agree_on_what_wbsync_wrote() -> None:
-    from wbsync.lockfile import _loads_canonical
+    from wbsync.repo.lockfile import _loads_canonical
 
     text = dumps(sample_lock())
     fast = _loads_canonical(text)
@@ -96,7 +96,7 @@ def test_the_fast_reader_and_the_validating_reader_agree_on_what_wbsync_wrote() 
 
 
 def test_a_hand_edited_lock_falls_back_to_full_validation() -> None:
-    from wbsync.lockfile import _loads_canonical
+    from wbsync.repo.lockfile import _loads_canonical
 
     edited = dumps(sample_lock()).replace('version: "v3"', "version: v3")
     assert _loads_canonical(edited) is None

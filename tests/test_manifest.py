@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wbsync import manifest as manifest_module
-from wbsync.errors import ManifestError
-from wbsync.manifest import load_manifest, normalize_path, parse_manifest
-from wbsync.models import Manifest, Reference
-from wbsync.schemas import load_schema, validator
+from wbsync.repo import manifest as manifest_module
+from wbsync.core.errors import ManifestError
+from wbsync.core.paths import normalize_path
+from wbsync.repo.manifest import load_manifest, parse_manifest
+from wbsync.core.models import Manifest, Reference
+from wbsync.core.schemas import load_schema, validator
 
 REPO = Path(__file__).resolve().parent.parent
 HEAD = "version: 1\nartifacts:\n  phi3:\n"  # entry keys of phi3 follow, from line 4 on
@@ -346,7 +347,7 @@ def test_a_manifest_saved_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
 
 def test_loading_a_manifest_does_not_import_jsonschema(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD)
-    code = (f"import sys; from wbsync.manifest import load_manifest; load_manifest({str(path)!r}); "
+    code = (f"import sys; from wbsync.repo.manifest import load_manifest; load_manifest({str(path)!r}); "
             "sys.exit('jsonschema' in sys.modules)")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0

@@ -95,7 +95,7 @@ def test_the_terminal_bar_covers_placement(two_entries: Path) -> None:
 
     from wbsync.progress import Progress
     from wbsync.sync import plan_tree
-    from wbsync.lockfile import read_lock
+    from wbsync.repo.lockfile import read_lock
 
     plan = plan_tree(two_entries, read_lock(two_entries / "artifacts.lock"), None)
     bar = Progress(io.StringIO())

@@ -1,4 +1,4 @@
-"""The in-order hash of a file fetched in ranges (wbsync.partial): the same digest whether the
+"""The in-order hash of a file fetched in ranges (wbsync.store.partial): the same digest whether the
 part-done file is mapped or read, and a file shorter than recorded refused, never hashed short."""
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from wbsync.digests import b64, hash_bytes
-from wbsync.errors import IntegrityError
-from wbsync.models import FileRecord
-from wbsync.partial import PartialBlob
-from wbsync.store import Store
+from wbsync.core.digests import b64, hash_bytes
+from wbsync.core.errors import IntegrityError
+from wbsync.core.models import FileRecord
+from wbsync.store.partial import PartialBlob
+from wbsync.store.blobs import Store
 
 DATA = os.urandom(3 * mmap.ALLOCATIONGRANULARITY + 1234)
 # Pieces that start and end off the mapping granularity, as the parts' frontier does.

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from wbsync.errors import UnsafePathError, UsageError
-from wbsync.place import FICLONE, clean_temp_files, place, remove_placed, safe_join
+from wbsync.core.errors import UnsafePathError, UsageError
+from wbsync.tree.place import FICLONE, clean_temp_files, place, remove_placed, safe_join
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 # Tries to open a file for writing as another (unprivileged) user; prints what happened.

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from wbsync.models import FileRecord, Lock, LockedArtifact
-from wbsync.plan import digest_key, make_plan
-from wbsync.state import EntryState, PlacedFile, State
+from wbsync.core.models import FileRecord, Lock, LockedArtifact
+from wbsync.decide.plan import digest_key, make_plan
+from wbsync.tree.state import EntryState, PlacedFile, State
 
 A = FileRecord("a.txt", 3, "XUFAKrxLKna5cZ2REBfFkg==")
 B = FileRecord("sub/b.txt", 5, "Clls3/ckw82dP8Kl9MPf6g==")

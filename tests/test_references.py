@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from wbsync.models import Reference
-from wbsync.references import (
+from wbsync.core.models import Reference
+from wbsync.core.references import (
     check_alias,
     check_registry,
     check_version,

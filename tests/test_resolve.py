@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from wbsync.errors import UnsafePathError
-from wbsync.models import FileRecord
-from wbsync.resolve import check_paths
+from wbsync.core.errors import UnsafePathError
+from wbsync.core.models import FileRecord
+from wbsync.core.paths import check_paths
 
 D = "XUFAKrxLKna5cZ2REBfFkg=="
 

@@ -91,9 +91,9 @@ ODD_EXTRA = ["a.txt.bak", "a/b.txt~", "a/b/c.txt.orig", "a/ba", "a.b/x", "a0/ins
 
 
 def test_unlocked_files_are_found_whatever_the_names_and_their_sort_order(tmp_path: Path) -> None:
-    from wbsync.models import FileRecord, LockedArtifact
-    from wbsync.plan import EntryPlan, Plan
-    from wbsync.verify import unlocked_files
+    from wbsync.core.models import FileRecord, LockedArtifact
+    from wbsync.decide.plan import EntryPlan, Plan
+    from wbsync.tree.verify import unlocked_files
 
     folder = tmp_path / "data"
     for name in ODD_LOCKED + ODD_EXTRA:
@@ -112,7 +112,7 @@ def test_unlocked_files_are_found_whatever_the_names_and_their_sort_order(tmp_pa
 
 def test_files_hashed_on_many_threads_at_once_each_get_their_own_digest(tmp_path: Path) -> None:
     """hash_file reuses one read buffer per thread: never one buffer shared by threads."""
-    from wbsync.digests import hash_file
+    from wbsync.core.digests import hash_file
 
     paths = []
     for i in range(8):
@@ -137,7 +137,7 @@ def test_files_hashed_on_many_threads_at_once_each_get_their_own_digest(tmp_path
 def test_the_state_written_in_pieces_is_byte_for_byte_the_documents_compact_json() -> None:
     import json
 
-    from wbsync.state import EntryState, PlacedFile, State, state_pieces, state_to_json
+    from wbsync.tree.state import EntryState, PlacedFile, State, state_pieces, state_to_json
 
     files = {f"d/{i:04d}\u00e9\"\\.bin": PlacedFile((i, 10**18 + i, 7, 2049), "md5:abc==") for i in range(1203)}
     files["legacy"] = PlacedFile((1, 2, 3), "xxh128:q==")  # a record from before devices were recorded

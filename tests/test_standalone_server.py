@@ -93,7 +93,7 @@ def test_an_invalid_registry_file_is_refused_with_where_and_why(tmp_path: Path, 
 
 
 def test_the_published_registry_schema_is_the_installed_one() -> None:
-    from wbsync.schemas import schema_dir
+    from wbsync.core.schemas import schema_dir
 
     repo = Path(__file__).resolve().parent.parent / "schema" / "fake-registry.schema.json"
     assert (schema_dir() / "fake-registry.schema.json").read_text() == repo.read_text()

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from wbsync.digests import hash_bytes, hex_of
-from wbsync.errors import IntegrityError
-from wbsync.models import FileRecord
-from wbsync.store import Store, default_store_dir
+from wbsync.core.digests import hash_bytes, hex_of
+from wbsync.core.errors import IntegrityError
+from wbsync.core.models import FileRecord
+from wbsync.store.blobs import Store, default_store_dir
 
 DATA = b"weights " * 5000
 

@@ -19,7 +19,7 @@ import pytest
 import wbsync
 from helpers import run, run_json, tree, write_manifest
 from test_lock_and_sync import MODEL, PHI3, publish
-from wbsync.errors import NotSyncedError
+from wbsync.core.errors import NotSyncedError
 from wbsync.testing import FakeWandb
 
 TWO = PHI3 + """

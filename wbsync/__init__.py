@@ -10,7 +10,7 @@ import sys
 import types
 from typing import TYPE_CHECKING, Any
 
-from wbsync.errors import NotSyncedError, WbsyncError
+from wbsync.core.errors import NotSyncedError, WbsyncError
 
 if TYPE_CHECKING:
     from wbsync.api import lock, locked, path, paths, sync, use_artifacts  # noqa: TC004 - for type checkers

@@ -18,20 +18,18 @@ Errors are ``wbsync.WbsyncError`` subclasses; nothing here prints or exits. ``pa
 from __future__ import annotations
 
 import os
-import shlex
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-from wbsync import swap
-from wbsync.agreement import describe, stale_report
-from wbsync.errors import NotSyncedError, UsageError
-from wbsync.lockfile import default_lock_path
-from wbsync.models import Lock, LockedArtifact
-from wbsync.place import LINK_MODES, LinkMode
-from wbsync.plan import EntryPlan
-from wbsync.project import Project, check_names
+from wbsync.tree import swap
+from wbsync.core.errors import NotSyncedError, UsageError
+from wbsync.core.models import Lock, LockedArtifact
+from wbsync.tree.place import LINK_MODES, LinkMode
+from wbsync.decide.plan import EntryPlan
+from wbsync.repo.locked import locked_entries, sync_command
+from wbsync.repo.project import Project, check_names
 from wbsync.sync import LockResult, SyncResult, plan_tree, run_lock, run_sync
 
 __all__ = ["LockResult", "LockedArtifact", "SyncResult", "lock", "locked", "path", "sync", "use_artifacts"]
@@ -76,7 +74,7 @@ def lock(names: Names = None, *, upgrade: bool = False, check: bool = False, man
          lockfile: PathLike | None = None, source: str | None = None) -> LockResult:
     """``wbsync lock``: resolve new or changed entries (``upgrade``: re-resolve aliases) and write
     the lock. ``check``: change nothing, raise CheckFailed if the lock is missing or stale."""
-    from wbsync.sources import project_source
+    from wbsync.repo.project import project_source
 
     project = discover(manifest, lockfile, source, lock_only=False)
     return run_lock(project, _names(names), upgrade=upgrade, check=check, source=project_source(project))
@@ -92,7 +90,7 @@ def sync(names: Names = None, *, locked: bool = False, frozen: bool = False, dry
     ``link_mode``: WBSYNC_LINK_MODE or "auto" by default. ``progress``: a one-line display on stderr.
     ``force``: replace files wbsync did not place where the lock wants files (else ConflictError, exit 2).
     """
-    from wbsync.sources import project_source
+    from wbsync.repo.project import project_source
 
     project = discover(manifest, lockfile, source, lock_only=frozen)
     mode = link_mode or os.environ.get("WBSYNC_LINK_MODE", "auto")
@@ -122,7 +120,7 @@ def use_artifacts(run: Run, names: Names = None, *, manifest: PathLike | None = 
     An offline run cannot record inputs (a wandb limitation): the paths are returned with a
     warning. In ``mode="disabled"`` nothing is recorded, silently, as wandb does.
     """
-    from wbsync.sources.wandb_registry import use_pinned
+    from wbsync.sources import use_pinned
 
     project = discover(manifest, lockfile)
     entries = locked_entries(project, _names(names))
@@ -146,37 +144,19 @@ def discover(manifest: PathLike | None = None, lockfile: PathLike | None = None,
     return Project.discover(manifest, lockfile, source, start, lock_only=lock_only)
 
 
-def locked_entries(project: Project, names: tuple[str, ...]) -> dict[str, LockedArtifact]:
-    """The lock's entries for ``names`` (all when empty), refusing entries that artifacts.yaml
-    (when there is one) added, changed or dropped since they were locked: what a no-op
-    ``wbsync sync`` would accept without locking."""
-    lock = project.require_lock()
-    if project.manifest_path.exists():
-        manifest = project.manifest()
-        known = set(lock.artifacts) | set(manifest.entries)
-        selected = check_names(names, known, str(project.manifest_path))
-        stale = {n: why for n, why in stale_report(manifest, lock).items() if selected is None or n in selected}
-        if stale:
-            raise NotSyncedError(
-                f"{project.manifest_path} has changes to {describe(stale)} that {project.lock_path} does not "
-                f"have yet. Run `{_command(project, list(stale))}` to lock and sync them.")
-    selected = check_names(names, set(lock.artifacts), str(project.lock_path))
-    return {n: a for n, a in sorted(lock.artifacts.items()) if selected is None or n in selected}
-
-
 def checked_paths(project: Project, entries: dict[str, LockedArtifact]) -> dict[str, Path]:
     """``{name: directory}`` once the plan a sync would make for ``entries`` has nothing to do."""
     root = project.root
     if swap.pending(root):
         raise NotSyncedError(f"a sync was interrupted while it swapped files in (the journal {swap.journal_path(root)} "
-                             f"remains), so the folders may mix two versions. Run `{_command(project, [])}` "
+                             f"remains), so the folders may mix two versions. Run `{sync_command(project, [])}` "
                              "(or `wbsync verify`) to finish it.")
     plan = plan_tree(root, Lock(entries), frozenset(entries))
     behind = [e for e in plan.entries if e.changes]
     if behind:
         detail = "; ".join(f"{e.name} ({e.artifact.path}: {_what(e)})" for e in behind)
         raise NotSyncedError(f"not in sync with {project.lock_path}: {detail}. "
-                             f"Run `{_command(project, [e.name for e in behind])}`.")
+                             f"Run `{sync_command(project, [e.name for e in behind])}`.")
     return {name: root / art.path for name, art in entries.items()}
 
 
@@ -184,18 +164,6 @@ def _what(entry: EntryPlan) -> str:
     parts = [(len(entry.place), "missing"), (len(entry.blocked), "with something else in the way"), (len(entry.check), "changed or not verified since the last sync"),
              (len(entry.remove), "left over from an earlier version")]
     return ", ".join(f"{n} file{'s' * (n != 1)} {what}" for n, what in parts if n)
-
-
-def _command(project: Project, names: list[str]) -> str:
-    """The `wbsync sync` command line that fixes ``names`` from the current folder."""
-    words = ["wbsync", "sync"]
-    manifest = Path(os.path.abspath(project.manifest_path))
-    found = Project.discover(lock_only=False).manifest_path  # what the CLI picks from here without -m
-    if manifest != Path(os.path.abspath(found)):
-        words += ["-m", os.path.relpath(manifest)]
-    if Path(os.path.abspath(project.lock_path)) != default_lock_path(manifest):
-        words += ["--lockfile", os.path.relpath(project.lock_path)]
-    return shlex.join(words + names)
 
 
 def _names(names: Names) -> tuple[str, ...]:

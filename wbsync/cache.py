@@ -1,6 +1,6 @@
 """The store's lifecycle: which lockfiles use it, what a prune removes, re-hashing every blob.
 
-The store (wbsync.store) is a cache: any blob can be fetched again. W&B users report caches of
+The store (wbsync.store.blobs) is a cache: any blob can be fetched again. W&B users report caches of
 400 GB and 1.6 TB with only a cleanup by hand (wandb#2690, #8781), so a prune removes, in order:
 
 1. every blob that no existing lockfile names. Each sync registers its lockfile under
@@ -36,40 +36,22 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from decimal import Decimal
 from pathlib import Path
 
-from wbsync import partial
-from wbsync.atomic import write_atomic
-from wbsync.digests import hash_file, hex_of
-from wbsync.errors import IntegrityError, LockfileError, UsageError
-from wbsync.listing import StoredFiles, has_listing, iter_files
-from wbsync.lockfile import read_lock
-from wbsync.models import Algorithm, Lock
-from wbsync.store import Store, StoredBlob, blob_hex
+from wbsync.store import partial
+from wbsync.core.atomic import write_atomic
+from wbsync.core.digests import hash_file, hex_of
+from wbsync.core.errors import IntegrityError, LockfileError
+from wbsync.core.text import parse_size
+from wbsync.store.listing import StoredFiles, has_listing, iter_files
+from wbsync.repo.lockfile import read_lock
+from wbsync.core.models import Algorithm, Lock
+from wbsync.store.blobs import Store, StoredBlob, blob_hex
 
 MAX_SIZE_ENV = "WBSYNC_CACHE_MAX_SIZE"
 BlobKey = tuple[Algorithm, str]  # (algorithm, hex digest): a blob's name
 
-# -- sizes
-
-# GNU coreutils' convention (head -c, truncate -s): K and KiB are 1024, KB is 1000.
-_SIZE = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(?:([kmgtp])(i?)(b?)|b?)", re.IGNORECASE)
-_POWERS = "kmgtp"
-
-
-def parse_size(text: str, where: str = "--max-size") -> int:
-    """Bytes in ``10GB`` (10**10), ``500MiB`` (500 * 2**20), ``1.5G`` (1.5 * 2**30) or ``1234``."""
-    match = _SIZE.fullmatch(text.strip())
-    if match is None:
-        raise UsageError(f"{where}: {text!r} is not a size. Use a number of bytes, or one with a unit: "
-                         "10GB (10^10 bytes), 500MiB or 500M (500 * 2^20), 1.5G.")
-    number, letter, binary, decimal = match.groups()
-    if not letter:
-        return int(Decimal(number))
-    base = 1000 if decimal and not binary else 1024
-    return int(Decimal(number) * base ** (_POWERS.index(letter.lower()) + 1))
-
+# -- the size limit
 
 def configured_max_size() -> int | None:
     """``WBSYNC_CACHE_MAX_SIZE``, in bytes; None when unset or empty."""
@@ -313,7 +295,7 @@ def _prune(store: Store, max_size: int | None, *, dry_run: bool) -> PruneResult:
         return result
     result.failed = sum(not _unlink(b.path) for b in (*plan.unreferenced, *plan.evicted))
     result.failed += sum(not _unlink(listing.path) for listing in result.listings)
-    # Part-done large files (wbsync.partial) are resumable for a week; older ones are dropped.
+    # Part-done large files (wbsync.store.partial) are resumable for a week; older ones are dropped.
     result.tmp_files = store.clean_tmp() + partial.clean(store)
     store.clean_blob_locks()
     _forget_missing(store)

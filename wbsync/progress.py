@@ -20,10 +20,10 @@ import threading
 import time
 from typing import TYPE_CHECKING, TextIO
 
-from wbsync.render import human_size, plural
+from wbsync.core.text import human_size, plural
 
 if TYPE_CHECKING:
-    from wbsync.plan import EntryPlan
+    from wbsync.decide.plan import EntryPlan
 
 
 class Reporter:

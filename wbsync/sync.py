@@ -19,28 +19,33 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping
 
-from wbsync import fingerprint, move, swap
-from wbsync.digests import hash_file
-from wbsync.agreement import check_frozen, confirm_with_source, describe, stale_report
-from wbsync.errors import CheckFailed, UsageError, VanishedError, WbsyncError, local_io_error
-from wbsync.listing import ensure_listings
-from wbsync.lockfile import write_lock
-from wbsync.models import Lock, LockedArtifact, Manifest
-from wbsync.ownership import (
+from wbsync.tree import fingerprint
+
+from wbsync.tree import move
+
+from wbsync.tree import swap
+from wbsync.core.digests import hash_file
+from wbsync.decide.agreement import check_frozen, confirm_with_source, describe, stale_report
+from wbsync.core.errors import CheckFailed, UsageError, VanishedError, WbsyncError, local_io_error
+from wbsync.sources.listings import ensure_listings
+from wbsync.repo.lockfile import write_lock
+from wbsync.repo.manifest_edit import NewEntry, undo, write_entry
+from wbsync.core.models import Lock, LockedArtifact, Manifest
+from wbsync.core.placed import same_file, untouched
+from wbsync.tree.ownership import (
     Conflict,
     Evidence,
     conflict_error,
     load_evidence,
-    same_file,
     state_tracked_by_git,
-    untouched,
 )
-from wbsync.place import LinkMode, Staged, clean_temp_files, is_temp_name, safe_join, stage
-from wbsync.plan import EntryPlan, FileAction, Plan, Stale, digest_key, make_plan
-from wbsync.project import Project, check_names
-from wbsync.resolve import PinChange, lock_manifest
-from wbsync.sources import Source, project_source
-from wbsync.state import (
+from wbsync.tree.place import LinkMode, Staged, clean_temp_files, is_temp_name, safe_join, stage
+from wbsync.decide.plan import EntryPlan, FileAction, Plan, Stale, digest_key, make_plan
+from wbsync.repo.project import Project, check_names
+from wbsync.decide.resolve import PinChange, lock_manifest
+from wbsync.repo.project import project_source
+from wbsync.sources import Source
+from wbsync.tree.state import (
     Delta,
     EntryState,
     Observed,
@@ -51,11 +56,11 @@ from wbsync.state import (
     observe,
     stat_of,
 )
-from wbsync.store import Store, default_store_dir
-from wbsync.verify import unlocked_files
+from wbsync.store.blobs import Store, default_store_dir
+from wbsync.tree.verify import unlocked_files
 
 if TYPE_CHECKING:
-    from wbsync.fetch import FetchJob
+    from wbsync.net.fetch import FetchJob
 
 #: Files whose links are asked for, and then fetched, at once (see _Actor._fetch).
 FETCH_BATCH = 2000
@@ -106,6 +111,28 @@ def run_lock(project: Project, names: tuple[str, ...] = (), upgrade: bool = Fals
     lock, changes = lock_manifest(manifest, old, source or project_source(project, manifest), upgrading)
     written = write_lock(project.lock_path, lock)
     return LockResult(lock, changes, written)
+
+
+@dataclass
+class AddResult:
+    manifest: str
+    created: bool  # the manifest did not exist before
+    entry: NewEntry
+    lock: LockResult
+
+
+def run_add(project: Project, entry: NewEntry) -> AddResult:
+    """`wbsync add`: write the entry into the manifest, then lock it; if locking fails, put the
+    manifest back."""
+    written = write_entry(project, entry)
+    try:
+        result = run_lock(project, (entry.name,))
+    except (WbsyncError, KeyboardInterrupt) as error:
+        undone = undo(written)
+        if isinstance(error, KeyboardInterrupt):
+            raise
+        raise type(error)(f"{error.message} {undone}") from error
+    return AddResult(str(project.manifest_path), written.before is None, entry, result)
 
 
 def _stale_message(project: Project, missing: bool, stale: dict[str, str]) -> str:
@@ -224,7 +251,7 @@ def _explaining_vanished(project: Project, lock: Lock, source: Source) -> Iterat
     try:
         yield
     except VanishedError as exc:
-        from wbsync.outdated import explain_vanished
+        from wbsync.decide.outdated import explain_vanished
 
         raise explain_vanished(exc, _manifest_if_any(project), lock.artifacts[exc.name], source) from None
 
@@ -313,7 +340,7 @@ class _Actor:
         self.on_entry: Callable[[str, EntryPlan], None] = _ignore
         self.on_placed: Callable[[int], None] = _ignore
         # Asks the source whether the lock entries to place hold what the lock says (run_sync
-        # sets it: wbsync.agreement.confirm_with_source).
+        # sets it: wbsync.decide.agreement.confirm_with_source).
         self.confirm: Callable[[list[LockedArtifact]], None] = lambda artifacts: None
 
     def apply(self, plan: Plan, result: SyncResult, before_changes: Callable[[], None], *,
@@ -462,7 +489,7 @@ class _Actor:
         del queued
         if not todo:
             return {}
-        from wbsync.fetch import (  # urllib3: a sync that fetches nothing never pays for it
+        from wbsync.net.fetch import (  # urllib3: a sync that fetches nothing never pays for it
             Fetcher,
         )
 
@@ -500,14 +527,14 @@ class _Actor:
 
     @staticmethod
     def _job(entry: EntryPlan, action: FileAction, url: str) -> FetchJob:
-        from wbsync.fetch import FetchJob
+        from wbsync.net.fetch import FetchJob
 
         return FetchJob(entry.name, action.record, url)
 
     def _has_url(self, job: FetchJob, failures: dict[str, WbsyncError]) -> bool:
         if job.url:
             return True
-        from wbsync.errors import NotFoundError
+        from wbsync.core.errors import NotFoundError
 
         failures.setdefault(job.artifact, NotFoundError(
             f"{job.artifact}: the source no longer lists {job.record.path!r} for this version. "

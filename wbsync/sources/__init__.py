@@ -7,12 +7,10 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Collection
-from typing import TYPE_CHECKING, BinaryIO, Protocol
+from contextlib import AbstractContextManager
+from typing import Any, BinaryIO, Protocol
 
-from wbsync.models import Entry, LockedArtifact, Manifest, Resolved, VersionStatus
-
-if TYPE_CHECKING:
-    from wbsync.project import Project
+from wbsync.core.models import Entry, LineagePlan, LockedArtifact, Resolved, VersionStatus
 
 
 class Source(Protocol):
@@ -26,7 +24,7 @@ class Source(Protocol):
     def file_urls(self, artifact: LockedArtifact, paths: Collection[str] | None = None) -> dict[str, str]:
         """For a locked version: artifact path -> URL, for every file or only ``paths`` (fresh
         links for the files still missing when the first ones expired; one call, not one per
-        file). http(s) URLs are fetched by wbsync.fetch; any other URL is handed to
+        file). http(s) URLs are fetched by wbsync.net.fetch; any other URL is handed to
         ``open_file``. Raises VanishedError when the version vanished."""
         ...
 
@@ -39,6 +37,9 @@ class Source(Protocol):
         """Open a non-HTTP URL from ``file_urls`` positioned at ``offset`` (mirrors)."""
         ...
 
+
+#: Questions asked of a source at once (resolving entries, confirming locked versions).
+RESOLVE_JOBS = 8
 
 #: `--source wandb` (or WBSYNC_SOURCE=wandb) means W&B even when the manifest names a mirror.
 WANDB = "wandb"
@@ -56,21 +57,30 @@ def open_source(spec: str | None, base: str | os.PathLike[str] | None = None) ->
     return WandbSource()
 
 
-def project_source(project: Project, manifest: Manifest | None = None) -> Source:
-    """The project's source, chosen on first use so that a no-op sync reads nothing more:
-    ``--source`` / WBSYNC_SOURCE (relative to the current folder), else the manifest's
-    ``source:`` (relative to the manifest's folder), else W&B."""
-    return _Deferred(lambda: _choose(project, manifest))
+def deferred(choose: Callable[[], Source]) -> Source:
+    """A source chosen by ``choose`` on first use: opening it reads nothing, so a no-op sync that
+    never asks its source never opens one."""
+    return _Deferred(choose)
 
 
-def _choose(project: Project, manifest: Manifest | None) -> Source:
-    if project.source:
-        return open_source(project.source)
-    if manifest is None and project.manifest_path.exists():  # `sync --frozen` may have no manifest
-        manifest = project.manifest()
-    if manifest is not None and manifest.source:
-        return open_source(manifest.source, manifest.root)
-    return open_source(None)
+# W&B runs, for lineage: W&B only (a mirror has no runs). Here so that no feature imports the
+# W&B module itself; it loads wandb only inside each call.
+def find_finished_run(entity: str | None, project: str, run_id: str) -> str | None:
+    from wbsync.sources import wandb_registry
+
+    return wandb_registry.find_finished_run(entity, project, run_id)
+
+
+def lineage_run(plan: LineagePlan) -> AbstractContextManager[Any]:
+    from wbsync.sources import wandb_registry
+
+    return wandb_registry.lineage_run(plan)
+
+
+def use_pinned(run: Any, reference: str, digest: str) -> bool:
+    from wbsync.sources import wandb_registry
+
+    return wandb_registry.use_pinned(run, reference, digest)
 
 
 class _Deferred:

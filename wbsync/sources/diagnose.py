@@ -21,8 +21,8 @@ import socket
 import ssl
 from urllib.parse import urlsplit, urlunsplit
 
-from wbsync.errors import RemoteError
-from wbsync.netenv import Proxy, proxy_for, tls_context
+from wbsync.core.errors import RemoteError
+from wbsync.net.netenv import Proxy, proxy_for, tls_context
 
 _VIEWER = b'{"query": "query Viewer { viewer { id } }", "operationName": "Viewer"}'
 _DEFAULT_TIMEOUT = 10.0

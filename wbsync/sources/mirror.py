@@ -4,7 +4,7 @@ A mirror is what `wbsync mirror DEST` writes (wbsync/mirror.py); docs/mirror.md 
 layout. Everything read here is untrusted, exactly like W&B's answers: names are checked
 before they are joined into a path, version files must be well formed and their artifact
 digest must match their file list (protocol §3.2), bytes are verified against the lock by the
-content store, and wbsync.resolve path-checks every Resolved.
+content store, and wbsync.decide.resolve path-checks every Resolved.
 
 Local folders (and ``file://``) go through pathlib; any other URL (``s3://``, ``gs://``,
 ``memory://``) through fsspec, imported only then, so the base install needs no fsspec.
@@ -23,10 +23,10 @@ from typing import Any, BinaryIO
 
 import xxhash
 
-from wbsync.atomic import write_atomic
-from wbsync.errors import IntegrityError, NotFoundError, RemoteError, UsageError, VanishedError
-from wbsync.listing import iter_files
-from wbsync.models import (
+from wbsync.core.atomic import write_atomic
+from wbsync.core.errors import IntegrityError, NotFoundError, RemoteError, UsageError, VanishedError
+from wbsync.store.listing import iter_files
+from wbsync.core.models import (
     REGISTRY_PREFIX,
     Algorithm,
     Entry,
@@ -36,7 +36,7 @@ from wbsync.models import (
     Resolved,
     VersionStatus,
 )
-from wbsync.store import blob_hex
+from wbsync.store.blobs import blob_hex
 
 INDEX = "wbsync-mirror.json"
 FORMAT = "wbsync-mirror"

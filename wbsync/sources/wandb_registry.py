@@ -8,9 +8,9 @@ What the SDK does for us and what it does not (measured with wandb 0.31.0):
 * Bytes do NOT go through ``Artifact.download()``: it does not check md5 (wrong bytes are
   written under the final name and kept in its cache), has no request timeout and retries for
   about 20 minutes, and ``skip_cache=True`` leaks state between calls. We ask the SDK only for
-  each file's ``directUrl`` (see ``_all_file_urls``) and fetch those ourselves (wbsync.fetch), with
+  each file's ``directUrl`` (see ``_all_file_urls``) and fetch those ourselves (wbsync.net.fetch), with
   timeouts, bounded retries and a digest check before a file gets its final name.
-* Reference entries (``ref: s3://...``) are listed with their ref; wbsync.resolve refuses the
+* Reference entries (``ref: s3://...``) are listed with their ref; wbsync.decide.resolve refuses the
   ones an entry's include/exclude keeps (see there for why).
 """
 
@@ -25,7 +25,7 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO, Callable, TypeVar
 
-from wbsync.errors import (
+from wbsync.core.errors import (
     AuthError,
     IntegrityError,
     NotFoundError,
@@ -34,7 +34,7 @@ from wbsync.errors import (
     VanishedError,
     WbsyncError,
 )
-from wbsync.models import (
+from wbsync.core.models import (
     Algorithm,
     Entry,
     FileRecord,
@@ -274,7 +274,7 @@ def _base_url() -> tuple[str | None, str | None]:
     base = os.environ.get("WANDB_BASE_URL") or None
     if base is None:
         return None, None
-    from wbsync.shown import split_credentials
+    from wbsync.core.shown import split_credentials
 
     return split_credentials(base)
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .fake_server import DEFAULT_FEATURES, FakeWandb
-    from .faults import Fault
-    from .network import PROFILES, LinkPolicy, NetworkProfile
-    from .routes import RecordedRequest
-    from .world import LoggedVersion
+    from wbsync.testing.fake_server import DEFAULT_FEATURES, FakeWandb
+    from wbsync.testing.faults import Fault
+    from wbsync.testing.network import PROFILES, LinkPolicy, NetworkProfile
+    from wbsync.testing.routes import RecordedRequest
+    from wbsync.testing.world import LoggedVersion
 
 __all__ = ["DEFAULT_FEATURES", "PROFILES", "FakeWandb", "Fault", "LinkPolicy", "LoggedVersion", "NetworkProfile",
            "RecordedRequest"]
@@ -26,15 +26,15 @@ __all__ = ["DEFAULT_FEATURES", "PROFILES", "FakeWandb", "Fault", "LinkPolicy", "
 def __getattr__(name: str) -> Any:
     module: Any
     if name in ("DEFAULT_FEATURES", "FakeWandb"):
-        from . import fake_server as module
+        from wbsync.testing import fake_server as module
     elif name == "Fault":
-        from . import faults as module
+        from wbsync.testing import faults as module
     elif name in ("PROFILES", "LinkPolicy", "NetworkProfile"):
-        from . import network as module
+        from wbsync.testing import network as module
     elif name == "RecordedRequest":
-        from . import routes as module
+        from wbsync.testing import routes as module
     elif name == "LoggedVersion":
-        from . import world as module
+        from wbsync.testing import world as module
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(module, name)

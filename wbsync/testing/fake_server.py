@@ -16,12 +16,12 @@ from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .faults import Fault
-from .graphql import blob_url
-from .network import LinkPolicy, NetworkProfile, Shaper, profile_named
-from .routes import RecordedRequest, ServerState
-from .server import LoopbackServer
-from .world import ArtifactState, DigestAlgorithm, LoggedVersion, api_key_for, default_world
+from wbsync.testing.faults import Fault
+from wbsync.testing.graphql import blob_url
+from wbsync.testing.network import LinkPolicy, NetworkProfile, Shaper, profile_named
+from wbsync.testing.routes import RecordedRequest, ServerState
+from wbsync.testing.loopback import LoopbackServer
+from wbsync.testing.world import ArtifactState, DigestAlgorithm, LoggedVersion, api_key_for, default_world
 
 if TYPE_CHECKING:
     from typing_extensions import Self

@@ -19,8 +19,8 @@ from typing import Any
 from urllib.parse import quote
 from weakref import WeakKeyDictionary
 
-from .network import LinkPolicy
-from .world import Artifact, Collection, Membership, Project, User, World, gql_id
+from wbsync.testing.network import LinkPolicy
+from wbsync.testing.world import Artifact, Collection, Membership, Project, User, World, gql_id
 
 JSON = dict[str, Any]
 _OPERATION = re.compile(r"\b(?:query|mutation)\s+(\w+)")

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
-from .faults import Fault, FaultBook, FaultTarget
-from .graphql import OPERATIONS, Context, GraphQLError, execute, operation_name
-from .network import PROFILES, LinkPolicy, Shaper, expired_answer, link_problem
-from .transport import Response, error_response, json_response
-from .world import User, World
+from wbsync.testing.faults import Fault, FaultBook, FaultTarget
+from wbsync.testing.graphql import OPERATIONS, Context, GraphQLError, execute, operation_name
+from wbsync.testing.network import PROFILES, LinkPolicy, Shaper, expired_answer, link_problem
+from wbsync.testing.transport import Response, error_response, json_response
+from wbsync.testing.world import User, World
 
 _BLOB = re.compile(r"/blobs/([0-9a-f]+)/([^/?]+)")
 _MANIFEST = re.compile(r"/manifests/([0-9a-f]+)\.json")

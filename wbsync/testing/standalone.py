@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .fake_server import FakeWandb
+from wbsync.testing.fake_server import FakeWandb
 
 ORG = "acme"
 
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> None:
     spec = load_registry(args.registry) if args.registry else None
     with FakeWandb() as server:
         if spec is None:
-            from .demo import publish_demo
+            from wbsync.testing.demo import publish_demo
 
             publish_demo(server)
         else:
@@ -59,7 +59,7 @@ def load_registry(path: Path) -> dict[str, Any]:
     the file, the place in it and the problem otherwise."""
     import yaml
 
-    from wbsync.schemas import validator
+    from wbsync.core.schemas import validator
 
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8"))

@@ -19,8 +19,8 @@ from http import HTTPStatus
 from io import BufferedIOBase
 from typing import Any, Protocol
 
-from .faults import Fault
-from .network import ConnectionClock, Shaper
+from wbsync.testing.faults import Fault
+from wbsync.testing.network import ConnectionClock, Shaper
 
 _ONE_WRITE_LIMIT = 256 * 1024  # bodies up to this size share a write with the head
 _CHUNK = 1024 * 1024

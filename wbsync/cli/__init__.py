@@ -1,0 +1,73 @@
+"""The command line: turn options into calls, render results, map errors to exit codes.
+
+It decides nothing; wbsync.sync and friends do. ``main`` is the one place that exits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from wbsync import __version__
+from wbsync.cli.commands import add, cache, diff, lineage, lock, mirror, outdated, sync, verify
+from wbsync.core.errors import WbsyncError, local_io_error
+
+
+class WbsyncGroup(click.Group):
+    """Maps wbsync errors to the exit codes of the README: the one place that decides an exit code."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        # Known before the command parses its options, so a usage error gets its JSON document too.
+        ctx.meta["wbsync_json"] = "--json" in args
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:  # click prints it and exits 2; --json also wants the document
+            if ctx.meta.get("wbsync_json"):
+                _report("", exc.exit_code, ctx, exc.format_message())
+            raise
+        except WbsyncError as exc:
+            ctx.exit(_report(exc.message, exc.exit_code, ctx))
+        except OSError as exc:  # a local write no layer named (they turn theirs into LocalIOError)
+            ctx.exit(_report(local_io_error(exc).message, 2, ctx))
+        except KeyboardInterrupt:
+            ctx.exit(_report("interrupted; nothing half-written got a final name", 130, ctx))
+
+
+def _report(message: str, code: int, ctx: click.Context, json_message: str | None = None) -> int:
+    from wbsync.core.shown import json_text, printable, redact
+    from wbsync.cli.style import bad, colour
+
+    if message:
+        shown = printable(redact(message), keep_newlines=True)
+        click.echo(f"wbsync: {bad('error:')} {shown}", err=True, color=colour())
+    if ctx.meta.get("wbsync_json") and code != 1:
+        doc = {"error": {"exit_code": code, "message": message if json_message is None else json_message}}
+        click.echo(json_text(doc))
+    return code
+
+
+@click.group(cls=WbsyncGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="wbsync")
+def cli() -> None:
+    """Pin W&B Registry artifacts to exact versions and sync them, verified.
+
+    \b
+    artifacts.yaml  what the repository needs (alias or version, and where)
+    artifacts.lock  the exact versions and every file's size and digest
+    Exit codes: 0 ok, 1 check found differences, 2 bad input, 3 remote failure,
+    4 remote content rejected, 130 interrupted.
+    """
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="wbsync")
+
+
+for command in (add.add, cache.cache, diff.diff, lineage.lineage, lock.lock, mirror.mirror, outdated.outdated,
+                sync.sync, verify.verify):
+    cli.add_command(command)

@@ -1,1 +1,0 @@
-"""One module per CLI verb; each registers itself on wbsync.cli.cli when imported."""

@@ -1,0 +1,177 @@
+"""A large blob arriving in byte ranges, resumable across processes.
+
+Layout in the store's ``tmp/`` folder, one pair per blob being fetched in ranges::
+
+    <algorithm>-<hex>.ranged        the file at its full size, parts written where they belong
+    <algorithm>-<hex>.ranged.json   which parts are complete: {"size", "digest", "part_size", "done"}
+
+A part is listed in the journal only after all its bytes were written, so a kill loses at most
+the parts in flight; the next sync fetches only the parts not listed. The journal is a hint,
+never trusted for content: the fetcher hashes the whole file in order before ``commit()``
+gives it its blob name, and a mismatch discards both files. The names are stable (not unique
+per process like the ``.part`` files) so that a later process finds them: only the holder of
+the blob's claim (wbsync.store.claims) opens them.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import time
+from pathlib import Path
+
+from wbsync.core.digests import Hasher, b64
+from wbsync.core.errors import IntegrityError
+from wbsync.core.models import FileRecord
+from wbsync.store.blobs import BLOB_MODE, VERIFIED_MTIME_NS, Store, blob_hex
+
+SUFFIX = ".ranged"
+KEEP_S = 7 * 24 * 3600  # an abandoned part-done file older than this is removed (see clean)
+
+
+class PartialBlob:
+    """Open with ``PartialBlob.open``; ``write_at`` parts, ``part_done`` each, then ``commit``."""
+
+    def __init__(self, store: Store, record: FileRecord, part_size: int) -> None:
+        self.record = record
+        self.part_size = part_size
+        self.blob_path = store.blob_path(record)
+        self.path = store.tmp_dir / f"{record.algorithm}-{blob_hex(record)}{SUFFIX}"
+        self.journal = Path(f"{self.path}.json")
+        self.done: set[int] = set()
+        self._fd = -1
+
+    @classmethod
+    def open(cls, store: Store, record: FileRecord, part_size: int) -> PartialBlob:
+        """The part-done file of an earlier run if it matches (same size, digest, part size),
+        else a new empty one."""
+        store.tmp_dir.mkdir(parents=True, exist_ok=True)
+        blob = cls(store, record, part_size)
+        blob.done = blob._resumable()
+        flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+        if not blob.done:
+            # A fresh file, never one truncated to 0: ext4 (auto_da_alloc) flushes a file that
+            # was truncated to 0 when it is closed, and closing 2,100 MiB that way took 1 s, and
+            # the journal's fsync after it 2 s more (one file on `cloud`: 12.0 s instead of 16.1).
+            blob.path.unlink(missing_ok=True)
+        blob._fd = os.open(blob.path, flags, 0o600)  # writable until commit: a resume reopens it
+        os.ftruncate(blob._fd, record.size)  # sparse: parts land anywhere
+        return blob
+
+    @property
+    def parts(self) -> int:
+        return max(1, -(-self.record.size // self.part_size))
+
+    def span(self, index: int) -> tuple[int, int]:
+        start = index * self.part_size
+        return start, min(start + self.part_size, self.record.size)
+
+    def write_at(self, offset: int, data: bytes | memoryview) -> None:
+        view = memoryview(data)
+        while view:
+            written = os.pwrite(self._fd, view, offset)
+            view, offset = view[written:], offset + written
+
+    def hash_range(self, hasher: Hasher, offset: int, size: int) -> None:
+        """Feed bytes ``[offset, offset + size)`` to ``hasher`` straight from the page cache.
+
+        A mapping, not ``pread``: the in-order hash is what a large download waits for at its
+        end (md5 runs on one core while the parts arrive on the other), and copying every byte
+        into a buffer first cost that thread 0.9 s of its 4.4 s of CPU for 2,100 MiB.
+
+        ``mmap`` refuses to map past the end of the file (ValueError), so a file shorter than
+        recorded goes to the reading path, which raises IntegrityError."""
+        base = offset - offset % mmap.ALLOCATIONGRANULARITY
+        try:
+            mapped = mmap.mmap(self._fd, offset + size - base, offset=base, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):  # shorter than recorded, or a filesystem that cannot map (FUSE)
+            self._hash_read(hasher, offset, size)
+            return
+        with mapped, memoryview(mapped) as view:
+            piece = view[offset - base:]
+            try:
+                hasher.update(piece)
+            finally:
+                piece.release()  # before the mapping closes
+
+    def _hash_read(self, hasher: Hasher, offset: int, size: int) -> None:
+        end = offset + size
+        while offset < end:
+            data = os.pread(self._fd, min(4 << 20, end - offset), offset)
+            if not data:
+                raise IntegrityError(f"{self.record.path}: the part-done file is shorter than recorded.")
+            hasher.update(data)
+            offset += len(data)
+
+    def part_done(self, index: int) -> None:
+        """Record a complete part (atomically: a kill leaves the old journal or the new one)."""
+        self.done.add(index)
+        doc = {"size": self.record.size, "digest": self.record.digest, "part_size": self.part_size,
+               "done": sorted(self.done)}
+        temp = Path(f"{self.journal}.{os.getpid()}.tmp")
+        temp.write_text(json.dumps(doc))
+        os.replace(temp, self.journal)
+
+    def commit(self, digest: str) -> Path:
+        """Name the blob if ``digest`` (of the whole file, hashed in order) is the lock's; else
+        IntegrityError (the fetcher discards the file, as for any other integrity failure)."""
+        if digest != self.record.digest:
+            raise IntegrityError(
+                f"{self.record.path}: received {self.record.size} bytes with {self.record.algorithm} digest "
+                f"{digest}, but the lock records digest {self.record.digest}; the bytes were discarded.")
+        os.fchmod(self._fd, BLOB_MODE)
+        os.utime(self._fd, ns=(time.time_ns(), VERIFIED_MTIME_NS))  # verified: see Store.has()
+        try:
+            os.replace(self.path, self.blob_path)
+        except FileNotFoundError:  # first blob in its fan-out folder
+            self.blob_path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.path, self.blob_path)
+        self.journal.unlink(missing_ok=True)
+        self.close()
+        return self.blob_path
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.journal.unlink(missing_ok=True)
+        self.close()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _resumable(self) -> set[int]:
+        try:
+            doc = json.loads(self.journal.read_text())
+            size = os.stat(self.path).st_size
+        except (OSError, ValueError):
+            return set()
+        r = self.record
+        if not isinstance(doc, dict) or (doc.get("size"), doc.get("digest"), doc.get("part_size"), size) != (
+                r.size, r.digest, self.part_size, r.size):
+            return set()
+        done = doc.get("done")
+        if not isinstance(done, list):
+            return set()
+        return {i for i in done if isinstance(i, int) and 0 <= i < self.parts}
+
+
+def clean(store: Store, keep_s: float = KEEP_S) -> int:
+    """Remove part-done files (and journals) untouched for ``keep_s``; returns how many files.
+    Younger ones are kept: the next sync of that blob resumes them."""
+    cutoff = time.time() - keep_s
+    removed = 0
+    try:
+        entries = list(os.scandir(store.tmp_dir))
+    except FileNotFoundError:
+        return 0
+    for entry in entries:
+        if SUFFIX in entry.name:
+            try:
+                if entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+            except FileNotFoundError:
+                pass
+    return removed
