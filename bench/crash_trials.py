@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Callable
 
 from wbsync.core.digests import hash_file
-from wbsync.testing import Fault, FakeWandb
+from wbsync.testing import FakeWandb, Fault
 
 MANIFEST = """\
 version: 1

@@ -161,7 +161,7 @@ class Scale:
         self.results["move_expected"] = n // 100
 
     def cold(self) -> None:
-        from bench.run import PY, BENCH, _remove
+        from bench.run import BENCH, PY, _remove
 
         bench = self.bench
         cold_n = int(self.info[SCALE_COLD]["files"])

@@ -10,11 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import run, run_json, tree, write_manifest
 from test_lock_and_sync import MODEL, PHI3, publish
-from wbsync.core.text import parse_size
+
 from wbsync.core.errors import UsageError
+from wbsync.core.text import parse_size
 from wbsync.repo.lockfile import read_lock
 from wbsync.store.blobs import Store, default_store_dir
 from wbsync.testing import FakeWandb, Fault

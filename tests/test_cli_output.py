@@ -12,8 +12,7 @@ from click.testing import CliRunner, Result
 from helpers import run, run_json, write_manifest
 from test_lock_and_sync import MODEL, PHI3, publish
 
-from wbsync.cli import style
-from wbsync.cli import cli
+from wbsync.cli import cli, style
 from wbsync.testing import FakeWandb, Fault
 
 RESOLVED = "acme-org/wandb-registry-model/phi3-finetuned:v{}"

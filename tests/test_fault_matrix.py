@@ -36,11 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from helpers import run, run_json, run_process, write_manifest
 from test_lock_and_sync import MODEL, PHI3, publish
+
 from wbsync.core.digests import hash_file
-from wbsync.testing import Fault, FakeWandb
+from wbsync.testing import FakeWandb, Fault
 
 V0 = MODEL
 V1 = {

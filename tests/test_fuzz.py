@@ -23,17 +23,22 @@ from typing import Any, Callable, TypeVar
 
 import pytest
 import yaml
+from helpers import run, write_manifest
 from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 
-from helpers import run, write_manifest
-from wbsync.core.errors import LockfileError, ManifestError, UnsafePathError, WbsyncError
+from wbsync.core.errors import (
+    LockfileError,
+    ManifestError,
+    UnsafePathError,
+    WbsyncError,
+)
+from wbsync.core.models import FileRecord, Lock, LockedArtifact
+from wbsync.core.paths import check_paths
 from wbsync.repo.lockfile import dumps, loads
 from wbsync.repo.manifest import load_manifest, parse_manifest
-from wbsync.core.models import FileRecord, Lock, LockedArtifact
-from wbsync.tree.place import safe_join
-from wbsync.core.paths import check_paths
 from wbsync.testing import FakeWandb
+from wbsync.tree.place import safe_join
 
 EXAMPLES = 500
 ROOT = "/work/fuzz-project"  # parse_manifest only reasons about it; nothing is written there

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import run, run_json, tree, write_manifest
-from wbsync.tree.state import load_state
+
 from wbsync.testing import FakeWandb
+from wbsync.tree.state import load_state
 
 DATA = """
     version: 1
@@ -345,8 +345,8 @@ def test_a_file_list_that_does_not_hash_to_the_artifact_digest_is_never_stored(t
     """The store's own check, beneath the source's: a list that W&B's digest does not vouch for
     gets no name in the store (the sources check it too, so only a direct call reaches this)."""
     from wbsync.core.errors import IntegrityError
-    from wbsync.store.listing import write_listing
     from wbsync.core.models import FileRecord, RemoteFile
+    from wbsync.store.listing import write_listing
 
     files = [RemoteFile(FileRecord(f"f{i}.txt", 1, "7MvIfktc4v4oMI/Z8qe68w==")) for i in range(3)]
     folder = tmp_path / "listings"
@@ -357,8 +357,8 @@ def test_a_file_list_that_does_not_hash_to_the_artifact_digest_is_never_stored(t
 
 def test_verify_hashes_a_large_entry_in_worker_processes_and_finds_every_difference(
         fake_wandb: FakeWandb, project: Path) -> None:
-    from wbsync.store.listing import iter_files
     from wbsync.repo.lockfile import read_lock
+    from wbsync.store.listing import iter_files
     from wbsync.store.rehash import compare_folder
 
     publish(fake_wandb, dataset(600))
@@ -473,7 +473,15 @@ def test_a_state_delta_amends_only_the_state_file_it_was_written_for(tmp_path: P
     """A delta is tied to the identity of its state.json: once that file is replaced (another
     wbsync, a restore from a backup), the delta is ignored, never applied to the wrong state."""
     from wbsync.core.atomic import write_atomic
-    from wbsync.tree.state import EntryState, PlacedFile, State, delta_to_json, save_state, state_path, write_state_delta
+    from wbsync.tree.state import (
+        EntryState,
+        PlacedFile,
+        State,
+        delta_to_json,
+        save_state,
+        state_path,
+        write_state_delta,
+    )
 
     save_state(tmp_path, State({"e": EntryState("d", {"a": PlacedFile((1, 2, 3, 4), "md5:x")})}))
     write_state_delta(tmp_path, delta_to_json({"e": ("d", {"a": None, "b": PlacedFile((5, 6, 7, 8), "md5:y")})}))

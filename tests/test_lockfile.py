@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from wbsync.core.errors import LockfileError
-from wbsync.repo.lockfile import default_lock_path, dumps, loads, read_lock, write_lock
 from wbsync.core.models import FileRecord, Lock, LockedArtifact
+from wbsync.repo.lockfile import default_lock_path, dumps, loads, read_lock, write_lock
 
 
 def sample_lock() -> Lock:

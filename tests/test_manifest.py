@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from wbsync.repo import manifest as manifest_module
 from wbsync.core.errors import ManifestError
-from wbsync.core.paths import normalize_path
-from wbsync.repo.manifest import load_manifest, parse_manifest
 from wbsync.core.models import Manifest, Reference
+from wbsync.core.paths import normalize_path
 from wbsync.core.schemas import load_schema, validator
+from wbsync.repo import manifest as manifest_module
+from wbsync.repo.manifest import load_manifest, parse_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 HEAD = "version: 1\nartifacts:\n  phi3:\n"  # entry keys of phi3 follow, from line 4 on

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import run, tree, write_manifest
 from test_disk_full import big_model, small_fs  # noqa: F401 (a fixture)
 from test_lock_and_sync import MODEL, PHI3, publish
+
 from wbsync.testing import FakeWandb, Fault
 
 TWO = PHI3 + """
@@ -94,8 +94,8 @@ def test_the_terminal_bar_covers_placement(two_entries: Path) -> None:
     import io
 
     from wbsync.progress import Progress
-    from wbsync.sync import plan_tree
     from wbsync.repo.lockfile import read_lock
+    from wbsync.sync import plan_tree
 
     plan = plan_tree(two_entries, read_lock(two_entries / "artifacts.lock"), None)
     bar = Progress(io.StringIO())

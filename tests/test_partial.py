@@ -14,8 +14,8 @@ import pytest
 from wbsync.core.digests import b64, hash_bytes
 from wbsync.core.errors import IntegrityError
 from wbsync.core.models import FileRecord
-from wbsync.store.partial import PartialBlob
 from wbsync.store.blobs import Store
+from wbsync.store.partial import PartialBlob
 
 DATA = os.urandom(3 * mmap.ALLOCATIONGRANULARITY + 1234)
 # Pieces that start and end off the mapping granularity, as the parts' frontier does.

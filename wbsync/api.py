@@ -23,14 +23,15 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-from wbsync.tree import swap
 from wbsync.core.errors import NotSyncedError, UsageError
 from wbsync.core.models import Lock, LockedArtifact
-from wbsync.tree.place import LINK_MODES, LinkMode
 from wbsync.decide.plan import EntryPlan
 from wbsync.repo.locked import locked_entries, sync_command
-from wbsync.repo.project import Project, check_names
+from wbsync.repo.project import Project, check_names, project_source
+from wbsync.sources import use_pinned
 from wbsync.sync import LockResult, SyncResult, plan_tree, run_lock, run_sync
+from wbsync.tree import swap
+from wbsync.tree.place import LINK_MODES, LinkMode
 
 __all__ = ["LockResult", "LockedArtifact", "SyncResult", "lock", "locked", "path", "sync", "use_artifacts"]
 
@@ -74,8 +75,6 @@ def lock(names: Names = None, *, upgrade: bool = False, check: bool = False, man
          lockfile: PathLike | None = None, source: str | None = None) -> LockResult:
     """``wbsync lock``: resolve new or changed entries (``upgrade``: re-resolve aliases) and write
     the lock. ``check``: change nothing, raise CheckFailed if the lock is missing or stale."""
-    from wbsync.repo.project import project_source
-
     project = discover(manifest, lockfile, source, lock_only=False)
     return run_lock(project, _names(names), upgrade=upgrade, check=check, source=project_source(project))
 
@@ -90,8 +89,6 @@ def sync(names: Names = None, *, locked: bool = False, frozen: bool = False, dry
     ``link_mode``: WBSYNC_LINK_MODE or "auto" by default. ``progress``: a one-line display on stderr.
     ``force``: replace files wbsync did not place where the lock wants files (else ConflictError, exit 2).
     """
-    from wbsync.repo.project import project_source
-
     project = discover(manifest, lockfile, source, lock_only=frozen)
     mode = link_mode or os.environ.get("WBSYNC_LINK_MODE", "auto")
     if mode not in LINK_MODES:
@@ -120,8 +117,6 @@ def use_artifacts(run: Run, names: Names = None, *, manifest: PathLike | None = 
     An offline run cannot record inputs (a wandb limitation): the paths are returned with a
     warning. In ``mode="disabled"`` nothing is recorded, silently, as wandb does.
     """
-    from wbsync.sources import use_pinned
-
     project = discover(manifest, lockfile)
     entries = locked_entries(project, _names(names))
     found = checked_paths(project, entries)

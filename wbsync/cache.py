@@ -38,15 +38,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from wbsync.store import partial
 from wbsync.core.atomic import write_atomic
 from wbsync.core.digests import hash_file, hex_of
 from wbsync.core.errors import IntegrityError, LockfileError
-from wbsync.core.text import parse_size
-from wbsync.store.listing import StoredFiles, has_listing, iter_files
-from wbsync.repo.lockfile import read_lock
 from wbsync.core.models import Algorithm, Lock
+from wbsync.core.text import parse_size
+from wbsync.repo.lockfile import read_lock
+from wbsync.store import partial
 from wbsync.store.blobs import Store, StoredBlob, blob_hex
+from wbsync.store.listing import StoredFiles, has_listing, iter_files
 
 MAX_SIZE_ENV = "WBSYNC_CACHE_MAX_SIZE"
 BlobKey = tuple[Algorithm, str]  # (algorithm, hex digest): a blob's name

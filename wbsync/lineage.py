@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from wbsync import sources as wb
 from wbsync.core.models import LineagePlan
+from wbsync.repo.locked import locked_entries
 from wbsync.repo.project import Project
 
 __all__ = ["LineagePlan"]  # defined with the other data types, so the W&B source needs no feature module
@@ -47,8 +49,6 @@ class LineageResult:
 def record_lineage(project: Project, names: tuple[str, ...] = (), *, wandb_project: str,
                    job_type: str = DEFAULT_JOB_TYPE, entity: str | None = None) -> LineageResult:
     """Record the locked entries (all, or ``names``) as inputs of one run; see the module doc."""
-    from wbsync import sources as wb
-
     plan = plan_lineage(project, names, wandb_project=wandb_project, job_type=job_type, entity=entity)
     existing = wb.find_finished_run(plan.entity, plan.project, plan.run_id)
     if existing is not None:
@@ -62,8 +62,6 @@ def record_lineage(project: Project, names: tuple[str, ...] = (), *, wandb_proje
 def plan_lineage(project: Project, names: tuple[str, ...] = (), *, wandb_project: str,
                  job_type: str = DEFAULT_JOB_TYPE, entity: str | None = None) -> LineagePlan:
     """What ``record_lineage`` records; reads the lock (refusing a stale one) and asks git."""
-    from wbsync.repo.locked import locked_entries
-
     entries = locked_entries(project, names)
     lock_sha = lock_digest(project.lock_path)
     commit = git_commit(project.root)

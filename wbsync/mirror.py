@@ -25,15 +25,14 @@ from typing import Any
 
 from wbsync.core.digests import hash_file
 from wbsync.core.errors import IntegrityError, NotFoundError, WbsyncError
-from wbsync.net.fetch import Fetcher, FetchJob
-from wbsync.sources.listings import ensure_listings
-from wbsync.store.listing import iter_files
 from wbsync.core.models import Entry, FileRecord, Lock, LockedArtifact, Resolved
-from wbsync.decide.plan import digest_key
-from wbsync.repo.project import Project
 from wbsync.core.references import parse_reference
-from wbsync.repo.project import project_source
+from wbsync.decide.plan import digest_key
+from wbsync.net.fetch import Fetcher, FetchJob
+from wbsync.repo.locked import locked_entries
+from wbsync.repo.project import Project, project_source
 from wbsync.sources import Source
+from wbsync.sources.listings import ensure_listings
 from wbsync.sources.mirror import (
     ALIASES,
     FORMAT,
@@ -52,6 +51,7 @@ from wbsync.sources.mirror import (
     version_rel,
 )
 from wbsync.store.blobs import Store, default_store_dir
+from wbsync.store.listing import iter_files
 
 RESOLVE_JOBS = 8
 
@@ -70,8 +70,6 @@ def run_mirror(project: Project, dest: str, names: tuple[str, ...] = (), *, sour
                jobs: int = 16, progress: Callable[[int], None] | None = None,
                on_copy_start: Callable[[int, int], None] | None = None) -> MirrorResult:
     """Mirror the locked versions (all, or NAMES) to ``dest``, a folder or an fsspec URL."""
-    from wbsync.repo.locked import locked_entries  # the lock, refused where it disagrees with artifacts.yaml
-
     entries = locked_entries(project, names)
     artifacts = list(entries.values())
     source = source or project_source(project)

@@ -19,19 +19,31 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping
 
-from wbsync.tree import fingerprint
-
-from wbsync.tree import move
-
-from wbsync.tree import swap
 from wbsync.core.digests import hash_file
-from wbsync.decide.agreement import check_frozen, confirm_with_source, describe, stale_report
-from wbsync.core.errors import CheckFailed, UsageError, VanishedError, WbsyncError, local_io_error
-from wbsync.sources.listings import ensure_listings
-from wbsync.repo.lockfile import write_lock
-from wbsync.repo.manifest_edit import NewEntry, undo, write_entry
+from wbsync.core.errors import (
+    CheckFailed,
+    NotFoundError,
+    UsageError,
+    VanishedError,
+    WbsyncError,
+    local_io_error,
+)
 from wbsync.core.models import Lock, LockedArtifact, Manifest
 from wbsync.core.placed import same_file, untouched
+from wbsync.decide.agreement import (
+    check_frozen,
+    confirm_with_source,
+    describe,
+    stale_report,
+)
+from wbsync.decide.plan import EntryPlan, FileAction, Plan, Stale, digest_key, make_plan
+from wbsync.decide.resolve import PinChange, lock_manifest
+from wbsync.repo.lockfile import write_lock
+from wbsync.repo.project import Project, check_names, project_source
+from wbsync.sources import Source
+from wbsync.sources.listings import ensure_listings
+from wbsync.store.blobs import Store, default_store_dir
+from wbsync.tree import fingerprint, move, swap
 from wbsync.tree.ownership import (
     Conflict,
     Evidence,
@@ -39,12 +51,14 @@ from wbsync.tree.ownership import (
     load_evidence,
     state_tracked_by_git,
 )
-from wbsync.tree.place import LinkMode, Staged, clean_temp_files, is_temp_name, safe_join, stage
-from wbsync.decide.plan import EntryPlan, FileAction, Plan, Stale, digest_key, make_plan
-from wbsync.repo.project import Project, check_names
-from wbsync.decide.resolve import PinChange, lock_manifest
-from wbsync.repo.project import project_source
-from wbsync.sources import Source
+from wbsync.tree.place import (
+    LinkMode,
+    Staged,
+    clean_temp_files,
+    is_temp_name,
+    safe_join,
+    stage,
+)
 from wbsync.tree.state import (
     Delta,
     EntryState,
@@ -56,11 +70,11 @@ from wbsync.tree.state import (
     observe,
     stat_of,
 )
-from wbsync.store.blobs import Store, default_store_dir
 from wbsync.tree.verify import unlocked_files
 
 if TYPE_CHECKING:
     from wbsync.net.fetch import FetchJob
+    from wbsync.repo.manifest_edit import NewEntry
 
 #: Files whose links are asked for, and then fetched, at once (see _Actor._fetch).
 FETCH_BATCH = 2000
@@ -124,6 +138,11 @@ class AddResult:
 def run_add(project: Project, entry: NewEntry) -> AddResult:
     """`wbsync add`: write the entry into the manifest, then lock it; if locking fails, put the
     manifest back."""
+    from wbsync.repo.manifest_edit import (  # only `add` edits the manifest: a no-op never loads it
+        undo,
+        write_entry,
+    )
+
     written = write_entry(project, entry)
     try:
         result = run_lock(project, (entry.name,))
@@ -238,7 +257,9 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
                     fingerprint.forget(root)
             elif selected is None and actor.state is not None:
                 fingerprint.record(root, lock, actor.state)
-    from wbsync.cache import auto_prune  # does nothing unless WBSYNC_CACHE_MAX_SIZE is exceeded
+    from wbsync.cache import (
+        auto_prune,  # does nothing unless WBSYNC_CACHE_MAX_SIZE is exceeded
+    )
 
     auto_prune(Store(default_store_dir()))
     result.extra = unlocked_files(root, plan)
@@ -534,8 +555,6 @@ class _Actor:
     def _has_url(self, job: FetchJob, failures: dict[str, WbsyncError]) -> bool:
         if job.url:
             return True
-        from wbsync.core.errors import NotFoundError
-
         failures.setdefault(job.artifact, NotFoundError(
             f"{job.artifact}: the source no longer lists {job.record.path!r} for this version. "
             "Run `wbsync lock --upgrade` to re-resolve."))

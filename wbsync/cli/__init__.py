@@ -10,7 +10,17 @@ from typing import Any
 import click
 
 from wbsync import __version__
-from wbsync.cli.commands import add, cache, diff, lineage, lock, mirror, outdated, sync, verify
+from wbsync.cli.commands import (
+    add,
+    cache,
+    diff,
+    lineage,
+    lock,
+    mirror,
+    outdated,
+    sync,
+    verify,
+)
 from wbsync.core.errors import WbsyncError, local_io_error
 
 
@@ -38,8 +48,8 @@ class WbsyncGroup(click.Group):
 
 
 def _report(message: str, code: int, ctx: click.Context, json_message: str | None = None) -> int:
-    from wbsync.core.shown import json_text, printable, redact
     from wbsync.cli.style import bad, colour
+    from wbsync.core.shown import json_text, printable, redact
 
     if message:
         shown = printable(redact(message), keep_newlines=True)

@@ -8,10 +8,9 @@ from wbsync.cli import style
 from wbsync.core.text import human_size, plural
 
 if TYPE_CHECKING:  # annotations only: `verify` and a no-op `sync` should not import every command's module
-    from wbsync.sync import AddResult
     from wbsync.decide.outdated import OutdatedReport
     from wbsync.decide.resolve import PinChange
-    from wbsync.sync import LockResult, SyncResult
+    from wbsync.sync import AddResult, LockResult, SyncResult
     from wbsync.tree.verify import EntryReport
 
 

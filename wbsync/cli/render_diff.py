@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from wbsync.cli import style
-from wbsync.repo.lockdiff import EntryDiff, FileChanges, LockDiff
 from wbsync.core.models import FileRecord, LockedArtifact
 from wbsync.core.text import human_size
+from wbsync.repo.lockdiff import EntryDiff, FileChanges, LockDiff
 
 TEXT_FILES = 20  # per kind and entry in text, unless -v
 MD_FILES = 25  # per kind and entry in Markdown

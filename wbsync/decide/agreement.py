@@ -19,12 +19,25 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from wbsync.core.errors import IntegrityError, LockfileError, ManifestError, NotFoundError
-from wbsync.store.listing import StoredFiles
+from wbsync.core.errors import (
+    IntegrityError,
+    LockfileError,
+    ManifestError,
+    NotFoundError,
+)
 from wbsync.core.models import Entry, Lock, LockedArtifact, Manifest, Resolved
+from wbsync.core.paths import (
+    MAX_DEPTH,
+    normalize_path,
+    selected,
+    too_long_with,
+    unsafe_reason,
+)
+from wbsync.core.references import parse_reference
 from wbsync.core.reserved import reserved_segment
-from wbsync.core.paths import MAX_DEPTH, selected, too_long_with, unsafe_reason
 from wbsync.sources import RESOLVE_JOBS, Source
+from wbsync.sources.listings import raise_if_vanished
+from wbsync.store.listing import StoredFiles
 
 
 @dataclass(frozen=True)
@@ -88,8 +101,6 @@ def check_lock(lock: Lock, file: str, places: Places) -> None:
     """Refuse a lock that would write anywhere unsafe (exit 2): every entry's folder and every
     file path, checked as an artifact's are. This runs whenever a lock is read, before anything
     is compared or written: a lock is input from whoever committed it."""
-    from wbsync.core.paths import normalize_path
-
     for name, art in sorted(lock.artifacts.items()):
         try:
             normal = normalize_path(art.path)
@@ -161,8 +172,6 @@ def _field(name: str, locked: str, wanted: str) -> str:
 
 def _resolved_problem(art: LockedArtifact, entry: Entry) -> str | None:
     """``resolved`` must name the requested registry and collection, at the lock's version."""
-    from wbsync.core.references import parse_reference
-
     try:
         pinned = parse_reference(art.resolved)
     except ValueError:
@@ -183,8 +192,6 @@ def _resolved_problem(art: LockedArtifact, entry: Entry) -> str | None:
 def resolved_mismatch(art: LockedArtifact) -> str | None:
     """The ``resolved`` rule against the lock entry's own ``requested``, for when no manifest is at
     hand (`wbsync diff` compares two locks): why they disagree, or None."""
-    from wbsync.core.references import parse_reference
-
     try:
         reference = parse_reference(art.requested)
     except ValueError:
@@ -257,8 +264,6 @@ def confirm_with_source(artifacts: list[LockedArtifact], source: Source, manifes
         try:
             res = source.resolve(pinned_entry(art, entry))
         except NotFoundError:
-            from wbsync.sources.listings import raise_if_vanished  # a version deleted since: say so, and the fix
-
             raise_if_vanished(art, source)
             raise
         problem = source_disagreement(art, res, entry)
@@ -277,7 +282,6 @@ def pinned_entry(art: LockedArtifact, entry: Entry | None) -> Entry:
     locked version; without a manifest, the lock's ``resolved`` itself."""
     import dataclasses
 
-    from wbsync.core.references import parse_reference
 
     if entry is not None:
         return dataclasses.replace(entry, reference=dataclasses.replace(entry.reference, alias=None,

@@ -11,10 +11,9 @@ import posixpath
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping
 
-from wbsync.store.listing import iter_files
 from wbsync.core.models import FileRecord, Lock, LockedArtifact
-from wbsync.core.placed import untouched
-from wbsync.core.placed import Blocker, Observed, PlacedFile, State
+from wbsync.core.placed import Blocker, Observed, PlacedFile, State, untouched
+from wbsync.store.listing import iter_files
 
 # A file wbsync placed earlier and may remove: its project-relative path and what was recorded.
 Stale = tuple[str, PlacedFile]

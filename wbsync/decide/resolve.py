@@ -7,14 +7,21 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from wbsync.core import paths
-from wbsync.decide.agreement import dropped_names, stale_entries
 from wbsync.core.errors import IntegrityError
-from wbsync.store.listing import StoredFiles, iter_files
-from wbsync.core.models import Entry, FileRecord, Lock, LockedArtifact, Manifest, RemoteFile, Resolved
+from wbsync.core.models import (
+    Entry,
+    FileRecord,
+    Lock,
+    LockedArtifact,
+    Manifest,
+    RemoteFile,
+    Resolved,
+)
 from wbsync.core.paths import PathCheck
-from wbsync.store import listing
+from wbsync.decide.agreement import dropped_names, stale_entries
 from wbsync.sources import RESOLVE_JOBS, Source
-
+from wbsync.store import listing
+from wbsync.store.listing import StoredFiles, iter_files
 
 
 @dataclass(frozen=True)

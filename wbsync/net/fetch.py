@@ -34,15 +34,23 @@ from typing import BinaryIO, Protocol
 
 import urllib3
 
-from wbsync.net import transfer
-from wbsync.store.claims import Claims
 from wbsync.core.digests import b64, new_hasher
-from wbsync.core.errors import IntegrityError, NotFoundError, RemoteError, UsageError, WbsyncError, local_io_error
+from wbsync.core.errors import (
+    IntegrityError,
+    NotFoundError,
+    RemoteError,
+    UsageError,
+    WbsyncError,
+    local_io_error,
+)
 from wbsync.core.models import FileRecord
-from wbsync.store.partial import PartialBlob
-from wbsync.store.blobs import Store
-from wbsync.net.transfer import LinkRefused, RangeIgnored, Retry, StallRule
+from wbsync.core.text import parse_size
 from wbsync.core.workers import DaemonPool
+from wbsync.net import transfer
+from wbsync.net.transfer import LinkRefused, RangeIgnored, Retry, StallRule
+from wbsync.store.blobs import Store
+from wbsync.store.claims import Claims
+from wbsync.store.partial import PartialBlob
 
 MiB = 1 << 20
 HASH_READ = 4 * MiB  # the part threads wake the in-order hasher each time this much more is written
@@ -67,8 +75,6 @@ def _env_number(name: str, default: float, kind: type = float) -> float:
 
 
 def _env_size(name: str, default: int) -> int:
-    from wbsync.core.text import parse_size
-
     text = os.environ.get(name, "").strip()
     return parse_size(text, f"environment variable {name}") if text else default
 

@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
+from wbsync.core.models import REGISTRY_PREFIX, FileRecord, Lock, LockedArtifact
 from wbsync.decide.agreement import resolved_mismatch
 from wbsync.store.listing import ListingMissing, iter_files
-from wbsync.core.models import REGISTRY_PREFIX, FileRecord, Lock, LockedArtifact
 
 #: An entry's files, in path order.
 FilesOf = Callable[[LockedArtifact], Iterable[FileRecord]]

@@ -23,9 +23,9 @@ from typing import NoReturn, TypeVar
 import yaml
 
 from wbsync.core import references
-from wbsync.core.paths import normalize_path
 from wbsync.core.errors import ManifestError
 from wbsync.core.models import Entry, Manifest, Reference
+from wbsync.core.paths import normalize_path
 
 MANIFEST_VERSION = 1
 _TOP_KEYS = ("version", "source", "defaults", "artifacts")

@@ -22,10 +22,10 @@ import yaml
 
 from wbsync.core.atomic import write_atomic
 from wbsync.core.errors import ManifestError, UsageError
-from wbsync.core.paths import normalize_path
-from wbsync.repo.manifest import parse_manifest
 from wbsync.core.models import Entry, Manifest
+from wbsync.core.paths import normalize_path
 from wbsync.core.references import parse_reference
+from wbsync.repo.manifest import parse_manifest
 
 if TYPE_CHECKING:
     from wbsync.repo.project import Project

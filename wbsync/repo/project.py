@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wbsync.core.errors import LockfileError, ManifestError, UsageError
+from wbsync.core.models import Lock, Manifest
+from wbsync.decide import agreement
 from wbsync.repo.lockfile import default_lock_path, read_lock
 from wbsync.repo.manifest import load_manifest
-from wbsync.core.models import Lock, Manifest
 from wbsync.sources import Source, deferred, open_source
 
 MANIFEST = "artifacts.yaml"
@@ -98,8 +99,6 @@ class Project:
 
     def manifest(self) -> Manifest:
         """The manifest, every entry's folder checked against the project's own files."""
-        from wbsync.decide import agreement
-
         if self.searched_from is not None and not self.manifest_path.exists():
             raise ManifestError(not_found_message(self.searched_from))
         manifest = load_manifest(self.manifest_path)
@@ -108,8 +107,6 @@ class Project:
 
     def lock(self) -> Lock | None:
         """The lock, or None; a lock that would write anywhere unsafe is refused (exit 2)."""
-        from wbsync.decide import agreement
-
         lock = read_lock(self.lock_path)
         if lock is not None:
             agreement.check_lock(lock, str(self.lock_path), agreement.Places.of(self.manifest_path, self.lock_path))

@@ -10,7 +10,13 @@ from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from typing import Any, BinaryIO, Protocol
 
-from wbsync.core.models import Entry, LineagePlan, LockedArtifact, Resolved, VersionStatus
+from wbsync.core.models import (
+    Entry,
+    LineagePlan,
+    LockedArtifact,
+    Resolved,
+    VersionStatus,
+)
 
 
 class Source(Protocol):

@@ -24,8 +24,13 @@ from typing import Any, BinaryIO
 import xxhash
 
 from wbsync.core.atomic import write_atomic
-from wbsync.core.errors import IntegrityError, NotFoundError, RemoteError, UsageError, VanishedError
-from wbsync.store.listing import iter_files
+from wbsync.core.errors import (
+    IntegrityError,
+    NotFoundError,
+    RemoteError,
+    UsageError,
+    VanishedError,
+)
 from wbsync.core.models import (
     REGISTRY_PREFIX,
     Algorithm,
@@ -37,6 +42,7 @@ from wbsync.core.models import (
     VersionStatus,
 )
 from wbsync.store.blobs import blob_hex
+from wbsync.store.listing import iter_files
 
 INDEX = "wbsync-mirror.json"
 FORMAT = "wbsync-mirror"

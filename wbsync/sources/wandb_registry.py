@@ -45,6 +45,7 @@ from wbsync.core.models import (
     VersionState,
     VersionStatus,
 )
+from wbsync.core.shown import split_credentials
 from wbsync.sources.diagnose import check_reachable, diagnose_server, public_url
 
 _FILES_PAGE = 1000
@@ -274,7 +275,6 @@ def _base_url() -> tuple[str | None, str | None]:
     base = os.environ.get("WANDB_BASE_URL") or None
     if base is None:
         return None, None
-    from wbsync.core.shown import split_credentials
 
     return split_credentials(base)
 
@@ -367,7 +367,9 @@ def _file_urls(remote: Any, names: list[str] | None) -> dict[str, str]:
     2,000 small files over a 30 ms link that was a third of wbsync's time. Should a future SDK
     drop the private pieces used here, the public ``files()`` still works, only slower."""
     try:
-        from wandb.sdk.artifacts._generated import GET_ARTIFACT_MEMBERSHIP_FILE_URLS_GQL as every_file
+        from wandb.sdk.artifacts._generated import (
+            GET_ARTIFACT_MEMBERSHIP_FILE_URLS_GQL as every_file,
+        )
     except ImportError:
         every_file = None
     service = getattr(remote, "_service_api", None)

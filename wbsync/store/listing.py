@@ -41,6 +41,7 @@ import xxhash
 from wbsync.core.errors import IntegrityError, UsageError
 from wbsync.core.models import FileRecord, RemoteFile
 from wbsync.core.paths import selected
+from wbsync.store.blobs import default_store_dir
 
 if TYPE_CHECKING:
     from wbsync.core.models import LockedArtifact
@@ -109,8 +110,6 @@ def is_stored(artifact: LockedArtifact) -> bool:
 
 
 def default_listing_dir() -> Path:
-    from wbsync.store.blobs import default_store_dir
-
     return default_store_dir() / "listings"
 
 

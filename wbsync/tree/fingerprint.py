@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from wbsync.core.atomic import write_atomic
-from wbsync.store.listing import ListingMissing, StoredFiles, iter_files
 from wbsync.core.models import FileRecord, Lock, LockedArtifact
-from wbsync.tree.state import STATE_DIR, State, Stat, state_identity
+from wbsync.store.listing import ListingMissing, StoredFiles, iter_files
+from wbsync.tree.state import STATE_DIR, Stat, State, state_identity
 
 FORMAT = 2  # 2: the state's identity covers its delta; the entries' pins
 _MISSING = (-1, -1, -1)

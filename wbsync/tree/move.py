@@ -33,13 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from wbsync.tree import fingerprint
 from wbsync.core.errors import IntegrityError
-from wbsync.store.listing import ListingMissing, StoredFiles, iter_files
 from wbsync.core.models import FileRecord, Lock, LockedArtifact
-from wbsync.tree.place import _path_problem
-from wbsync.decide.plan import EntryPlan, FileAction, Plan, Stale, digest_key, dest_of
+from wbsync.decide.plan import EntryPlan, FileAction, Plan, Stale, dest_of, digest_key
 from wbsync.store.blobs import blob_hex
+from wbsync.store.listing import ListingMissing, StoredFiles, iter_files
+from wbsync.tree import fingerprint
+from wbsync.tree.place import _path_problem
 from wbsync.tree.state import Delta, PlacedFile, Stat, delta_max, delta_size, observe
 
 _UNSET = (0, 0, 0)  # a placed file's slot in the stats, filled once it is staged

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from wbsync.core.errors import UsageError
+from wbsync.tree.place import _path_problem
 from wbsync.tree.state import STATE_DIR, EntryState, State, load_state, state_path
 
 # How the warning about ignored state starts, so a user sees it is not an error.
@@ -65,8 +66,6 @@ def load_evidence(root: Path, *, ask_git: bool = False) -> Evidence:
 
 
 def _entry_problem(entry: EntryState) -> str | None:
-    from wbsync.tree.place import _path_problem
-
     if entry.path in ("", "."):
         return "the project root"
     if _path_problem(entry.path) is not None:  # reserved names (.git, .wbsync) included

@@ -27,6 +27,7 @@ from stat import S_ISDIR, S_ISLNK, S_ISREG
 from typing import Any, Iterator
 
 from wbsync.core.atomic import write_atomic
+from wbsync.core.errors import UsageError, local_io_error
 from wbsync.core.placed import Delta, EntryState, Observed, PlacedFile, Stat, State
 
 STATE_DIR = ".wbsync"
@@ -196,8 +197,6 @@ def state_to_json(state: State) -> dict[str, Any]:
 def check_state_dir(root: str | os.PathLike[str]) -> Path:
     """``<root>/.wbsync``, created if missing; refused (exit 2) when it is a symlink or not a
     folder, so that no state, lock or journal is ever written outside the project."""
-    from wbsync.core.errors import UsageError
-
     folder = Path(root) / STATE_DIR
     try:
         st = os.lstat(folder)
@@ -207,8 +206,6 @@ def check_state_dir(root: str | os.PathLike[str]) -> Path:
         except FileExistsError:  # another sync made it meanwhile
             pass
         except OSError as exc:
-            from wbsync.core.errors import local_io_error
-
             raise local_io_error(exc, folder) from None
         return check_state_dir(root)
     if S_ISLNK(st.st_mode) or not S_ISDIR(st.st_mode):
@@ -233,8 +230,6 @@ def write_state_document(root: str | os.PathLike[str], data: dict[str, Any] | St
         write_atomic(state_path(root), text)
         delta_path(root).unlink(missing_ok=True)  # folded in (and tied to the old state.json anyway)
     except OSError as exc:
-        from wbsync.core.errors import local_io_error
-
         raise local_io_error(exc, state_path(root)) from None
 
 

@@ -27,12 +27,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-from pathlib import Path
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from wbsync.core.errors import LocalIOError, UsageError, local_io_error
 from wbsync.core.placed import untouched
+from wbsync.tree.place import _TEMP_NAME, _path_problem, remove_placed, safe_join
 from wbsync.tree.state import (
     STATE_DIR,
     Delta,
@@ -127,8 +128,6 @@ def _write_journal(root: Path, pieces: Iterable[bytes]) -> None:
 
 def carry_out(root: Path, doc: dict[str, Any]) -> None:
     """Rename, remove, record the state, delete the journal; safe to repeat after a kill."""
-    from wbsync.tree.place import remove_placed
-
     kill_after = int(os.environ.get("WBSYNC_KILL_AFTER_RENAMES", "0") or 0)
     done = 0
     prefix = f"{root}{os.sep}"
@@ -169,8 +168,6 @@ def _unfinished(exc: OSError, dest: str) -> LocalIOError:
 
 def _validate(root: Path, doc: dict[str, Any]) -> None:
     """The journal is local state, like state.json: check it names only safe places."""
-    from wbsync.tree.place import _TEMP_NAME, _path_problem, safe_join
-
     if doc["journal_version"] != JOURNAL_VERSION:
         raise ValueError(f"journal version {doc['journal_version']!r}")
     for temp, dest, _same in doc["renames"]:

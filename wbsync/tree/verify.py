@@ -6,9 +6,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wbsync.store.listing import iter_files
 from wbsync.core.models import Lock
 from wbsync.decide.plan import Plan, dest_of
+from wbsync.store.listing import iter_files
 from wbsync.store.rehash import compare_folder, merge_sorted, walk_sorted
 
 

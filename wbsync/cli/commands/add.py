@@ -7,6 +7,7 @@ import os
 import click
 
 from wbsync.cli.options import Ctx, project_options
+from wbsync.core.errors import Interrupted
 
 EPILOG = """\b
 Examples:
@@ -67,7 +68,6 @@ def add(ctx: Ctx, reference: str, dest: str, name: str | None, kind: str | None,
         include: tuple[str, ...], exclude: tuple[str, ...]) -> None:
     """Add REFERENCE (a registry artifact's full name) to the manifest and lock it."""
     from wbsync.cli import render
-    from wbsync.core.errors import Interrupted
     from wbsync.repo.manifest_edit import new_entry
     from wbsync.sync import run_add
 

@@ -67,8 +67,8 @@ def info(ctx: Ctx) -> None:
 def prune(ctx: Ctx, max_size: str | None, dry_run: bool) -> None:
     """Remove blobs no existing lockfile needs, then least recently used ones over --max-size."""
     from wbsync.cache import configured_max_size
-    from wbsync.core.text import parse_size
     from wbsync.cache import prune as run_prune
+    from wbsync.core.text import parse_size
 
     limit = parse_size(max_size) if max_size is not None else configured_max_size()
     result = run_prune(_store(), limit, dry_run=dry_run, on_wait=_waiting(ctx))

@@ -32,9 +32,9 @@ def diff(ctx: Ctx, against: str | None, names: tuple[str, ...], markdown: bool, 
     warnings for another destination, registry, collection, org or type, and for a resolved
     version that does not match the requested reference."""
     from wbsync.cli import render_diff
+    from wbsync.core.models import Lock
     from wbsync.repo.lockdiff import diff_locks
     from wbsync.repo.lockfile import loads, read_lock
-    from wbsync.core.models import Lock
     from wbsync.repo.project import check_names
 
     current = ctx.project.require_lock()

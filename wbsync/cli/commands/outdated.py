@@ -34,8 +34,7 @@ def outdated(ctx: Ctx, names: tuple[str, ...], collection: str, alias: str, porc
     unlinked or not committed); 0 when neither."""
     from wbsync.cli import render
     from wbsync.decide.outdated import check_outdated, following
-    from wbsync.repo.project import check_names
-    from wbsync.repo.project import project_source
+    from wbsync.repo.project import check_names, project_source
 
     manifest = ctx.project.manifest()
     lock = ctx.project.require_lock()

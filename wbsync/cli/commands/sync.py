@@ -8,6 +8,7 @@ import sys
 import click
 
 from wbsync.cli.options import Ctx, common
+from wbsync.core.errors import Interrupted
 
 EPILOG = """\b
 Examples:
@@ -38,7 +39,6 @@ def sync(ctx: Ctx, names: tuple[str, ...], locked: bool, frozen: bool, dry_run: 
          link_mode: str, force: bool) -> None:
     """Make the declared directories hold exactly the locked files."""
     from wbsync.cli import render
-    from wbsync.core.errors import Interrupted
     from wbsync.progress import reporter_for
     from wbsync.repo.project import project_source
     from wbsync.sync import run_sync

@@ -19,12 +19,14 @@ Examples:
 def verify(ctx: Ctx, names: tuple[str, ...]) -> None:
     """Offline: re-hash the directories against the lock; exit 1 on any difference."""
     from wbsync.cli import render
-    from wbsync.tree import swap
     from wbsync.repo.project import check_names
+    from wbsync.tree import swap
     from wbsync.tree.verify import verify as run_verify
 
     if swap.pending(ctx.project.root):  # a sync killed mid-swap: finish it, then look
-        from wbsync.sync import complete_pending_swap  # (the whole sync machinery: only then)
+        from wbsync.sync import (
+            complete_pending_swap,  # (the whole sync machinery: only then)
+        )
 
         complete_pending_swap(ctx.project.root)
 
