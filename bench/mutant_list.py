@@ -48,8 +48,8 @@ SWAP = "tests/test_swap.py::"
 
 MUTANTS: tuple[Mutant, ...] = (
     one("rehash-size-only", "files on disk that the state does not vouch for are checked by size, not digest",
-        "wbsync/sync.py",
-        "            return stat, hash_file(path, action.record.algorithm) == action.record.digest\n",
+        "wbsync/tree/settle.py",
+        "        return stat, hash_file(path, action.record.algorithm) == action.record.digest\n",
         "            return stat, path.stat().st_size == action.record.size\n",
         TRUST + "test_a_file_edited_without_changing_its_size_is_restored_by_the_next_sync"),
     one("store-commit-unchecked", "the store commits what arrived without comparing its digest with the lock's",
@@ -59,19 +59,19 @@ MUTANTS: tuple[Mutant, ...] = (
         FAIL + "test_wrong_bytes_exit_4_are_discarded_and_leave_the_tree_intact"),
     one("place-despite-fetch-failure", "an entry is placed although some of its files failed to download",
         "wbsync/sync.py",
-        "            if failures:\n                raise next(iter(failures.values()))\n",
+        "    if fetched.failures:\n        raise next(iter(fetched.failures.values()))\n",
         "",
         FAIL + "test_persistent_server_errors_exit_3_naming_the_artifact_and_file_and_change_nothing",
         "tests/test_fault_matrix.py::test_one_failing_entry_leaves_every_entry_as_it_was"),
     Mutant("delete-unlocked-files", "a sync deletes files in an entry's folder that the lock does not list",
-           (Patch("wbsync/sync.py", "            swap.carry_out(self.root, journal)\n",
-                  "            swap.carry_out(self.root, journal)\n"
-                  "            for entry_ in entries:\n"
-                  "                folder_ = self.root / entry_.artifact.path\n"
-                  "                locked_ = {f.path for f in entry_.artifact.files}\n"
-                  "                for path_ in list(folder_.rglob('*')):\n"
-                  "                    if path_.is_file() and path_.relative_to(folder_).as_posix() not in locked_:\n"
-                  "                        path_.unlink()\n"),),
+           (Patch("wbsync/sync.py", "        _swap(run.root, stager, placing, staged, removals.removes, recorded)\n",
+                  "        _swap(run.root, stager, placing, staged, removals.removes, recorded)\n"
+                  "        for entry_ in entries:\n"
+                  "            folder_ = run.root / entry_.artifact.path\n"
+                  "            locked_ = {f.path for f in entry_.artifact.files}\n"
+                  "            for path_ in list(folder_.rglob('*')):\n"
+                  "                if path_.is_file() and path_.relative_to(folder_).as_posix() not in locked_:\n"
+                  "                    path_.unlink()\n"),),
            (TRUST + "test_files_wbsync_did_not_place_are_never_removed",)),
     one("re-resolve-pins", "lock re-resolves every entry instead of keeping the existing pins",
         "wbsync/decide/resolve.py",
@@ -112,7 +112,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "                    return\n",
         FAIL + "test_persistent_server_errors_exit_3_naming_the_artifact_and_file_and_change_nothing"),
     one("one-phase-placement", "placement renames each file right after staging it (no two phases)",
-        "wbsync/sync.py",
+        "wbsync/tree/stage.py",
         "            staged = stage(blob, dest, self.link_mode, made_dirs=self.made_dirs)\n",
         "            staged = stage(blob, dest, self.link_mode, made_dirs=self.made_dirs)\n"
         "            os.replace(staged.temp, staged.dest)  # named at once: the swap has nothing left to do\n"
@@ -120,7 +120,7 @@ MUTANTS: tuple[Mutant, ...] = (
         DISK + "test_an_upgrade_whose_first_files_fit_and_last_does_not_leaves_the_old_version_whole",
         DISK + "test_a_full_project_disk_fails_cleanly_with_no_partial_file"),
     one("no-project-lock", "no per-project sync lock: two syncs of one project run at once",
-        "wbsync/sync.py",
+        "wbsync/tree/swap.py",
         "        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)\n",
         "",
         TRUST + "test_a_second_sync_of_the_project_waits_for_the_first_so_neither_loses_what_the_other_placed"),
@@ -169,9 +169,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "        elif known is not None and known.stat[0] == seen[0]:\n",
         TRUST + "test_a_file_edited_without_changing_its_size_is_restored_by_the_next_sync"),
     one("remove-edited-files", "files of a dropped version are removed even when the user edited them",
-        "wbsync/sync.py",
-        "            elif untouched(placed.stat, seen) or _holds(path, placed.digest):\n",
-        "            elif True:\n",
+        "wbsync/tree/settle.py",
+        "        elif untouched(placed.stat, seen) or _holds(path, placed.digest):\n",
+        "        elif True:\n",
         TRUST + "test_an_edited_file_of_a_dropped_version_is_kept_and_reported"),
     one("hardlink-writable", "a hardlinked file (the store's blob itself) is left writable",
         "wbsync/tree/place.py",
@@ -186,21 +186,21 @@ MUTANTS: tuple[Mutant, ...] = (
 
     # -- ownership (issue 12 items 3-5) and one swap per sync (issue 16 item 4) --
     one("overwrite-others-files", "files wbsync did not place are overwritten instead of refused as conflicts",
-        "wbsync/sync.py",
-        "            refused = [c for c in conflicts if not (self.force and c.forceable)]\n",
-        "            refused = [c for c in conflicts if c.kind == 'folder']\n",
+        "wbsync/tree/settle.py",
+        "    refused = [c for c in conflicts if not (force and c.forceable)]\n",
+        "    refused = [c for c in conflicts if c.kind == 'folder']\n",
         OWN + "test_a_users_file_at_a_path_a_new_version_adds_is_a_conflict_and_nothing_changes",
         OWN + "test_a_file_in_the_folder_before_the_first_sync_is_a_conflict"),
     one("remove-by-digest", "a file the state names is removed when its bytes match, whatever its identity",
-        "wbsync/sync.py",
-        "            if not same_file(placed.stat, seen) or not self._may_remove(dest, placed.stat):\n",
-        "            if False:\n",
+        "wbsync/tree/settle.py",
+        "        if not same_file(placed.stat, seen) or not _may_remove(dest, placed.stat, destinations):\n",
+        "        if False:\n",
         OWN + "test_a_forged_state_naming_a_project_file_does_not_delete_it",
         OWN + "test_a_copied_project_keeps_files_it_cannot_prove_it_placed"),
     one("legacy-state-removes-anywhere", "a state without devices proves ownership outside the locked folders too",
-        "wbsync/sync.py",
-        "        return len(recorded) >= 4 or any(dest.startswith(f\"{p}/\") for p in self.destinations)\n",
-        "        return True\n",
+        "wbsync/tree/settle.py",
+        "    return len(recorded) >= 4 or any(dest.startswith(f\"{p}/\") for p in destinations)\n",
+        "    return True\n",
         OWN + "test_a_copied_state_with_the_files_identity_still_needs_this_filesystem"),
     one("git-tracked-state-trusted", "a state file tracked by git is used as evidence",
         "wbsync/tree/ownership.py",
@@ -208,9 +208,9 @@ MUTANTS: tuple[Mutant, ...] = (
         "    if False:\n",
         OWN + "test_a_state_file_tracked_by_git_is_ignored_with_a_warning"),
     one("restore-others-edits", "a file at a locked path is restored whoever placed it (no identity check)",
-        "wbsync/sync.py",
-        "            elif known is not None and stat is not None and same_file(known.stat, stat):\n",
-        "            elif True:\n",
+        "wbsync/tree/settle.py",
+        "        elif known is not None and stat is not None and same_file(known.stat, stat):\n",
+        "        elif True:\n",
         OWN + "test_a_locked_file_replaced_by_another_file_is_a_conflict"),
     one("rename-deletes", "files of a renamed entry (same path) are removed as the old name's orphans",
         "wbsync/decide/plan.py",
@@ -234,8 +234,8 @@ MUTANTS: tuple[Mutant, ...] = (
         "    if False:\n",
         SWAP + "test_the_python_api_refuses_a_half_swapped_tree_and_names_the_fix"),
     one("swap-per-entry", "a failure in one entry still lets the others be placed (checks not run first)",
-        "wbsync/sync.py",
-        "            if refused:\n                raise conflict_error(refused, self.force)\n",
+        "wbsync/tree/settle.py",
+        "    if refused:\n        raise conflict_error(refused, force)\n",
         "",
         SWAP + "test_a_failure_in_one_entry_before_the_swap_leaves_both_entries_as_they_were",
         OWN + "test_a_folder_in_the_way_is_a_conflict_and_the_entry_stays_whole"),
@@ -387,8 +387,9 @@ MUTANTS: tuple[Mutant, ...] = (
     one("cold-sync-unexplained", "a cold sync that meets a deleted version does not say where the alias points now",
         "wbsync/sync.py",
         "            with _explaining_vanished(project, lock, source):\n"
-        "                actor.apply(plan, result, write_lock_now, prune_state=selected is None)\n",
-        "            actor.apply(plan, result, write_lock_now, prune_state=selected is None)\n",
+        "                state = apply(run, plan, result, before=evidence.state, moved=moved, confirm=confirm,\n",
+        "            if True:\n"
+        "                state = apply(run, plan, result, before=evidence.state, moved=moved, confirm=confirm,\n",
         VANISH + "test_a_cold_sync_meeting_a_deleted_version_says_where_the_alias_points_now"),
     one("listing-fetch-unexplained", "a large entry's deleted version surfaces as a bare not-found",
         "wbsync/sources/listings.py",
@@ -487,9 +488,9 @@ MUTANTS: tuple[Mutant, ...] = (
     # -- the rules that landed beside issue 15, each a mutant of its own --
     # Ownership (wbsync/tree/ownership.py, applied in wbsync/sync.py).
     one("adopt-other-bytes", "a file wbsync did not place is adopted although its bytes differ from the locked ones",
-        "wbsync/sync.py",
-        "            if same and stat is not None:\n",
-        "            if stat is not None:\n",
+        "wbsync/tree/settle.py",
+        "        if same and stat is not None:\n",
+        "        if stat is not None:\n",
         OWN + "test_a_file_in_the_folder_before_the_first_sync_is_a_conflict",
         OWN + "test_a_locked_file_replaced_by_another_file_is_a_conflict"),
     one("same-file-ignores-device", "a file counts as the one wbsync placed when its inode matches, on any device",
@@ -503,13 +504,13 @@ MUTANTS: tuple[Mutant, ...] = (
         "    reserved = None\n",
         OWN + "test_a_state_naming_a_file_in_git_is_ignored_with_a_warning"),
     one("force-ignored", "`sync --force` still refuses the files it should replace",
-        "wbsync/sync.py",
-        "            refused = [c for c in conflicts if not (self.force and c.forceable)]\n",
-        "            refused = list(conflicts)\n",
+        "wbsync/tree/settle.py",
+        "    refused = [c for c in conflicts if not (force and c.forceable)]\n",
+        "    refused = list(conflicts)\n",
         OWN + "test_force_replaces_conflicting_files_and_names_them"),
     one("restored-unnamed", "a placed file edited in place is restored without being named",
-        "wbsync/sync.py",
-        "                result.restored.append(action.dest)\n",
+        "wbsync/tree/settle.py",
+        "            settled.restored.append(action.dest)\n",
         "",
         OWN + "test_a_locked_file_edited_in_place_is_restored_and_named"),
     # Reserved names (wbsync/core/reserved.py), one rule at a time.

@@ -101,8 +101,8 @@ def run_network(bench: Bench, profiles: list[str], cases: list[str], lifetime_s:
 
 def _renewals(ops: list[str], nfiles: int) -> int:
     """wbsync's link renewal calls: listing calls (ArtifactMembershipFiles, 1,000 names each)
-    beyond those that asked for the first links, batch by batch (wbsync.sync.FETCH_BATCH)."""
-    from wbsync.sync import FETCH_BATCH
+    beyond those that asked for the first links, batch by batch (wbsync.net.batches.FETCH_BATCH)."""
+    from wbsync.net.batches import FETCH_BATCH
 
     first = sum(-(-min(FETCH_BATCH, nfiles - at) // 1000) for at in range(0, nfiles, FETCH_BATCH))
     return max(0, sum(1 for op in ops if op.endswith(" ArtifactMembershipFiles")) - first)

@@ -46,7 +46,7 @@ def blob_gets(srv: FakeWandb) -> list[str]:
 
 def test_a_cold_sync_asks_for_links_and_fetches_a_batch_at_a_time(
         fake_wandb: FakeWandb, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(importlib.import_module("wbsync.sync"), "FETCH_BATCH", 4)  # (wbsync.sync: the API's function)
+    monkeypatch.setattr(importlib.import_module("wbsync.net.batches"), "FETCH_BATCH", 4)
     files = dataset(10)
     publish(fake_wandb, files)
     write_manifest(project, DATA)

@@ -53,17 +53,18 @@ _CLI_BASE = {
     "wbsync.cli.commands.mirror", "wbsync.cli.commands.outdated", "wbsync.cli.commands.sync",
     "wbsync.cli.commands.verify", "wbsync.cli.options", "wbsync.core", "wbsync.core.errors",
 }
-# What a no-op sync and `wbsync.path()` share: reading the lock and the state, and planning
-# against the tree.
+# What a no-op sync and `wbsync.path()` share: reading the lock and the state, planning against
+# the tree, and wbsync.sync with its phases (settle, stage, the batched fetch, which loads the
+# fetcher and urllib3 only when something is missing).
 _READ_AND_PLAN = {
     "wbsync.core", "wbsync.core.atomic", "wbsync.core.digests", "wbsync.core.errors", "wbsync.core.filelock",
     "wbsync.core.models", "wbsync.core.paths", "wbsync.core.placed", "wbsync.core.references",
     "wbsync.core.reserved", "wbsync.core.schemas", "wbsync.decide", "wbsync.decide.agreement",
-    "wbsync.decide.plan", "wbsync.decide.resolve", "wbsync.repo", "wbsync.repo.lockfile", "wbsync.repo.manifest",
+    "wbsync.decide.plan", "wbsync.decide.resolve", "wbsync.net", "wbsync.net.batches", "wbsync.repo", "wbsync.repo.lockfile", "wbsync.repo.manifest",
     "wbsync.repo.project", "wbsync.sources", "wbsync.sources.listings", "wbsync.store", "wbsync.store.blobs",
     "wbsync.store.listing", "wbsync.store.rehash", "wbsync.sync", "wbsync.tree", "wbsync.tree.fingerprint",
-    "wbsync.tree.move", "wbsync.tree.ownership", "wbsync.tree.place", "wbsync.tree.state", "wbsync.tree.swap",
-    "wbsync.tree.verify",
+    "wbsync.tree.move", "wbsync.tree.ownership", "wbsync.tree.place", "wbsync.tree.settle", "wbsync.tree.stage",
+    "wbsync.tree.state", "wbsync.tree.swap", "wbsync.tree.verify",
 }
 RECORDED: dict[str, set[str]] = {
     "wbsync --help": _CLI_BASE,

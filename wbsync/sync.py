@@ -1,87 +1,57 @@
 """lock and sync: the flow manifest -> resolve -> lock -> plan -> fetch -> place.
 
 Deciding is pure (resolve.lock_manifest, plan.make_plan); this module observes the disk,
-carries a plan out and records what it placed.
+carries a plan out and records what it placed. Carrying it out (``apply``) is a few phases,
+each in the module of its layer: settle what is in doubt on disk (wbsync.tree.settle), confirm
+with the source (wbsync.decide.agreement), fetch (wbsync.net.batches), stage
+(wbsync.tree.stage), then journal and swap (wbsync.tree.swap), which records the state.
 """
 
 from __future__ import annotations
 
-import fcntl
 import gc
-import itertools
-import os
 import posixpath
-import threading
-from collections import deque
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Callable, Iterator
 
-from wbsync.core.digests import hash_file
-from wbsync.core.errors import (
-    CheckFailed,
-    NotFoundError,
-    UsageError,
-    VanishedError,
-    WbsyncError,
-    local_io_error,
-)
+from wbsync.core.errors import CheckFailed, VanishedError, WbsyncError
 from wbsync.core.models import Lock, LockedArtifact, Manifest
-from wbsync.core.placed import same_file, untouched
 from wbsync.decide.agreement import (
     check_frozen,
     confirm_with_source,
     describe,
     stale_report,
 )
-from wbsync.decide.plan import EntryPlan, FileAction, Plan, Stale, digest_key, make_plan
+from wbsync.decide.plan import EntryPlan, FileAction, Plan, make_plan
 from wbsync.decide.resolve import PinChange, lock_manifest
+from wbsync.net.batches import fetch_missing
 from wbsync.repo.lockfile import write_lock
 from wbsync.repo.project import Project, check_names, project_source
 from wbsync.sources import Source
 from wbsync.sources.listings import ensure_listings
 from wbsync.store.blobs import Store, default_store_dir
 from wbsync.tree import fingerprint, move, swap
-from wbsync.tree.ownership import (
-    Conflict,
-    Evidence,
-    conflict_error,
-    load_evidence,
-    state_tracked_by_git,
+from wbsync.tree.ownership import Evidence, load_evidence, state_tracked_by_git
+from wbsync.tree.place import LinkMode, is_temp_name
+from wbsync.tree.settle import decide_removals, settle
+from wbsync.tree.stage import (
+    StagedFile,
+    Stager,
+    clean_entry_temps,
+    clean_temps,
+    state_after,
 )
-from wbsync.tree.place import (
-    LinkMode,
-    Staged,
-    clean_temp_files,
-    is_temp_name,
-    safe_join,
-    stage,
-)
-from wbsync.tree.state import (
-    Delta,
-    EntryState,
-    Observed,
-    PlacedFile,
-    Stat,
-    State,
-    check_state_dir,
-    observe,
-    stat_of,
-)
+from wbsync.tree.state import Delta, Disk, Stat, State
+from wbsync.tree.swap import complete_pending_swap, project_lock
 from wbsync.tree.verify import unlocked_files
 
 if TYPE_CHECKING:
-    from wbsync.net.fetch import FetchJob
     from wbsync.repo.manifest_edit import NewEntry
 
-#: Files whose links are asked for, and then fetched, at once (see _Actor._fetch).
-FETCH_BATCH = 2000
-#: A staged file, as small as it can be: (its temp name, project-relative; whether it is the
-#: store's blob itself (a hardlink); its stat, which the rename keeps).
-StagedFile = tuple[str, bool, Stat | None]
-
+__all__ = ["AddResult", "LockResult", "SyncResult", "complete_pending_swap", "plan_tree", "project_lock",
+           "run_add", "run_lock", "run_sync"]
 
 @dataclass
 class LockResult:
@@ -242,21 +212,24 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
             for entry in plan.entries:
                 clean_entry_temps(root, entry)
         else:
-            actor = _Actor(root, Store(default_store_dir()), jobs, link_mode, progress, on_fetch_start, source,
-                           evidence.state, force, tuple(a.path for a in lock.artifacts.values()))
-            actor.on_entry, actor.on_placed = on_entry or _ignore, on_placed or _ignore
-            actor.move = moved
-            actor.confirm = lambda arts: confirm_with_source([a for a in arts if a.name not in fresh], source,
-                                                             manifest, str(project.lock_path))
+            run = _Run(root, Store(default_store_dir()), source, jobs, link_mode, force, progress, on_fetch_start,
+                       on_entry or _ignore, on_placed or _ignore)
+
+            def confirm(artifacts: list[LockedArtifact]) -> None:
+                confirm_with_source([a for a in artifacts if a.name not in fresh], source, manifest,
+                                    str(project.lock_path))
+
             with _explaining_vanished(project, lock, source):
-                actor.apply(plan, result, write_lock_now, prune_state=selected is None)
+                state = apply(run, plan, result, before=evidence.state, moved=moved, confirm=confirm,
+                              destinations=tuple(a.path for a in lock.artifacts.values()),
+                              before_changes=write_lock_now, prune_state=selected is None)
             if moved is not None:
                 if moved.complete:
                     fingerprint.record_stats(root, lock, moved.stats)
                 else:
                     fingerprint.forget(root)
-            elif selected is None and actor.state is not None:
-                fingerprint.record(root, lock, actor.state)
+            elif selected is None and state is not None:
+                fingerprint.record(root, lock, state)
     from wbsync.cache import (
         auto_prune,  # does nothing unless WBSYNC_CACHE_MAX_SIZE is exceeded
     )
@@ -296,445 +269,95 @@ def plan_tree(root: Path, lock: Lock, names: frozenset[str] | None, state: State
     """Observe the locked destinations on disk (lstat only) and plan against the recorded state."""
     if state is None:
         state = load_evidence(root).state
-    return make_plan(lock, state, _Disk(root), names)
-
-
-class _Disk(Mapping[str, Observed]):
-    """What stands at each project-relative destination, observed (one lstat) when the planner
-    asks for it: no dict of every locked path and its stat, whose size grows with the file count."""
-
-    def __init__(self, root: Path) -> None:
-        # Plain string concatenation: pathlib costs ~20 us per path, a third of a 10k-file no-op.
-        self.prefix = f"{root}{os.sep}"
-
-    def __getitem__(self, dest: str) -> Observed:
-        return observe(self.prefix + dest)
-
-    def __iter__(self) -> Iterator[str]:
-        raise TypeError("the tree is observed path by path, not listed")
-
-    def __len__(self) -> int:
-        raise TypeError("the tree is observed path by path, not counted")
-
-
-@contextmanager
-def project_lock(root: Path) -> Iterator[None]:
-    """One sync at a time per project: a second one waits here, then re-plans."""
-    folder = check_state_dir(root)
-    with open(folder / "sync.lock", "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    return make_plan(lock, state, Disk(root), names)
 
 
 def _ignore(*args: object) -> None:
     pass
 
 
-def complete_pending_swap(root: Path) -> bool:
-    """Finish a swap a killed sync left (``verify`` asks before it looks); False if there was none."""
-    if not swap.pending(root):
-        return False
-    with project_lock(root):
-        return swap.complete(root)
+@dataclass(frozen=True)
+class _Run:
+    """How a sync carries its plan out: where, from which store and source, how, and whom it tells."""
+
+    root: Path
+    store: Store
+    source: Source
+    jobs: int
+    link_mode: LinkMode
+    force: bool
+    progress: Callable[[int], None] | None  # bytes arrived
+    on_fetch_start: Callable[[int, int], None] | None  # files, bytes
+    on_entry: Callable[[str, EntryPlan], None]  # "start", "placing" or "done"
+    on_placed: Callable[[int], None]  # files staged
 
 
-class _Actor:
-    """Carries a plan out as one swap: re-hash doubtful files and refuse conflicts, fetch every
-    missing blob, stage every file of every entry, then rename them all under a journal."""
+def apply(run: _Run, plan: Plan, result: SyncResult, *, before: State, moved: move.Move | None,
+          destinations: tuple[str, ...], confirm: Callable[[list[LockedArtifact]], None],
+          before_changes: Callable[[], None], prune_state: bool) -> State | None:
+    """Carry a plan out as one swap: re-hash doubtful files and refuse conflicts, fetch every
+    missing blob, stage every file of every entry, then rename them all under a journal.
 
-    def __init__(self, root: Path, store: Store, jobs: int, link_mode: LinkMode,
-                 progress: Callable[[int], None] | None, on_fetch_start: Callable[[int, int], None] | None,
-                 source: Source, before: State, force: bool, destinations: tuple[str, ...]) -> None:
-        self.root, self.store, self.jobs, self.link_mode = root, store, jobs, link_mode
-        self.progress, self.on_fetch_start, self.source = progress, on_fetch_start, source
-        self.before = before  # what earlier syncs placed, as far as it is evidence
-        self.force = force
-        self.destinations = destinations  # the locked folders, project-relative
-        self.made: list[Path] = []  # folders this sync created for its files
-        self.made_dirs: set[Path] = set()
-        self.adopted: dict[str, PlacedFile] = {}  # dest -> new record, for files re-hashed and kept
-        self.state: State | None = None  # what the state records once the swap is done
-        self.move: move.Move | None = None  # a version move: the state gets a delta, not a rewrite
-        self.on_entry: Callable[[str, EntryPlan], None] = _ignore
-        self.on_placed: Callable[[int], None] = _ignore
-        # Asks the source whether the lock entries to place hold what the lock says (run_sync
-        # sets it: wbsync.decide.agreement.confirm_with_source).
-        self.confirm: Callable[[list[LockedArtifact]], None] = lambda artifacts: None
-
-    def apply(self, plan: Plan, result: SyncResult, before_changes: Callable[[], None], *,
-              prune_state: bool) -> None:
-        # A shared store lock: a prune (which takes it exclusively) cannot delete a blob
-        # between our has() and place().
-        with self.store.shared():
-            changing = [e for e in plan.entries if e.changes]
-            for entry in changing:
-                self.on_entry("start", entry)
-            conflicts: list[Conflict] = []
-            entries = [self._settle(e, result, conflicts) for e in plan.entries]
-            refused = [c for c in conflicts if not (self.force and c.forceable)]
-            if refused:
-                raise conflict_error(refused, self.force)
-            result.replaced = [c.dest for c in conflicts]
-            self.confirm([e.artifact for e in entries if e.place])  # before any byte is fetched or placed
-            before_changes()
-            failures = self._fetch(entries, result)
-            if failures:
-                raise next(iter(failures.values()))
-            self._clean_temps(entries)
-            removes = self._decide_removals([*(s for e in entries for s in e.remove), *plan.orphans], result)
-            for entry in entries:
-                if entry.place:
-                    self.on_entry("placing", entry)
-            placing = [a for e in entries for a in e.place]
-            staged = self._stage_all(placing)
-            renames = [(temp, a.dest, same_inode) for a, (temp, same_inode, _stat) in zip(placing, staged)]
-            state: State | Delta
-            if self.move is not None:
-                state = self.move.delta([stat for _temp, _same_inode, stat in staged])
-            else:
-                state = self.state = self._new_state(entries, placing, staged, prune_state)
-            try:
-                journal = swap.journal(self.root, renames, removes, state)
-            except BaseException:
-                self._unstage(staged)
-                raise
-            swap.carry_out(self.root, journal)
-            for entry in changing:
-                self.on_entry("done", entry)
-        result.placed = len(staged)
-        result.removed = len(removes)
-
-    def _clean_temps(self, entries: list[EntryPlan]) -> None:
-        """Remove the temp files killed runs left: in every planned entry's folder, or for a
-        version move only in the folders it stages into (a walk of a million files would cost
-        what the move saves; temp files elsewhere show as extra files, and the next sync,
-        which lists every folder anyway, removes them)."""
-        if self.move is None:
-            for entry in entries:
-                clean_entry_temps(self.root, entry)
-            return
-        folders = {posixpath.dirname(a.dest): a.entry for e in entries for a in e.place}
-        for rel, name in sorted(folders.items()):
-            folder = safe_join(self.root, rel, context=name)  # no symlink on the way leads out
-            if folder.is_dir():
-                clean_temp_files(folder, recursive=False)
-
-    # -- deciding -------------------------------------------------------------------------
-
-    def _settle(self, entry: EntryPlan, result: SyncResult, conflicts: list[Conflict]) -> EntryPlan:
-        """Files on disk that the state does not vouch for: re-hash. The locked bytes are kept
-        (and recorded, so the next sync trusts them); wbsync's own file with other bytes is
-        restored; anyone else's is a conflict. Whatever stands in the way is a conflict too."""
-        for action, kind in entry.blocked:
-            conflicts.append(self._blocker(action.dest) if kind == "blocked" else Conflict(action.dest, kind))
-        forced = [a for a, kind in entry.blocked if kind == "symlink"] if self.force else []
-        if not entry.check:
-            return replace(entry, place=entry.place + tuple(forced), blocked=())
-        with ThreadPoolExecutor(min(self.jobs, 8)) as pool:
-            seen = list(pool.map(self._hash_check, entry.check))
-        keep, place = list(entry.keep), list(entry.place) + forced
-        for action, (stat, same) in zip(entry.check, seen):
-            known = entry.recorded.get(action.record.path)
-            if same and stat is not None:
-                keep.append(action)
-                self.adopted[action.dest] = PlacedFile(stat, digest_key(action.record))
-            elif known is not None and stat is not None and same_file(known.stat, stat):
-                place.append(action)
-                result.restored.append(action.dest)
-            else:
-                conflicts.append(Conflict(action.dest, "file"))
-                place.append(action)
-        return replace(entry, keep=tuple(keep), check=(), place=tuple(place), blocked=())
-
-    def _hash_check(self, action: FileAction) -> tuple[Stat | None, bool]:
-        path = self.root / action.dest
-        stat = stat_of(path)
-        try:
-            return stat, hash_file(path, action.record.algorithm) == action.record.digest
-        except OSError:
-            return stat, False
-
-    def _blocker(self, dest: str) -> Conflict:
-        """The file standing where a folder of ``dest`` should be."""
-        parts = dest.split("/")
-        for i in range(1, len(parts)):
-            head = "/".join(parts[:i])
-            if os.path.lexists(self.root / head) and not (self.root / head).is_dir():
-                return Conflict(head, "blocked")
-        return Conflict(dest, "blocked")
-
-    def _decide_removals(self, stale: list[Stale], result: SyncResult) -> list[tuple[str, Stat]]:
-        """Files wbsync placed that are no longer locked: removed only while they are still the
-        file it placed (same identity) with the bytes it placed; otherwise kept and reported."""
-        removes: list[tuple[str, Stat]] = []
-        for dest, placed in stale:
-            path = self.root / dest
-            seen = stat_of(path)
-            if seen is None:
-                continue  # gone already (or something else stands there: not ours either way)
-            if not same_file(placed.stat, seen) or not self._may_remove(dest, placed.stat):
-                result.kept_not_placed.append(dest)
-            elif untouched(placed.stat, seen) or _holds(path, placed.digest):
-                removes.append((dest, seen))
-            else:
-                result.kept_modified.append(dest)
-        return removes
-
-    def _may_remove(self, dest: str, recorded: Stat) -> bool:
-        """A record without a device (a state written before devices were recorded, or by
-        hand) proves ownership only inside the folders the lock names now: an inode number
-        alone is too easy to match by chance (or on purpose) anywhere else."""
-        return len(recorded) >= 4 or any(dest.startswith(f"{p}/") for p in self.destinations)
-
-    # -- fetching ------------------------------------------------------------------------
-
-    def _fetch(self, entries: list[EntryPlan], result: SyncResult) -> dict[str, WbsyncError]:
-        """Fetch every blob the placed files need and the store lacks, each once, in batches of
-        ``FETCH_BATCH`` files: the links of one batch are asked for (the next batch's while this
-        one downloads) and fetched, so neither the links nor the jobs of a million files are
-        ever held at once, and no link waits long enough to expire."""
-        todo: list[tuple[EntryPlan, list[FileAction]]] = []
-        queued: dict[str, set[str]] = {}  # algorithm -> digests: the same bytes are fetched once
+    ``before``: what earlier syncs placed, as far as it is evidence; ``moved``: a version move
+    (the state gets a delta, not a rewrite); ``destinations``: the locked folders,
+    project-relative; ``confirm`` asks the source whether the lock entries to place hold what
+    the lock says (wbsync.decide.agreement.confirm_with_source). Returns the state recorded
+    (None for a move)."""
+    # A shared store lock: a prune (which takes it exclusively) cannot delete a blob
+    # between our has() and place().
+    with run.store.shared():
+        changing = [e for e in plan.entries if e.changes]
+        for entry in changing:
+            run.on_entry("start", entry)
+        # Settle: re-hash what the state does not vouch for; any conflict refuses the sync here.
+        settled = settle(run.root, plan.entries, jobs=run.jobs, force=run.force)
+        result.restored, result.replaced = settled.restored, settled.replaced
+        entries = settled.entries
+        # Confirm, then fetch:
+        confirm([e.artifact for e in entries if e.place])  # before any byte is fetched or placed
+        before_changes()
+        _fetch(run, entries, result)
+        # Stage, once what killed runs left is gone and the removals are decided:
+        clean_temps(run.root, entries, staged_folders_only=moved is not None)
+        removals = decide_removals(run.root, [*(s for e in entries for s in e.remove), *plan.orphans], destinations)
+        result.kept_modified, result.kept_not_placed = removals.kept_modified, removals.kept_not_placed
         for entry in entries:
-            actions = []
-            for a in entry.place:
-                seen = queued.setdefault(a.record.algorithm, set())
-                if a.record.digest not in seen and not self.store.has(a.record):
-                    seen.add(a.record.digest)  # the record's own string: the set holds no copies
-                    actions.append(a)
-            if actions:
-                todo.append((entry, actions))
-        del queued
-        if not todo:
-            return {}
-        from wbsync.net.fetch import (  # urllib3: a sync that fetches nothing never pays for it
-            Fetcher,
-        )
-
-        self.store.clean_tmp()  # leftovers of killed runs (only files no live process holds)
-        source = self.source
-        result.fetched_files = sum(len(actions) for _e, actions in todo)
-        result.fetched_bytes = sum(a.record.size for _e, actions in todo for a in actions)
-        if self.on_fetch_start:
-            self.on_fetch_start(result.fetched_files, result.fetched_bytes)
-        artifacts = {e.name: e.artifact for e, _ in todo}
-        fetcher = Fetcher(self.store, self.jobs, progress=self.progress, opener=source.open_file,
-                          renew=lambda name, paths: source.file_urls(artifacts[name], paths))
-        batches = [(e, actions[at:at + FETCH_BATCH]) for e, actions in todo
-                   for at in range(0, len(actions), FETCH_BATCH)]
-        failures: dict[str, WbsyncError] = {}
-        with _collector_skips_what_exists(), ThreadPoolExecutor(1, thread_name_prefix="wbsync-links") as links:
-            def ask(i: int) -> Future[dict[str, str]]:
-                entry, batch = batches[i]
-                return links.submit(source.file_urls, entry.artifact, [a.record.path for a in batch])
-
-            upcoming = ask(0)
-            for i, (entry, batch) in enumerate(batches):
-                current, upcoming = upcoming, (ask(i + 1) if i + 1 < len(batches) else None)
-                if entry.name in failures:
-                    continue  # that entry is lost already: spend nothing more on it
-                try:
-                    urls = current.result()
-                except WbsyncError as exc:
-                    failures[entry.name] = exc
-                    continue
-                jobs = [self._job(entry, a, urls.get(a.record.path, "")) for a in batch]
-                del urls
-                failures.update(fetcher.fetch_all(j for j in jobs if self._has_url(j, failures)))
-        return failures
-
-    @staticmethod
-    def _job(entry: EntryPlan, action: FileAction, url: str) -> FetchJob:
-        from wbsync.net.fetch import FetchJob
-
-        return FetchJob(entry.name, action.record, url)
-
-    def _has_url(self, job: FetchJob, failures: dict[str, WbsyncError]) -> bool:
-        if job.url:
-            return True
-        failures.setdefault(job.artifact, NotFoundError(
-            f"{job.artifact}: the source no longer lists {job.record.path!r} for this version. "
-            "Run `wbsync lock --upgrade` to re-resolve."))
-        return False
-
-    # -- staging -------------------------------------------------------------------------
-
-    def _stage_all(self, actions: list[FileAction]) -> list[StagedFile]:
-        """Stage every file of every entry, or none: on any failure the temp files and the
-        folders made for them are removed, and every entry is as it was. The answer is in the
-        order of ``actions``."""
-        # Every destination is checked (symlink escapes) before the first file is written.
-        folders: dict[Path, None] = {}
-        for a in actions:
-            folders[safe_join(self.root, a.dest, context=a.entry).parent] = None
-        made = self.made = []
-        staged: list[StagedFile] = []
-        try:
-            self._make_folders(folders, made)
-            threads = min(self.jobs, 8)
-            stop = threading.Event()
-            with ThreadPoolExecutor(threads, thread_name_prefix="wbsync-place") as pool:
-                # One task per folder: its files are staged one after another by one thread,
-                # folders in parallel. Creating a file holds its folder's lock, so threads
-                # creating in one folder only queue (and spin) behind each other: 2,000 files of
-                # 4 KiB in one folder took 0.9-2 s on 8 or 2 threads, 0.5 s on one (ext4).
-                # A bounded window of futures, not one per file: a million Futures alone are
-                # over a GB.
-                window: deque[Future[list[StagedFile]]] = deque()
-                try:
-                    for run in _by_folder(actions):
-                        if len(window) >= 4 * threads:
-                            staged.extend(window.popleft().result())
-                        window.append(pool.submit(self._stage_run, run, stop))
-                    while window:
-                        staged.extend(window.popleft().result())
-                    return staged
-                except BaseException:
-                    stop.set()
-                    for f in window:
-                        f.cancel()
-                    for f in window:
-                        if not f.cancelled() and f.exception() is None:
-                            staged.extend(f.result())
-                    self._unstage(staged)
-                    raise
-        except BaseException:
-            self._remove_made_folders()
-            raise
-
-    def _unstage(self, staged: list[StagedFile]) -> None:
-        for temp, _same_inode, _stat in staged:
-            discard_staged_name(self.root, temp)
-        self._remove_made_folders()
-
-    def _remove_made_folders(self) -> None:
-        for folder in reversed(self.made):  # the deepest were made last
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
-        self.made = []
-
-    def _make_folders(self, folders: Iterable[Path], made: list[Path]) -> None:
-        known: set[Path] = set()
-        for folder in folders:
-            parent = folder
-            if parent in known:
-                continue
-            missing = []
-            while not folder.is_dir():
-                missing.append(folder)
-                folder = folder.parent
-            for folder in reversed(missing):
-                try:
-                    folder.mkdir()
-                except FileExistsError:
-                    raise UsageError(f"cannot create folder {folder}: a file is in the way; move it aside") from None
-                except OSError as exc:
-                    raise local_io_error(exc, folder) from None
-                made.append(folder)
-            known.add(parent)
-        self.made_dirs = known
-
-    def _stage_run(self, actions: list[FileAction], stop: threading.Event) -> list[StagedFile]:
-        """Stage files of one folder in order; on failure (or once ``stop`` is set) remove what
-        this run staged and raise."""
-        done: list[StagedFile] = []
-        try:
-            for action in actions:
-                if stop.is_set():
-                    raise StagingStopped()
-                done.append(self._stage_one(action))
-        except BaseException:
-            for temp, _same_inode, _stat in done:
-                discard_staged_name(self.root, temp)
-            raise
-        return done
-
-    def _stage_one(self, action: FileAction) -> StagedFile:
-        """Stage one file; the answer is small (a sync holds one per placed file until the swap)."""
-        blob, dest = self.store.blob_path(action.record), Path(f"{self.root}{os.sep}{action.dest}")
-        try:
-            staged = stage(blob, dest, self.link_mode, made_dirs=self.made_dirs)
-        except OSError as exc:  # disk full, read-only, ...: stage() removed its temp file
-            raise local_io_error(exc, dest) from None
-        self.on_placed(1)
-        # A rename keeps the inode and mtime: this is what the state records once it is done.
-        return _rel_temp(action, staged), staged.mode == "hardlink", stat_of(staged.temp)
-
-    def _new_state(self, entries: list[EntryPlan], placing: list[FileAction], staged: list[StagedFile],
-                   prune_state: bool) -> State:
-        """What the state records once the swap is done: every locked file of every planned
-        entry; kept and removed files are no longer wbsync's. ``staged`` answers ``placing``,
-        the place actions of ``entries`` in order."""
-        answers = iter(zip(placing, staged))
-        state = State(dict(self.before.entries))
-        for entry in entries:
-            files: dict[str, PlacedFile] = {}
-            for action in entry.keep:
-                known = self.adopted.get(action.dest) or entry.recorded.get(action.record.path)
-                if known is not None:
-                    files[action.record.path] = known
-            for action, (_temp, _same_inode, stat) in itertools.islice(answers, len(entry.place)):
-                if stat is not None:
-                    files[action.record.path] = PlacedFile(stat, digest_key(action.record))
-            state.entries[entry.name] = EntryState(entry.artifact.path, files)
-        if prune_state:
-            locked = {e.name for e in entries}
-            state.entries = {n: e for n, e in state.entries.items() if n in locked}
-        return state
+            if entry.place:
+                run.on_entry("placing", entry)
+        placing = [a for e in entries for a in e.place]
+        stager = Stager(run.root, run.store, run.link_mode, run.jobs, run.on_placed)
+        staged = stager.stage_all(placing)
+        # Journal and swap, recording the state:
+        if moved is not None:  # a version move: the state gets a delta, not a rewrite
+            recorded: State | Delta = moved.delta([stat for _temp, _same_inode, stat in staged])
+        else:
+            recorded = state_after(before, entries, placing, staged, settled.adopted, prune_state)
+        _swap(run.root, stager, placing, staged, removals.removes, recorded)
+        for entry in changing:
+            run.on_entry("done", entry)
+    result.placed = len(staged)
+    result.removed = len(removals.removes)
+    return recorded if isinstance(recorded, State) else None
 
 
-def clean_entry_temps(root: Path, entry: EntryPlan) -> None:
-    """Remove the temp files killed runs left in an entry's folder."""
-    # The lock's path is checked like any destination before even the cleanup touches it.
-    folder = safe_join(root, entry.artifact.path, context=entry.name)
-    if folder.is_dir():
-        clean_temp_files(folder)
+def _fetch(run: _Run, entries: list[EntryPlan], result: SyncResult) -> None:
+    """Every blob the files to place need, in the store; the first entry that failed raises."""
+    fetched = fetch_missing(run.store, ((e.name, e.artifact, (a.record for a in e.place)) for e in entries),
+                            jobs=run.jobs, file_urls=run.source.file_urls, open_file=run.source.open_file,
+                            progress=run.progress, on_start=run.on_fetch_start)
+    result.fetched_files, result.fetched_bytes = fetched.files, fetched.size
+    if fetched.failures:
+        raise next(iter(fetched.failures.values()))
 
 
-def _rel_temp(action: FileAction, staged: Staged) -> str:
-    return posixpath.join(posixpath.dirname(action.dest), staged.temp.name)
-
-
-def discard_staged_name(root: Path, temp: str) -> None:
-    """Remove a staged file by its project-relative temp name."""
-    Path(f"{root}{os.sep}{temp}").unlink(missing_ok=True)
-
-
-def _holds(path: Path, key: str) -> bool:
-    """Whether the file at ``path`` has the content of ``key`` (``digest_key``: "md5:<base64>")."""
-    algorithm, _, digest = key.partition(":")
+def _swap(root: Path, stager: Stager, placing: list[FileAction], staged: list[StagedFile],
+          removes: list[tuple[str, Stat]], recorded: State | Delta) -> None:
+    """Journal every rename and removal with the state to record, then carry the journal out;
+    a sync stopped before the journal is written takes its staged files back."""
+    renames = [(temp, a.dest, same_inode) for a, (temp, same_inode, _stat) in zip(placing, staged)]
     try:
-        return hash_file(path, algorithm) == digest  # type: ignore[arg-type]
-    except (OSError, ValueError):
-        return False
-
-
-class StagingStopped(Exception):
-    """Another folder's staging failed (or Ctrl-C): this one stops at its next file."""
-
-
-def _by_folder(actions: list[FileAction]) -> Iterator[list[FileAction]]:
-    """The actions in runs of one destination folder each, in order. Paths sort a folder's
-    files together, except around its subfolders ("a/b", "a/c/d", "a/e"): such a folder is
-    two runs, which may meet in parallel; rare, and only slower."""
-    for _folder, run in itertools.groupby(actions, key=lambda a: a.dest.rpartition("/")[0]):
-        yield list(run)
-
-
-@contextmanager
-def _collector_skips_what_exists() -> Iterator[None]:
-    """Exempt every object alive now (the SDK's modules and classes, the plan) from the cyclic
-    garbage collector until the block ends. Downloads allocate fast, and each collection of the
-    oldest generation would walk those hundreds of thousands of objects again: with this, a cold
-    sync of 2,000 small files on ``cloud`` spent 0.4-0.5 s less CPU (of ~5). ``unfreeze`` hands
-    them back, so a program calling wbsync keeps its collections as they were."""
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
+        journal = swap.journal(root, renames, removes, recorded)
+    except BaseException:
+        stager.unstage(staged)
+        raise
+    swap.carry_out(root, journal)

@@ -24,10 +24,12 @@ kill itself (SIGKILL) right after the N-th rename of a swap.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,26 @@ def journal_path(root: Path) -> Path:
 def pending(root: Path) -> bool:
     """Whether a swap was started and not finished (one stat: the no-op path asks this)."""
     return os.path.lexists(journal_path(root))
+
+
+@contextmanager
+def project_lock(root: Path) -> Iterator[None]:
+    """One sync at a time per project: a second one waits here, then re-plans."""
+    folder = check_state_dir(root)
+    with open(folder / "sync.lock", "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def complete_pending_swap(root: Path) -> bool:
+    """Finish a swap a killed sync left (``verify`` asks before it looks); False if there was none."""
+    if not pending(root):
+        return False
+    with project_lock(root):
+        return complete(root)
 
 
 def journal(root: Path, renames: list[tuple[str, str, bool]], removes: list[tuple[str, tuple[int, ...]]],
