@@ -193,12 +193,12 @@ MUTANTS: tuple[Mutant, ...] = (
         OWN + "test_a_file_in_the_folder_before_the_first_sync_is_a_conflict"),
     one("remove-by-digest", "a file the state names is removed when its bytes match, whatever its identity",
         "wbsync/tree/settle.py",
-        "        if not same_file(placed.stat, seen) or not _may_remove(dest, placed.stat, destinations):\n",
+        "        if not same_file(placed.stat, seen) or not may_remove(dest, placed.stat, destinations):\n",
         "        if False:\n",
         OWN + "test_a_forged_state_naming_a_project_file_does_not_delete_it",
         OWN + "test_a_copied_project_keeps_files_it_cannot_prove_it_placed"),
     one("legacy-state-removes-anywhere", "a state without devices proves ownership outside the locked folders too",
-        "wbsync/tree/settle.py",
+        "wbsync/tree/ownership.py",
         "    return len(recorded) >= 4 or any(dest.startswith(f\"{p}/\") for p in destinations)\n",
         "    return True\n",
         OWN + "test_a_copied_state_with_the_files_identity_still_needs_this_filesystem"),
@@ -486,7 +486,7 @@ MUTANTS: tuple[Mutant, ...] = (
         LARGE + "test_a_state_delta_amends_only_the_state_file_it_was_written_for"),
 
     # -- the rules that landed beside issue 15, each a mutant of its own --
-    # Ownership (wbsync/tree/ownership.py, applied in wbsync/sync.py).
+    # Ownership (wbsync/tree/ownership.py and wbsync/core/placed.py, applied in wbsync/tree/settle.py).
     one("adopt-other-bytes", "a file wbsync did not place is adopted although its bytes differ from the locked ones",
         "wbsync/tree/settle.py",
         "        if same and stat is not None:\n",

@@ -29,8 +29,12 @@ DEMO = Path(__file__).resolve().parent.parent / "examples" / "demo"
 
 _REPORT = """
 import json, sys
+before = set(sys.modules)
 {body}
-json.dump(sorted(m for m in sys.modules if m == "wbsync" or m.startswith("wbsync.")), sys.stderr)
+others = {{m.split(".")[0] for m in set(sys.modules) - before}} - set(sys.stdlib_module_names)
+json.dump({{"wbsync": sorted(m for m in sys.modules if m == "wbsync" or m.startswith("wbsync.")),
+           "others": sorted(m for m in others if m != "wbsync" and not m.startswith("_") and m != "cython_runtime")}},
+          sys.stderr)
 """
 _CLI = """
 sys.argv = ["wbsync", *{args!r}]
@@ -77,15 +81,29 @@ RECORDED: dict[str, set[str]] = {
 }
 
 
-@cache
+# The packages from outside the standard library that each start imports (their top-level names;
+# a C extension's own runtime modules left out). wandb, urllib3 and jsonschema are in none.
+RECORDED_OTHERS: dict[str, set[str]] = {
+    "wbsync --help": {"click"},
+    "wbsync --version": {"click"},
+    "wbsync sync --frozen (no-op)": {"click", "xxhash", "yaml"},
+    "wbsync.path()": {"xxhash", "yaml"},
+}
+
+
 def loaded(start: str) -> frozenset[str]:
     """The wbsync modules a start imports, in a fresh interpreter in a synced copy of the demo."""
+    return frozenset(_report(start)["wbsync"])
+
+
+@cache
+def _report(start: str) -> dict[str, list[str]]:
     project = _synced_demo()
     proc = subprocess.run([sys.executable, "-c", _REPORT.format(body=STARTS[start])], cwd=project,
                           capture_output=True, text=True, timeout=120)
     *_, report = proc.stderr.strip().splitlines() or [""]
-    assert report.startswith("["), f"{start}: {proc.stdout}{proc.stderr}"
-    return frozenset(json.loads(report))
+    assert report.startswith("{"), f"{start}: {proc.stdout}{proc.stderr}"
+    return json.loads(report)
 
 
 @cache
@@ -107,9 +125,16 @@ def test_a_start_loads_no_module_beyond_its_record(start: str) -> None:
                         "if every user must pay for them"
 
 
+@pytest.mark.parametrize("start", list(STARTS))
+def test_a_start_loads_no_package_from_outside_beyond_its_record(start: str) -> None:
+    grown = sorted(set(_report(start)["others"]) - RECORDED_OTHERS[start])
+    assert grown == [], f"{start} now also imports {grown}"
+
+
 def test_no_start_loads_wandb_or_the_network_stack() -> None:
     for start in STARTS:
         assert not {"wbsync.sources.wandb_registry", "wbsync.net.fetch", "wbsync.net.transfer"} & loaded(start), start
+        assert not {"wandb", "urllib3", "jsonschema", "requests"} & set(_report(start)["others"]), start
 
 
 def test_every_layer_folder_s_init_imports_nothing() -> None:

@@ -16,8 +16,9 @@ from wbsync.core.errors import (
     UsageError,
     VanishedError,
     WbsyncError,
+    local_io_error,
 )
 
 __all__ = ["AuthError", "CheckFailed", "IntegrityError", "Interrupted", "LocalIOError", "LockfileError",
            "ManifestError", "NotFoundError", "NotSyncedError", "RemoteError", "UnsafePathError", "UsageError",
-           "VanishedError", "WbsyncError"]
+           "VanishedError", "WbsyncError", "local_io_error"]

@@ -31,7 +31,7 @@ from wbsync.decide.plan import digest_key
 from wbsync.net.fetch import Fetcher, FetchJob
 from wbsync.repo.locked import locked_entries
 from wbsync.repo.project import Project, project_source
-from wbsync.sources import Source
+from wbsync.sources import RESOLVE_JOBS, Source
 from wbsync.sources.listings import ensure_listings
 from wbsync.sources.mirror import (
     ALIASES,
@@ -52,8 +52,6 @@ from wbsync.sources.mirror import (
 )
 from wbsync.store.blobs import Store, default_store_dir
 from wbsync.store.listing import iter_files
-
-RESOLVE_JOBS = 8
 
 
 @dataclass

@@ -78,6 +78,7 @@ def main() -> None:
     cli(prog_name="wbsync")
 
 
-for command in (add.add, cache.cache, diff.diff, lineage.lineage, lock.lock, mirror.mirror, outdated.outdated,
-                sync.sync, verify.verify):
-    cli.add_command(command)
+# Every command, registered here and only here (each lives in wbsync/cli/commands/).
+for _command in (add.add, cache.cache, diff.diff, lineage.lineage, lock.lock, mirror.mirror, outdated.outdated,
+                 sync.sync, verify.verify):
+    cli.add_command(_command)

@@ -65,7 +65,7 @@ class VanishedError(NotFoundError):
     """A locked version is gone from the source (deleted, unlinked, or no longer committed).
 
     ``name`` is the lock entry; sync turns this into a message saying where the entry's alias
-    points now and which ``wbsync lock --upgrade NAME`` fixes it (wbsync.vanished)."""
+    points now and which ``wbsync lock --upgrade NAME`` fixes it (wbsync.decide.outdated.explain_vanished)."""
 
     def __init__(self, message: str, name: str, reason: str) -> None:
         super().__init__(message)

@@ -1,8 +1,9 @@
 """Pure planning: given the lock, the recorded state and what is on disk, decide per file.
 
 No I/O here: the caller observes the disk (``observe``) and hands the result in, so a plan can
-be printed (``--dry-run``) and tested without touching anything. Who owns a file is decided by
-``wbsync.tree.ownership``; this module only sorts files by what must happen to them.
+be printed (``--dry-run``) and tested without touching anything. Whether a file is unchanged since
+it was placed is ``wbsync.core.placed.untouched``; who owns a file it is not sure of is settled
+later, on disk (``wbsync.tree.settle``). This module only sorts files by what must happen to them.
 """
 
 from __future__ import annotations

@@ -16,7 +16,6 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-import time
 from pathlib import Path
 
 from wbsync.core.models import FileRecord

@@ -21,7 +21,7 @@ import os
 import time
 from pathlib import Path
 
-from wbsync.core.digests import Hasher, b64
+from wbsync.core.digests import Hasher
 from wbsync.core.errors import IntegrityError
 from wbsync.core.models import FileRecord
 from wbsync.store.blobs import BLOB_MODE, VERIFIED_MTIME_NS, Store, blob_hex

@@ -1,4 +1,6 @@
-"""Who owns a file at a destination: the one rule every command asks.
+"""Who owns a file at a destination: the one rule every command asks. Its comparisons of a
+file's identity (``same_file``, ``untouched``) live in ``wbsync.core.placed``, where the planner
+can use them too; a sync applies the rule in ``wbsync.tree.settle``.
 
 wbsync owns a file only while the file on disk *is* the file it placed there: the same inode
 on the same device as ``.wbsync/state.json`` records (states from before devices were recorded
@@ -27,10 +29,17 @@ from pathlib import Path
 
 from wbsync.core.errors import UsageError
 from wbsync.tree.place import _path_problem
-from wbsync.tree.state import STATE_DIR, EntryState, State, load_state, state_path
+from wbsync.tree.state import STATE_DIR, EntryState, Stat, State, load_state, state_path
 
 # How the warning about ignored state starts, so a user sees it is not an error.
 _IGNORED = "ignoring part of {state}: {why}. wbsync removes only files it can prove it placed."
+
+
+def may_remove(dest: str, recorded: Stat, destinations: tuple[str, ...]) -> bool:
+    """A record without a device (a state written before devices were recorded, or by
+    hand) proves ownership only inside the folders the lock names now: an inode number
+    alone is too easy to match by chance (or on purpose) anywhere else."""
+    return len(recorded) >= 4 or any(dest.startswith(f"{p}/") for p in destinations)
 
 
 @dataclass(frozen=True)

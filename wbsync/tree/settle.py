@@ -18,7 +18,7 @@ from typing import Iterable
 from wbsync.core.digests import hash_file
 from wbsync.core.placed import same_file, untouched
 from wbsync.decide.plan import EntryPlan, FileAction, Stale, digest_key
-from wbsync.tree.ownership import Conflict, conflict_error
+from wbsync.tree.ownership import Conflict, conflict_error, may_remove
 from wbsync.tree.state import PlacedFile, Stat, stat_of
 
 
@@ -106,20 +106,13 @@ def decide_removals(root: Path, stale: Iterable[Stale], destinations: tuple[str,
         seen = stat_of(path)
         if seen is None:
             continue  # gone already (or something else stands there: not ours either way)
-        if not same_file(placed.stat, seen) or not _may_remove(dest, placed.stat, destinations):
+        if not same_file(placed.stat, seen) or not may_remove(dest, placed.stat, destinations):
             removals.kept_not_placed.append(dest)
         elif untouched(placed.stat, seen) or _holds(path, placed.digest):
             removals.removes.append((dest, seen))
         else:
             removals.kept_modified.append(dest)
     return removals
-
-
-def _may_remove(dest: str, recorded: Stat, destinations: tuple[str, ...]) -> bool:
-    """A record without a device (a state written before devices were recorded, or by
-    hand) proves ownership only inside the folders the lock names now: an inode number
-    alone is too easy to match by chance (or on purpose) anywhere else."""
-    return len(recorded) >= 4 or any(dest.startswith(f"{p}/") for p in destinations)
 
 
 def _holds(path: Path, key: str) -> bool:

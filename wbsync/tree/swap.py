@@ -7,7 +7,7 @@ journal, ``.wbsync/swap.json`` (atomically, fsynced), and carries it out:
 
 1. rename each staged file onto its destination;
 2. remove each file it listed, if the file is still exactly the one recorded (same size,
-   mtime, inode and device: ``wbsync.tree.ownership.untouched``), and the folders that leaves empty;
+   mtime, inode and device: ``wbsync.core.placed.untouched``), and the folders that leaves empty;
 3. write the new state (or, for a sync that changed a few files of a large entry, the state's
    delta: ``wbsync.tree.state``), then delete the journal.
 

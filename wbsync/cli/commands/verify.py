@@ -24,11 +24,7 @@ def verify(ctx: Ctx, names: tuple[str, ...]) -> None:
     from wbsync.tree.verify import verify as run_verify
 
     if swap.pending(ctx.project.root):  # a sync killed mid-swap: finish it, then look
-        from wbsync.sync import (
-            complete_pending_swap,  # (the whole sync machinery: only then)
-        )
-
-        complete_pending_swap(ctx.project.root)
+        swap.complete_pending_swap(ctx.project.root)
 
     from wbsync.decide.agreement import stale_report
 
