@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from helpers import run, run_json, tree, write_manifest
 from test_lock_and_sync import MODEL, PHI3, publish
-
 from wbsync.core.errors import UsageError
 from wbsync.repo.manifest import parse_manifest
 from wbsync.repo.manifest_edit import add_entry, default_name, new_entry

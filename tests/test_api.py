@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import tree, write_manifest
-from test_lock_and_sync import MODEL, PHI3, publish
 
 import wbsync
+from helpers import tree, write_manifest
+from test_lock_and_sync import MODEL, PHI3, publish
 from wbsync.core.errors import CheckFailed, ManifestError, NotSyncedError, UsageError
 from wbsync.testing import FakeWandb
 

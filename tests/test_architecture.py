@@ -159,13 +159,12 @@ def test_no_module_imports_another_that_imports_it_back() -> None:
     grimp = pytest.importorskip("grimp", reason="grimp (import-linter's graph) needs Python 3.11 or later")
     graph = grimp.build_graph("wbsync", exclude_type_checking_imports=False)
     modules = sorted(graph.modules)
-    index = {m: i for i, m in enumerate(modules)}
     edges = {m: sorted(graph.find_modules_directly_imported_by(m) & graph.modules) for m in modules}
-    circles = [sorted(c) for c in _strongly_connected(modules, edges, index) if len(c) > 1]
+    circles = [sorted(c) for c in _strongly_connected(modules, edges) if len(c) > 1]
     assert circles == []
 
 
-def _strongly_connected(nodes: list[str], edges: dict[str, list[str]], index: dict[str, int]) -> list[list[str]]:
+def _strongly_connected(nodes: list[str], edges: dict[str, list[str]]) -> list[list[str]]:
     """Tarjan's algorithm, iterative (no recursion limit on a long chain)."""
     order: dict[str, int] = {}
     low: dict[str, int] = {}
@@ -209,7 +208,7 @@ def _strongly_connected(nodes: list[str], edges: dict[str, list[str]], index: di
 def test_the_circle_finder_finds_a_circle() -> None:
     edges = {"a": ["b"], "b": ["c"], "c": ["a"], "d": ["a"]}
     nodes = sorted(edges)
-    parts = _strongly_connected(nodes, edges, {n: i for i, n in enumerate(nodes)})
+    parts = _strongly_connected(nodes, edges)
     assert sorted(sorted(c) for c in parts if len(c) > 1) == [["a", "b", "c"]]
 
 

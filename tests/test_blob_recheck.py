@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
+
 from helpers import run, run_json, tree, write_manifest
 from test_lock_and_sync import MODEL, PHI3, publish
-
 from wbsync.core.models import FileRecord
 from wbsync.store.blobs import VERIFIED_MTIME_NS, Store, default_store_dir
 from wbsync.testing import FakeWandb

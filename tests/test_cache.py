@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+
 from helpers import run, run_json, tree, write_manifest
 from test_lock_and_sync import MODEL, PHI3, publish
-
 from wbsync.core.errors import UsageError
 from wbsync.core.text import parse_size
 from wbsync.repo.lockfile import read_lock

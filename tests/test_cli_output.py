@@ -9,9 +9,9 @@ from typing import Any
 import click
 import pytest
 from click.testing import CliRunner, Result
+
 from helpers import run, run_json, write_manifest
 from test_lock_and_sync import MODEL, PHI3, publish
-
 from wbsync.cli import cli, style
 from wbsync.testing import FakeWandb, Fault
 

@@ -12,9 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+
 from helpers import run, run_process, write_manifest
 from test_lock_and_sync import PHI3, publish
-
 from wbsync.testing import FakeWandb
 
 

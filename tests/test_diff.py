@@ -8,12 +8,12 @@ import re
 from pathlib import Path
 
 import pytest
-from helpers import run, run_json, write_manifest
 from hypothesis import example, given
 from hypothesis import strategies as st
+
+from helpers import run, run_json, write_manifest
 from test_lineage import git
 from test_lock_and_sync import MODEL, PHI3, publish
-
 from wbsync.cli.render_diff import md, plain
 from wbsync.core.models import FileRecord, Lock, LockedArtifact
 from wbsync.repo.lockfile import dumps, read_lock

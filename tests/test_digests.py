@@ -3,14 +3,7 @@ import hashlib
 
 import pytest
 
-from wbsync.core.digests import (
-    CHUNK_SIZE,
-    b64,
-    hash_bytes,
-    hash_file,
-    hex_of,
-    new_hasher,
-)
+from wbsync.core.digests import CHUNK_SIZE, b64, hash_bytes, hash_file, hex_of, new_hasher
 
 # md5 vectors: RFC 1321; xxh3-128 vectors: xxHash's reference implementation.
 MD5_HELLO = "XUFAKrxLKna5cZ2REBfFkg=="

@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from helpers import run, run_json, run_process, write_manifest
 from test_lock_and_sync import MODEL, PHI3, publish
-
 from wbsync.core.digests import hash_file
 from wbsync.testing import FakeWandb, Fault
 

@@ -23,16 +23,11 @@ from typing import Any, Callable, TypeVar
 
 import pytest
 import yaml
-from helpers import run, write_manifest
 from hypothesis import HealthCheck, assume, event, example, given, settings
 from hypothesis import strategies as st
 
-from wbsync.core.errors import (
-    LockfileError,
-    ManifestError,
-    UnsafePathError,
-    WbsyncError,
-)
+from helpers import run, write_manifest
+from wbsync.core.errors import LockfileError, ManifestError, UnsafePathError, WbsyncError
 from wbsync.core.models import FileRecord, Lock, LockedArtifact
 from wbsync.core.paths import check_paths
 from wbsync.repo.lockfile import dumps, loads

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from helpers import run, run_json, tree, write_manifest
 from test_lock_and_sync import MODEL, PHI3, publish
-
 from wbsync.testing import FakeWandb
 
 EVIL = {"config.json": b'{"layers": 32, "backdoor": true}\n', "weights/shard-0.bin": b"\xde\xad" * 3000,

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import run, run_json, tree, write_manifest
 
+from helpers import run, run_json, tree, write_manifest
 from wbsync.testing import FakeWandb
 from wbsync.tree.state import load_state
 

@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+
 from helpers import run, tree, write_manifest
 from test_disk_full import big_model, small_fs  # noqa: F401 (a fixture)
 from test_lock_and_sync import MODEL, PHI3, publish
-
 from wbsync.testing import FakeWandb, Fault
 
 TWO = PHI3 + """

@@ -5,13 +5,7 @@ from __future__ import annotations
 import pytest
 
 from wbsync.core.models import Reference
-from wbsync.core.references import (
-    check_alias,
-    check_registry,
-    check_version,
-    parse_reference,
-    reference_from_parts,
-)
+from wbsync.core.references import check_alias, check_registry, check_version, parse_reference, reference_from_parts
 
 FORMS = {
     "wandb-registry-model/phi3-finetuned:production": Reference("model", "phi3-finetuned", alias="production"),

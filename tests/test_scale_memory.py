@@ -12,8 +12,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers import run, run_json, tree, write_manifest
 
+from helpers import run, run_json, tree, write_manifest
 from wbsync.testing import FakeWandb
 
 DATA = """
@@ -137,13 +137,7 @@ def test_files_hashed_on_many_threads_at_once_each_get_their_own_digest(tmp_path
 def test_the_state_written_in_pieces_is_byte_for_byte_the_documents_compact_json() -> None:
     import json
 
-    from wbsync.tree.state import (
-        EntryState,
-        PlacedFile,
-        State,
-        state_pieces,
-        state_to_json,
-    )
+    from wbsync.tree.state import EntryState, PlacedFile, State, state_pieces, state_to_json
 
     files = {f"d/{i:04d}\u00e9\"\\.bin": PlacedFile((i, 10**18 + i, 7, 2049), "md5:abc==") for i in range(1203)}
     files["legacy"] = PlacedFile((1, 2, 3), "xxh128:q==")  # a record from before devices were recorded

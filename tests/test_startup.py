@@ -13,10 +13,12 @@ the top of the module.
 from __future__ import annotations
 
 import ast
+import atexit
 import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from functools import cache
 from pathlib import Path
 
@@ -108,9 +110,9 @@ def _report(start: str) -> dict[str, list[str]]:
 
 @cache
 def _synced_demo() -> Path:
-    import tempfile
-
-    project = Path(tempfile.mkdtemp(prefix="wbsync-startup-")) / "demo"
+    folder = tempfile.mkdtemp(prefix="wbsync-startup-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    project = Path(folder) / "demo"
     shutil.copytree(DEMO, project, ignore=shutil.ignore_patterns(".wbsync", "models", "data"))
     proc = subprocess.run([sys.executable, "-m", "wbsync", "sync", "-q"], cwd=project, capture_output=True,
                           text=True, timeout=120)
@@ -159,8 +161,8 @@ def test_every_layer_folder_s_init_imports_nothing() -> None:
 
 def function_level_imports() -> list[tuple[str, int, str, str]]:
     """``(importing module, line, imported wbsync module, its function)`` for every import of a
-    wbsync module inside a function of the package (``TYPE_CHECKING`` blocks excluded)."""
-    found = []
+    wbsync module inside a function of the package (the innermost function, where they nest)."""
+    found: dict[tuple[str, int, str], str] = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
         module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
@@ -170,8 +172,8 @@ def function_level_imports() -> list[tuple[str, int, str, str]]:
                 continue
             for node in ast.walk(fn):
                 for name in _wbsync_modules(node, module):
-                    found.append((module, node.lineno, name, fn.name))
-    return sorted(set(found))
+                    found[(module, node.lineno, name)] = fn.name  # ast.walk meets an inner function later
+    return sorted((module, line, name, fn) for (module, line, name), fn in found.items())
 
 
 def _wbsync_modules(node: ast.AST, importer: str) -> list[str]:

@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import run, run_json, tree, write_manifest
-from test_lock_and_sync import MODEL, PHI3, publish
 
 import wbsync
+from helpers import run, run_json, tree, write_manifest
+from test_lock_and_sync import MODEL, PHI3, publish
 from wbsync.core.errors import NotSyncedError
 from wbsync.testing import FakeWandb
 

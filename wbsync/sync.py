@@ -18,12 +18,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 
 from wbsync.core.errors import CheckFailed, VanishedError, WbsyncError
 from wbsync.core.models import Lock, LockedArtifact, Manifest
-from wbsync.decide.agreement import (
-    check_frozen,
-    confirm_with_source,
-    describe,
-    stale_report,
-)
+from wbsync.decide.agreement import check_frozen, confirm_with_source, describe, stale_report
 from wbsync.decide.plan import EntryPlan, FileAction, Plan, make_plan
 from wbsync.decide.resolve import PinChange, lock_manifest
 from wbsync.net.batches import fetch_missing
@@ -36,13 +31,7 @@ from wbsync.tree import fingerprint, move, swap
 from wbsync.tree.ownership import Evidence, load_evidence, state_tracked_by_git
 from wbsync.tree.place import LinkMode, is_temp_name
 from wbsync.tree.settle import decide_removals, settle
-from wbsync.tree.stage import (
-    StagedFile,
-    Stager,
-    clean_entry_temps,
-    clean_temps,
-    state_after,
-)
+from wbsync.tree.stage import StagedFile, Stager, clean_entry_temps, clean_temps, state_after
 from wbsync.tree.state import Delta, Disk, Stat, State
 from wbsync.tree.swap import complete_pending_swap, project_lock
 from wbsync.tree.verify import unlocked_files
@@ -52,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AddResult", "LockResult", "SyncResult", "complete_pending_swap", "plan_tree", "project_lock",
            "run_add", "run_lock", "run_sync"]
+
 
 @dataclass
 class LockResult:
@@ -108,10 +98,7 @@ class AddResult:
 def run_add(project: Project, entry: NewEntry) -> AddResult:
     """`wbsync add`: write the entry into the manifest, then lock it; if locking fails, put the
     manifest back."""
-    from wbsync.repo.manifest_edit import (  # only `add` edits the manifest: a no-op never loads it
-        undo,
-        write_entry,
-    )
+    from wbsync.repo.manifest_edit import undo, write_entry  # only `add` edits the manifest: a no-op never loads it
 
     written = write_entry(project, entry)
     try:
@@ -230,9 +217,7 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
                     fingerprint.forget(root)
             elif selected is None and state is not None:
                 fingerprint.record(root, lock, state)
-    from wbsync.cache import (
-        auto_prune,  # does nothing unless WBSYNC_CACHE_MAX_SIZE is exceeded
-    )
+    from wbsync.cache import auto_prune  # does nothing unless WBSYNC_CACHE_MAX_SIZE is exceeded
 
     auto_prune(Store(default_store_dir()))
     result.extra = unlocked_files(root, plan)

@@ -10,17 +10,7 @@ from typing import Any
 import click
 
 from wbsync import __version__
-from wbsync.cli.commands import (
-    add,
-    cache,
-    diff,
-    lineage,
-    lock,
-    mirror,
-    outdated,
-    sync,
-    verify,
-)
+from wbsync.cli.commands import add, cache, diff, lineage, lock, mirror, outdated, sync, verify
 from wbsync.core.errors import WbsyncError, local_io_error
 
 

@@ -14,9 +14,7 @@ class WbsyncError(Exception):
     exit_code: int = 1
 
     def __init__(self, message: str) -> None:
-        from wbsync.core.shown import (
-            redact,  # every message, wherever it ends up: no URL credentials
-        )
+        from wbsync.core.shown import redact  # every message, wherever it ends up: no URL credentials
 
         message = redact(message)
         super().__init__(message)

@@ -19,20 +19,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from wbsync.core.errors import (
-    IntegrityError,
-    LockfileError,
-    ManifestError,
-    NotFoundError,
-)
+from wbsync.core.errors import IntegrityError, LockfileError, ManifestError, NotFoundError
 from wbsync.core.models import Entry, Lock, LockedArtifact, Manifest, Resolved
-from wbsync.core.paths import (
-    MAX_DEPTH,
-    normalize_path,
-    selected,
-    too_long_with,
-    unsafe_reason,
-)
+from wbsync.core.paths import MAX_DEPTH, normalize_path, selected, too_long_with, unsafe_reason
 from wbsync.core.references import parse_reference
 from wbsync.core.reserved import reserved_segment
 from wbsync.sources import RESOLVE_JOBS, Source

@@ -10,13 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from wbsync.core.errors import NotFoundError, VanishedError, WbsyncError
-from wbsync.core.models import (
-    Entry,
-    LockedArtifact,
-    Manifest,
-    VersionStatus,
-    vanished_reason,
-)
+from wbsync.core.models import Entry, LockedArtifact, Manifest, VersionStatus, vanished_reason
 from wbsync.decide.resolve import PinChange, to_locked
 from wbsync.sources import Source
 

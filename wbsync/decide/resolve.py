@@ -6,18 +6,9 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from wbsync.core import paths
 from wbsync.core.errors import IntegrityError
-from wbsync.core.models import (
-    Entry,
-    FileRecord,
-    Lock,
-    LockedArtifact,
-    Manifest,
-    RemoteFile,
-    Resolved,
-)
-from wbsync.core.paths import PathCheck
+from wbsync.core.models import Entry, FileRecord, Lock, LockedArtifact, Manifest, RemoteFile, Resolved
+from wbsync.core.paths import PathCheck, selected
 from wbsync.decide.agreement import dropped_names, stale_entries
 from wbsync.sources import RESOLVE_JOBS, Source
 from wbsync.store import listing
@@ -130,7 +121,7 @@ def to_locked(entry: Entry, res: Resolved) -> LockedArtifact:
     paths = PathCheck(entry.name, entry.path)
     for f in res.files:
         path = f.record.path
-        if not selected(entry, path):
+        if not selected(entry.include, entry.exclude, path):
             continue
         if f.ref is not None:
             _refuse_reference(entry, res, f)
@@ -168,8 +159,3 @@ def _refuse_reference(entry: Entry, res: Resolved, f: RemoteFile) -> None:
         "stored outside W&B. wbsync only syncs files stored in W&B, whose bytes it can verify. "
         f"Leave it out with `exclude: [{f.record.path!r}]` in the entry, or log the file into the artifact."
     )
-
-
-def selected(entry: Entry, path: str) -> bool:
-    """include/exclude are fnmatch globs over the artifact path (``*`` also crosses ``/``)."""
-    return paths.selected(entry.include, entry.exclude, path)

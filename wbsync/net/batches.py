@@ -48,10 +48,7 @@ def fetch_missing(store: Store, wanted: Iterable[Wanted], *, jobs: int, file_url
     todo = _missing(store, wanted)
     if not todo:
         return Fetched()
-    from wbsync.net.fetch import (  # urllib3: a sync that fetches nothing never pays for it
-        Fetcher,
-        FetchJob,
-    )
+    from wbsync.net.fetch import Fetcher, FetchJob  # urllib3: a sync that fetches nothing never pays for it
 
     store.clean_tmp()  # leftovers of killed runs (only files no live process holds)
     fetched = Fetched(sum(len(records) for _n, _a, records in todo),

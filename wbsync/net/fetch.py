@@ -35,14 +35,7 @@ from typing import BinaryIO, Protocol
 import urllib3
 
 from wbsync.core.digests import b64, new_hasher
-from wbsync.core.errors import (
-    IntegrityError,
-    NotFoundError,
-    RemoteError,
-    UsageError,
-    WbsyncError,
-    local_io_error,
-)
+from wbsync.core.errors import IntegrityError, NotFoundError, RemoteError, UsageError, WbsyncError, local_io_error
 from wbsync.core.models import FileRecord
 from wbsync.core.text import parse_size
 from wbsync.core.workers import DaemonPool

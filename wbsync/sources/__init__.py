@@ -10,13 +10,7 @@ from collections.abc import Callable, Collection
 from contextlib import AbstractContextManager
 from typing import Any, BinaryIO, Protocol
 
-from wbsync.core.models import (
-    Entry,
-    LineagePlan,
-    LockedArtifact,
-    Resolved,
-    VersionStatus,
-)
+from wbsync.core.models import Entry, LineagePlan, LockedArtifact, Resolved, VersionStatus
 
 
 class Source(Protocol):

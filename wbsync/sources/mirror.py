@@ -24,13 +24,7 @@ from typing import Any, BinaryIO
 import xxhash
 
 from wbsync.core.atomic import write_atomic
-from wbsync.core.errors import (
-    IntegrityError,
-    NotFoundError,
-    RemoteError,
-    UsageError,
-    VanishedError,
-)
+from wbsync.core.errors import IntegrityError, NotFoundError, RemoteError, UsageError, VanishedError
 from wbsync.core.models import (
     REGISTRY_PREFIX,
     Algorithm,

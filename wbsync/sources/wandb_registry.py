@@ -367,9 +367,7 @@ def _file_urls(remote: Any, names: list[str] | None) -> dict[str, str]:
     2,000 small files over a 30 ms link that was a third of wbsync's time. Should a future SDK
     drop the private pieces used here, the public ``files()`` still works, only slower."""
     try:
-        from wandb.sdk.artifacts._generated import (
-            GET_ARTIFACT_MEMBERSHIP_FILE_URLS_GQL as every_file,
-        )
+        from wandb.sdk.artifacts._generated import GET_ARTIFACT_MEMBERSHIP_FILE_URLS_GQL as every_file
     except ImportError:
         every_file = None
     service = getattr(remote, "_service_api", None)

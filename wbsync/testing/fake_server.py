@@ -21,13 +21,7 @@ from wbsync.testing.graphql import blob_url
 from wbsync.testing.loopback import LoopbackServer
 from wbsync.testing.network import LinkPolicy, NetworkProfile, Shaper, profile_named
 from wbsync.testing.routes import RecordedRequest, ServerState
-from wbsync.testing.world import (
-    ArtifactState,
-    DigestAlgorithm,
-    LoggedVersion,
-    api_key_for,
-    default_world,
-)
+from wbsync.testing.world import ArtifactState, DigestAlgorithm, LoggedVersion, api_key_for, default_world
 
 if TYPE_CHECKING:
     from typing_extensions import Self

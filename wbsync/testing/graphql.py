@@ -20,15 +20,7 @@ from urllib.parse import quote
 from weakref import WeakKeyDictionary
 
 from wbsync.testing.network import LinkPolicy
-from wbsync.testing.world import (
-    Artifact,
-    Collection,
-    Membership,
-    Project,
-    User,
-    World,
-    gql_id,
-)
+from wbsync.testing.world import Artifact, Collection, Membership, Project, User, World, gql_id
 
 JSON = dict[str, Any]
 _OPERATION = re.compile(r"\b(?:query|mutation)\s+(\w+)")

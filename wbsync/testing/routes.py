@@ -19,20 +19,8 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from wbsync.testing.faults import Fault, FaultBook, FaultTarget
-from wbsync.testing.graphql import (
-    OPERATIONS,
-    Context,
-    GraphQLError,
-    execute,
-    operation_name,
-)
-from wbsync.testing.network import (
-    PROFILES,
-    LinkPolicy,
-    Shaper,
-    expired_answer,
-    link_problem,
-)
+from wbsync.testing.graphql import OPERATIONS, Context, GraphQLError, execute, operation_name
+from wbsync.testing.network import PROFILES, LinkPolicy, Shaper, expired_answer, link_problem
 from wbsync.testing.transport import Response, error_response, json_response
 from wbsync.testing.world import User, World
 
