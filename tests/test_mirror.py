@@ -221,7 +221,7 @@ def test_a_url_without_fsspec_asks_for_the_extra(project: Path, monkeypatch) -> 
     monkeypatch.setitem(sys.modules, "fsspec", None)  # as if fsspec were not installed
     write_manifest(project, PHI3)
     result = run("lock", "--source", "s3://bucket/mirror", check=2)
-    assert "pip install 'wbsync[s3]'" in result.stderr
+    assert "pip install 'wbsync-lock[s3]'" in result.stderr
 
 
 # -- untrusted mirror content ---------------------------------------------------------------------

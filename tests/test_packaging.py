@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 # The top of the sdist: the package, its schemas, the tests and what they read, and the docs.
 EXPECTED_TOP = {"wbsync", "schema", "tests", "docs", "bench", "examples", "README.md", "LICENSE",
                 "artifacts.yaml.example", "constraints.txt", ".pre-commit-hooks.yaml", "pyproject.toml",
-                "PKG-INFO", ".gitignore"}
+                "PKG-INFO", ".gitignore", "CHANGELOG.md", ".git_archival.txt", ".gitattributes"}
 
 
 def _build_sdist(source: Path, out: Path) -> Path:

@@ -8,14 +8,32 @@ from __future__ import annotations
 
 import sys
 import types
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from wbsync.core import DISTRIBUTION
 from wbsync.core.errors import NotSyncedError, WbsyncError
+
+
+def _version() -> str:
+    """The installed version: the build writes it next to this file (from the git tag); a source
+    tree on sys.path without a build asks the installed metadata, else says it does not know."""
+    try:
+        return (Path(__file__).parent / "_version.txt").read_text(encoding="utf-8").strip()
+    except OSError:
+        pass
+    from importlib import metadata  # lazy: only a tree that was never built pays for it
+
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
 
 if TYPE_CHECKING:
     from wbsync.api import lock, locked, path, paths, sync, use_artifacts  # noqa: TC004 - for type checkers
 
-__version__ = "0.1.0"
+__version__ = _version()
 __all__ = ["NotSyncedError", "WbsyncError", "__version__", "lock", "locked", "path", "paths", "sync",
            "use_artifacts"]
 

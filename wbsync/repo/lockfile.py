@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from wbsync.core import pip_install
 from wbsync.core.atomic import write_atomic
 from wbsync.core.errors import LockfileError, local_io_error
 from wbsync.core.models import Algorithm, FileRecord, Lock, LockedArtifact
@@ -254,7 +255,7 @@ def _validate(data: Any, file: str) -> None:
     if isinstance(version, int) and not isinstance(version, bool) and version > LOCK_VERSION:
         raise LockfileError(
             f"{file}: lock_version {version} was written by a newer wbsync (this one reads versions "
-            f"{', '.join(map(str, _READABLE))}). Upgrade wbsync: `pip install -U wbsync`.")
+            f"{', '.join(map(str, _READABLE))}). Upgrade wbsync: `{pip_install(upgrade=True)}`.")
     error = jsonschema.exceptions.best_match(validator("lock").iter_errors(data))
     if error is None:
         return

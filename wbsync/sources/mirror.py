@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 
 import xxhash
 
+from wbsync.core import pip_install
 from wbsync.core.atomic import write_atomic
 from wbsync.core.errors import IntegrityError, NotFoundError, RemoteError, UsageError, VanishedError
 from wbsync.core.models import (
@@ -257,13 +258,13 @@ def _filesystem(url: str) -> tuple[Any, str]:
     except ImportError:
         extra = _EXTRAS.get(scheme, "s3")
         raise UsageError(f"mirror {url}: URLs need fsspec and its back end for {scheme}://. "
-                         f"Install them with: pip install 'wbsync[{extra}]'.") from None
+                         f"Install them with: {pip_install(extra)}.") from None
     try:
         fs, path = fsspec.core.url_to_fs(url)
     except ImportError as exc:
         extra = _EXTRAS.get(scheme, "s3")
         raise UsageError(f"mirror {url}: fsspec has no back end for {scheme}:// here ({exc}). "
-                         f"Install it with: pip install 'wbsync[{extra}]'.") from None
+                         f"Install it with: {pip_install(extra)}.") from None
     except ValueError as exc:
         raise UsageError(f"mirror {url}: {exc}.") from None
     return fs, str(path).rstrip("/")

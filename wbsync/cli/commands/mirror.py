@@ -8,16 +8,17 @@ from typing import Any
 import click
 
 from wbsync.cli.options import Ctx, common
+from wbsync.core import pip_install
 
 EPILOG = """\b
 Examples:
   wbsync mirror /srv/wbsync-mirror              # a folder (no extra dependencies)
-  wbsync mirror s3://bucket/wbsync-mirror       # pip install 'wbsync[s3]'
-  wbsync mirror gs://bucket/wbsync-mirror phi3  # pip install 'wbsync[gcs]'; one entry
+  wbsync mirror s3://bucket/wbsync-mirror       # {s3}
+  wbsync mirror gs://bucket/wbsync-mirror phi3  # {gcs}; one entry
 Then, where W&B is out of reach: `source: /srv/wbsync-mirror` in artifacts.yaml (or
 --source / WBSYNC_SOURCE) and `wbsync sync`. A mirror describes itself (JSON
 files next to the blobs), so any machine that can read it can sync from it.
-"""
+""".format(s3=pip_install("s3"), gcs=pip_install("gcs"))
 
 
 @click.command(epilog=EPILOG)
