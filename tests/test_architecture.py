@@ -122,7 +122,7 @@ def lint_imports(root: Path) -> subprocess.CompletedProcess[str]:
     """`lint-imports` on the package and contracts under ``root``, as CI runs it."""
     exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent)) or shutil.which("lint-imports")
     if exe is None:
-        pytest.skip("import-linter is not installed (the test extra brings it on Python 3.11 or later)")
+        pytest.skip("import-linter is not installed (the dev extra brings it, on Python 3.11 or later)")
     return subprocess.run([exe, "--no-cache", "--no-logo"], cwd=root, capture_output=True, text=True,
                           env={"PYTHONPATH": str(root), "PATH": str(Path(sys.executable).parent)}, timeout=300)
 
@@ -156,7 +156,7 @@ def test_a_planted_upward_import_breaks_its_contract(tmp_path: Path, module: str
 def test_no_module_imports_another_that_imports_it_back() -> None:
     """No circle of any length between modules, packages' ``__init__`` modules included (the
     contracts compare folders; this compares modules), function-level imports included."""
-    grimp = pytest.importorskip("grimp", reason="grimp (import-linter's graph) needs Python 3.11 or later")
+    grimp = pytest.importorskip("grimp", reason="grimp (import-linter's graph) is not installed: dev extra, 3.11+")
     graph = grimp.build_graph("wbsync", exclude_type_checking_imports=False)
     modules = sorted(graph.modules)
     edges = {m: sorted(graph.find_modules_directly_imported_by(m) & graph.modules) for m in modules}

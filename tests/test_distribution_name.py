@@ -145,7 +145,8 @@ def test_the_scan_sees_the_install_lines_it_checks() -> None:
 
 
 @pytest.mark.parametrize(("line", "bad"), [
-    ("pip install wbsync", True), ("pip install 'wbsync[s3]'", True), ("run: python -m pip install wbsync==0.1.0", True),
+    ("pip install wbsync", True), ("pip install 'wbsync[s3]'", True),
+    ("run: python -m pip install wbsync==0.1.0", True),
     ("`pip install -U WBSync` to upgrade", True), ("or 'wbsync[gcs]' for buckets", True),
     ("pip install wbsync-lock[nope]", True), ("pip install requests", True),
     ("pip install wbsync-lock==0.2.0", False), ("Install them with: pip install 'wbsync-lock[s3]'.", False),

