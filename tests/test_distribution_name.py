@@ -28,8 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 EXTRAS = set(PYPROJECT["project"]["optional-dependencies"])
 REPOSITORY = PYPROJECT["project"]["urls"]["Repository"]
-# Other packages the docs may tell someone to install (a profiler, the hook runner).
-OTHERS = {"py-spy", "pre-commit", "pip"}
+# Other packages the docs and scripts may install (a profiler, the hook runner, release tools).
+OTHERS = {"py-spy", "pre-commit", "pip", "build", "twine"}
 # Options of `pip install` that take a value (the value is not a package).
 VALUED = {"-c", "--constraint", "-r", "--requirement", "-t", "--target", "-i", "--index-url", "--extra-index-url",
           "-f", "--find-links"}
@@ -63,8 +63,8 @@ def installed(args: str) -> list[str]:
 
 def problem(requirement: str) -> str | None:
     """Why a requirement is not something this project means to install, or None."""
-    if requirement.startswith((".", "/")):
-        return None  # a checkout: `.`, `'.[test]'`, `./path`
+    if requirement.startswith((".", "/", "$")):
+        return None  # a checkout (`.`, `'.[test]'`, `./path`) or a built file a script names (`"$wheel"`)
     match = re.match(r"([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[([^\]]*)\])?(.*)$", requirement)
     if match is None:
         return f"{requirement!r} is not a requirement"
