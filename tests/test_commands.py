@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from helpers import run, run_json, write_manifest
 from test_lock_and_sync import PHI3, publish
 from wbsync.testing import FakeWandb
+
+# The core: what CI runs on every supported Python (pytest -m core).
+pytestmark = pytest.mark.core
 
 
 def test_lock_check_exits_1_without_a_lock_and_0_when_fresh_without_any_request(fake_wandb: FakeWandb, project: Path) -> None:

@@ -70,6 +70,7 @@ def two_versions(fake_wandb: FakeWandb) -> tuple[LoggedVersion, LoggedVersion]:
 # -- resolving --------------------------------------------------------------------------
 
 
+@pytest.mark.core
 def test_an_alias_resolves_to_the_registry_version_it_points_at(two_versions, fake_wandb):
     v0, _ = two_versions
     artifact = make_api().artifact(REF)
@@ -151,6 +152,7 @@ def test_another_user_with_their_own_key_is_recognized(fake_wandb, two_versions)
 # -- manifests, files, downloads --------------------------------------------------------
 
 
+@pytest.mark.core
 def test_the_manifest_lists_paths_sizes_and_base64_md5_digests(two_versions):
     v0, _ = two_versions
     artifact = make_api().artifact(REF)
@@ -170,6 +172,7 @@ def test_files_are_listed_page_by_page_with_direct_urls(two_versions, fake_wandb
     assert raw_request(fake_wandb, "GET", file.direct_url)[2] == FILES["README.md"]
 
 
+@pytest.mark.core
 def test_download_writes_every_md5_file_byte_for_byte(two_versions, fake_wandb, tmp_path):
     root = make_api().artifact(REF).download(tmp_path / "out")
     assert read_tree(root) == FILES
@@ -295,6 +298,7 @@ def test_a_file_body_cut_short_fails_the_download(two_versions, fake_wandb, tmp_
     assert next((r.status, r.fault) for r in fake_wandb.requests if "model.txt" in r.path) == (200, kind)
 
 
+@pytest.mark.core
 def test_wrong_bytes_are_downloaded_silently_and_caught_by_verify(two_versions, fake_wandb, tmp_path):
     artifact = make_api().artifact(REF)
     fake_wandb.inject(Fault("file", "wrong_bytes", match="model.txt"))
@@ -387,6 +391,7 @@ def test_a_run_is_found_by_id_once_it_exists_and_init_with_that_id_resumes_it(fa
 # -- the canary -------------------------------------------------------------------------
 
 
+@pytest.mark.core
 def test_the_installed_wandb_is_the_release_this_fake_server_speaks(fake_wandb, tmp_path):
     assert wandb.__version__ == "0.31.0", (
         f"wandb {wandb.__version__} is installed; the fake server was written against 0.31.0. "

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from helpers import run, run_json, tree, write_manifest
 from wbsync.testing import FakeWandb
+
+# The core: what CI runs on every supported Python (pytest -m core).
+pytestmark = pytest.mark.core
 
 MODEL = {"config.json": b'{"layers": 32}\n', "weights/shard-0.bin": b"\x00\x01" * 3000, "README.md": b"# phi3\n"}
 

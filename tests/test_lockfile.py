@@ -11,6 +11,9 @@ from wbsync.core.errors import LockfileError
 from wbsync.core.models import FileRecord, Lock, LockedArtifact
 from wbsync.repo.lockfile import default_lock_path, dumps, loads, read_lock, write_lock
 
+# The core: what CI runs on every supported Python (pytest -m core).
+pytestmark = pytest.mark.core
+
 
 def sample_lock() -> Lock:
     files = (

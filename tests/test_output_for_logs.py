@@ -56,6 +56,7 @@ def test_a_quick_sync_logs_no_progress_line(two_entries: Path, monkeypatch: pyte
     assert "started" in err and "done" in err and "wbsync: fetched " not in err
 
 
+@pytest.mark.core
 def test_a_no_op_sync_logs_nothing(two_entries: Path) -> None:
     run("sync")
     assert run("sync").stderr == ""

@@ -326,6 +326,7 @@ def test_a_placed_file_no_longer_locked_and_edited_is_kept_and_named_on_every_sy
     assert (project / DEST / "README.md").read_text() == "my notes"
 
 
+@pytest.mark.core
 def test_a_clean_noop_sync_prints_nothing_when_piped(fake_wandb: FakeWandb, project: Path) -> None:
     publish(fake_wandb)
     write_manifest(project, PHI3)
@@ -334,6 +335,7 @@ def test_a_clean_noop_sync_prints_nothing_when_piped(fake_wandb: FakeWandb, proj
     assert result.stdout == "" and result.stderr == ""
 
 
+@pytest.mark.core
 def test_sync_then_verify_passes_after_a_restore(fake_wandb: FakeWandb, project: Path) -> None:
     publish(fake_wandb)
     write_manifest(project, PHI3)

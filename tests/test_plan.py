@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 from wbsync.core.models import FileRecord, Lock, LockedArtifact
 from wbsync.decide.plan import digest_key, make_plan
 from wbsync.tree.state import EntryState, PlacedFile, State
+
+# The core: what CI runs on every supported Python (pytest -m core).
+pytestmark = pytest.mark.core
 
 A = FileRecord("a.txt", 3, "XUFAKrxLKna5cZ2REBfFkg==")
 B = FileRecord("sub/b.txt", 5, "Clls3/ckw82dP8Kl9MPf6g==")

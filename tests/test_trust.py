@@ -40,6 +40,7 @@ print("NO-WANDB")
 """
 
 
+@pytest.mark.core
 def test_a_noop_sync_makes_no_request_and_does_not_import_wandb(fake_wandb: FakeWandb, project: Path) -> None:
     publish(fake_wandb)
     write_manifest(project, PHI3)
@@ -51,6 +52,7 @@ def test_a_noop_sync_makes_no_request_and_does_not_import_wandb(fake_wandb: Fake
     assert fake_wandb.requests == []
 
 
+@pytest.mark.core
 def test_a_frozen_sync_of_an_intact_tree_needs_no_manifest_and_no_network(fake_wandb: FakeWandb, project: Path) -> None:
     publish(fake_wandb)
     write_manifest(project, PHI3)
