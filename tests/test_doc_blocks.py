@@ -187,3 +187,13 @@ def test_the_readme_offline_quick_start_syncs_and_verifies_a_copy_of_the_demo(
     ci = REPO / ".ci" / "run"
     if ci.is_file():
         assert f"(cd examples/demo && {in_demo})" in ci.read_text(), ".ci/run no longer runs the README's quick start"
+
+
+def test_the_readme_is_a_newcomer_page_under_250_lines_whose_links_lead_somewhere() -> None:
+    """The reference lives on the docs site; the README (which the site does not build) links into it."""
+    text = (REPO / "README.md").read_text()
+    assert len(text.splitlines()) < 250
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text)
+    local = [t for t in targets if "://" not in t]
+    assert "docs/index.md" in local and "docs/configuration.md" in local
+    assert [t for t in local if not (REPO / t).exists()] == []
