@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 
+from test_lock_and_sync import MODEL, publish
 from wbsync.testing import FakeWandb
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,11 +39,19 @@ TRY_IT = ("python -m venv .venv && . .venv/bin/activate && pip install -c constr
           " && wbsync sync && wbsync verify")
 TEST_COMMAND = "pip install -c constraints.txt '.[test]' && pytest -q"
 DEMO = "python -m wbsync.testing.demo"
+QUICK_START = """\
+wandb login                  # or WANDB_API_KEY=...; WANDB_BASE_URL for dedicated/self-hosted servers
+wbsync lock                  # writes artifacts.lock: production -> v3, every file's size and md5
+git add artifacts.yaml artifacts.lock
+wbsync sync                  # models/phi3/ now holds exactly v3's bytes"""
+ADD = "wbsync add wandb-registry-model/phi3-finetuned:production --path models/phi3 --name phi3"
 SITE = "pip install -c constraints.txt '.[dev]' && sphinx-build -W --keep-going -q -c . docs _site"
 # A block's exact text (without its fences) -> the test here that runs it.
 RUN = {
     TRY_IT: "test_the_readme_offline_quick_start_syncs_and_verifies_a_copy_of_the_demo",
     TEST_COMMAND: "test_the_blocks_ci_runs_are_command_for_command_lines_of_ci_run",
+    QUICK_START: "test_the_readme_quick_start_locks_and_syncs_against_the_fake_server_and_git_ignores_the_files",
+    ADD: "test_the_readme_add_line_writes_the_manifest_and_locks_it_against_the_fake_server",
     DEMO: "test_the_blocks_ci_runs_are_command_for_command_lines_of_ci_run",
     SITE: "test_the_blocks_ci_runs_are_command_for_command_lines_of_ci_run",
 }
@@ -178,10 +187,7 @@ def test_the_readme_offline_quick_start_syncs_and_verifies_a_copy_of_the_demo(
     for name in ("artifacts.yaml", "artifacts.lock"):
         shutil.copy2(REPO / "examples/demo" / name, demo / name)
     shutil.copytree(REPO / "examples/demo/mirror", demo / "mirror")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run(["bash", "-c", f"set -e; {in_demo}"], cwd=demo, env=env, capture_output=True, text=True,
-                          timeout=120)
-    assert proc.returncode == 0, proc.stderr
+    _bash(in_demo, demo)
     assert (demo / "models/phi3/config.json").is_file() and (demo / "data/eval").is_dir()
     assert fake_wandb.requests == []
     ci = REPO / ".ci" / "run"
@@ -197,3 +203,49 @@ def test_the_readme_is_a_newcomer_page_under_250_lines_whose_links_lead_somewher
     local = [t for t in targets if "://" not in t]
     assert "docs/index.md" in local and "docs/configuration.md" in local
     assert [t for t in local if not (REPO / t).exists()] == []
+
+
+def _bash(script: str, cwd: Path) -> str:
+    """Run documented commands in bash, stopping at the first failure, with this environment's `wbsync`."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run(["bash", "-c", f"set -e\n{script}"], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def _readme_block(label: str, needle: str) -> str:
+    found = [b.text for b in blocks_of((REPO / "README.md").read_text(), "README.md") if b.label == label
+             and needle in b.text]
+    assert len(found) == 1, f"the README has no single {label} block with {needle!r}"
+    return found[0] + "\n"
+
+
+def test_the_readme_quick_start_locks_and_syncs_against_the_fake_server_and_git_ignores_the_files(
+        tmp_path: Path, fake_wandb: FakeWandb) -> None:
+    """The quick start as written, in a git repository, with the README's manifest and .gitignore; the
+    fixture's WANDB_API_KEY stands for `wandb login` (the line's own comment offers it)."""
+    login, *commands = _readme_block("bash", "wbsync lock ").splitlines()
+    assert login.startswith("wandb login") and "\n".join([login, *commands]) == QUICK_START
+    publish(fake_wandb)
+    project = tmp_path / "project"
+    project.mkdir()
+    _bash("git init -q", project)
+    (project / "artifacts.yaml").write_text(_readme_block("yaml", "phi3-finetuned:production"))
+    (project / ".gitignore").write_text(_readme_block("text", "models/"))
+    _bash("\n".join(commands), project)
+    placed = project / "models/phi3"
+    assert {str(p.relative_to(placed)): p.read_bytes() for p in placed.rglob("*") if p.is_file()} == MODEL
+    status = _bash("git status --porcelain --untracked-files=all", project).splitlines()
+    assert sorted(status) == ["?? .gitignore", "A  artifacts.lock", "A  artifacts.yaml"]
+
+
+def test_the_readme_add_line_writes_the_manifest_and_locks_it_against_the_fake_server(
+        tmp_path: Path, fake_wandb: FakeWandb) -> None:
+    publish(fake_wandb)
+    assert _readme_block("bash", "wbsync add ").strip() == ADD
+    project = tmp_path / "project"
+    project.mkdir()
+    _bash(ADD, project)
+    assert "phi3-finetuned:production" in (project / "artifacts.yaml").read_text()
+    assert "phi3-finetuned:v0" in (project / "artifacts.lock").read_text()
