@@ -170,6 +170,7 @@ def _normal(command: str) -> tuple[str, ...]:
 
 def test_the_blocks_ci_runs_are_command_for_command_lines_of_ci_run() -> None:
     ci = _ci_commands()
+    assert "-W" in _normal(SITE), "the site is built strictly: a warning is an error"
     for block in RUN_BY_CI:
         for command in block.split(" && "):
             assert _normal(command) in ci, f"{command!r} (a documented block) is not a line of .ci/run"
