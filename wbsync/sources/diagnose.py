@@ -15,6 +15,7 @@ This module does not import wandb; the W&B source calls it.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import socket
@@ -167,6 +168,25 @@ def _is_graphql_answer(body: bytes) -> bool:
     except ValueError:
         return False
     return isinstance(doc, dict) and ("data" in doc or "errors" in doc)
+
+
+def unknown_name_message(entry: str, reference: str, kind: str, names: list[str]) -> str:
+    """W&B has no registry or collection of that name: say which, in the reference's words, and
+    list the names it has, closest to the typed one first, so the fix is a copy away."""
+    ref = reference.rsplit("/", 2)
+    typed = (ref[-1].split(":")[0] if kind == "collection" else ref[-2].removeprefix("wandb-registry-"))
+    where = f" in the registry {ref[-2].removeprefix('wandb-registry-')!r}" if kind == "collection" else ""
+    listed = ", ".join(closest_first(typed, names)) or "none that your account can see"
+    plural = "collections" if kind == "collection" else "registries"
+    return (f"{entry!r} ({reference}): there is no {kind} {typed!r}{where}. The {plural} that exist: {listed}. "
+            f"Fix the {kind} name in the reference (artifacts.yaml), then run again.")
+
+
+def closest_first(typed: str, names: list[str], shown: int = 20) -> list[str]:
+    """``names``, the ones most like ``typed`` first (then alphabetical), at most ``shown`` of them."""
+    close = difflib.get_close_matches(typed, names, n=len(names), cutoff=0.5)
+    ordered = close + sorted(n for n in set(names) if n not in close)
+    return ordered[:shown] + ([f"... ({len(ordered) - shown} more)"] if len(ordered) > shown else [])
 
 
 def _reason(exc: BaseException) -> str:

@@ -46,7 +46,7 @@ from wbsync.core.models import (
     VersionStatus,
 )
 from wbsync.core.shown import split_credentials
-from wbsync.sources.diagnose import check_reachable, diagnose_server, public_url
+from wbsync.sources.diagnose import check_reachable, diagnose_server, public_url, unknown_name_message
 
 _FILES_PAGE = 1000
 T = TypeVar("T")
@@ -146,12 +146,18 @@ class WandbSource:
         lookup, through its ``latest``), so the fix is a copy away. If the collection itself
         cannot be found, the original message stands."""
         ref = entry.reference
-        if "membership" not in error.message or ref.selector == "latest":
+        if "not found under entity" in error.message:  # W&B's words for a registry it does not have
+            return self._unknown_name(entry, error, "registry", lambda api: [r.name for r in api.registries(
+                organization=ref.org)])
+        if "membership" not in error.message:
             return error
         at_latest = dataclasses.replace(ref, alias="latest", version=None).full_name()
         try:
             names = _call(lambda: list(self._api(entry.entity).artifact(at_latest).collection.aliases), at_latest)
-        except WbsyncError:
+        except WbsyncError:  # no `latest` either: is it the collection that does not exist?
+            return self._unknown_name(entry, error, "collection", lambda api: [c.name for c in api.registries(
+                organization=ref.org, filter={"name": ref.registry}).collections()])
+        if ref.selector == "latest":
             return error
         versions = sorted((a for a in names if _VERSION_ALIAS.fullmatch(a)), key=lambda a: int(a[1:]))
         aliases = sorted(a for a in names if not _VERSION_ALIAS.fullmatch(a))
@@ -160,6 +166,20 @@ class WandbSource:
             f"{entry.name!r} ({ref}): the collection {ref.collection} has no {what}. Its aliases: "
             f"{', '.join(aliases) or 'none'}; its versions: {_span(versions)}. Use one of them in the "
             "reference, then run again.")
+
+    def _unknown_name(self, entry: Entry, error: NotFoundError, kind: str,
+                      listing: Callable[[Any], list[str]]) -> NotFoundError:
+        """A registry or collection W&B does not have: name it and list those that exist (one more
+        lookup; if that fails too, the original message stands)."""
+        where = f"registry {entry.reference.registry}" if kind == "collection" else "organization"
+        try:
+            names = _call(lambda: listing(self._api(entry.entity)), where)
+        except WbsyncError:
+            return error
+        ref = entry.reference
+        if (ref.collection if kind == "collection" else ref.registry) in names:
+            return error  # it exists after all: the alias or the access is what failed
+        return NotFoundError(unknown_name_message(entry.name, str(entry.reference), kind, names))
 
     def _artifact(self, name: str, entity: str | None, entry: Entry | None) -> Any:
         api = self._api(entity)
