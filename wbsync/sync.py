@@ -10,13 +10,14 @@ with the source (wbsync.decide.agreement), fetch (wbsync.net.batches), stage
 from __future__ import annotations
 
 import gc
+import os
 import posixpath
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from wbsync.core.errors import CheckFailed, VanishedError, WbsyncError
+from wbsync.core.errors import CheckFailed, LocalIOError, VanishedError, WbsyncError
 from wbsync.core.models import Lock, LockedArtifact, Manifest
 from wbsync.decide.agreement import check_frozen, confirm_with_source, describe, stale_report
 from wbsync.decide.plan import EntryPlan, FileAction, Plan, make_plan
@@ -199,7 +200,10 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
             for entry in plan.entries:
                 clean_entry_temps(root, entry)
         else:
-            run = _Run(root, Store(default_store_dir()), source, jobs, link_mode, force, progress, on_fetch_start,
+            from wbsync.store.home import writable_store  # lazy: a no-op sync never opens the store
+
+            check_writable(root, plan)  # before the first download, not after the last one
+            run = _Run(root, writable_store(), source, jobs, link_mode, force, progress, on_fetch_start,
                        on_entry or _ignore, on_placed or _ignore)
 
             def confirm(artifacts: list[LockedArtifact]) -> None:
@@ -248,6 +252,40 @@ def _register(project: Project, lock: Lock, used: bool, placed: move.Move | None
 
     keys = None if placed is None else placed.blob_keys()
     register_lock(Store(default_store_dir()), project.lock_path, lock, used=used, placed=keys)
+
+
+def check_writable(root: Path, plan: Plan) -> None:
+    """LocalIOError (exit 2) naming the folder when a file the plan places would land in a folder
+    that cannot be written: found before anything is downloaded. Each folder is looked at once,
+    through its nearest existing ancestor (a folder wbsync would create is as writable as that)."""
+    looked: set[Path] = set()
+    for entry in plan.entries:
+        folders = {posixpath.dirname(posixpath.join(a.base, a.record.path)) for a in entry.place}
+        for folder in sorted(folders):
+            existing = _nearest_existing(root, root / folder)
+            if existing in looked:
+                continue
+            looked.add(existing)
+            if not os.access(existing, os.W_OK):
+                raise LocalIOError(_unwritable_message(root, entry, existing))
+
+
+def _nearest_existing(root: Path, path: Path) -> Path:
+    while path != root and not path.exists():
+        path = path.parent
+    return path
+
+
+def _unwritable_message(root: Path, entry: EntryPlan, folder: Path) -> str:
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    why = "is on a read-only filesystem" if read_only else "is not writable (permission denied)"
+    shown = folder.relative_to(root).as_posix() if folder != root else "."
+    return (f"{entry.name}: cannot place files under {entry.artifact.path}/: the folder {shown} ({folder}) {why}. "
+            "Nothing was downloaded. Make the folder writable, or change the entry's `path` in artifacts.yaml "
+            "(then `wbsync lock`); then run again.")
 
 
 def plan_tree(root: Path, lock: Lock, names: frozenset[str] | None, state: State | None = None) -> Plan:

@@ -184,7 +184,7 @@ def unknown_name_message(entry: str, reference: str, kind: str, names: list[str]
 
 def closest_first(typed: str, names: list[str], shown: int = 20) -> list[str]:
     """``names``, the ones most like ``typed`` first (then alphabetical), at most ``shown`` of them."""
-    close = difflib.get_close_matches(typed, names, n=len(names), cutoff=0.5)
+    close = difflib.get_close_matches(typed, names, n=max(1, len(names)), cutoff=0.5)
     ordered = close + sorted(n for n in set(names) if n not in close)
     return ordered[:shown] + ([f"... ({len(ordered) - shown} more)"] if len(ordered) > shown else [])
 

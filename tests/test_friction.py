@@ -1,0 +1,81 @@
+"""Problems on this machine are found before any download and named in the user's words: the
+folder or setting to fix, never a temp file deep inside. Read-only folders are read-only tmpfs
+mounts (the tests run as root in CI, and root ignores a folder's mode)."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers import run, write_manifest
+from test_lock_and_sync import PHI3, publish
+from wbsync.testing import FakeWandb
+
+
+def mount_read_only(folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip("needs permission to mount a read-only tmpfs (root or CAP_SYS_ADMIN; CI runs as root): "
+                    f"mount said {proc.stderr.strip() or proc.returncode}")
+
+
+@pytest.fixture
+def read_only(tmp_path: Path) -> Iterator[Path]:
+    """An empty folder nobody can write, root included."""
+    folder = tmp_path / f"ro-{uuid.uuid4().hex[:6]}"
+    mount_read_only(folder)
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.fixture
+def locked(fake_wandb: FakeWandb, project: Path) -> Path:
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    run("lock")
+    fake_wandb.clear_requests()
+    return project
+
+
+def test_an_unwritable_home_names_wbsync_cache_dir(locked: Path, read_only: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(read_only))
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.delenv("WBSYNC_CACHE_DIR")
+    err = run("sync", check=2).stderr
+    assert f"content store at {read_only}/.cache/wbsync" in err and "Read-only file system" in err
+    assert "Set WBSYNC_CACHE_DIR to a folder you can write" in err and "Traceback" not in err
+
+
+def test_an_unwritable_wbsync_cache_dir_is_named_as_the_setting_to_change(locked: Path, read_only: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WBSYNC_CACHE_DIR", str(read_only / "store"))
+    err = run("sync", check=2).stderr
+    assert f"content store at {read_only}/store" in err and "Point WBSYNC_CACHE_DIR at a folder" in err
+
+
+def test_add_in_an_unwritable_folder_names_the_manifest_not_a_temp_file(read_only: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(read_only)
+    err = run("add", "wandb-registry-model/phi3-finetuned:production", "--path", "m", check=2).stderr
+    assert f"cannot create artifacts.yaml in {read_only}: Read-only file system" in err
+    assert ".tmp" not in err and "wbsync-" not in err
+
+
+def test_an_unwritable_destination_is_found_before_any_download(fake_wandb: FakeWandb, locked: Path) -> None:
+    mount_read_only(locked / "models")
+    try:
+        err = run("sync", check=2).stderr
+    finally:
+        subprocess.run(["umount", "-l", str(locked / "models")], check=False)
+    assert f"the folder models ({locked}/models) is on a read-only filesystem" in err
+    assert "Nothing was downloaded" in err and "`path`" in err
+    assert fake_wandb.requests == []  # not a blob, not even a question to W&B
