@@ -4,7 +4,11 @@ mounts (the tests run as root in CI, and root ignores a folder's mode)."""
 
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -79,3 +83,26 @@ def test_an_unwritable_destination_is_found_before_any_download(fake_wandb: Fake
     assert f"the folder models ({locked}/models) is on a read-only filesystem" in err
     assert "Nothing was downloaded" in err and "`path`" in err
     assert fake_wandb.requests == []  # not a blob, not even a question to W&B
+
+
+def test_a_host_that_accepts_and_never_answers_gets_a_waiting_line_within_seconds(project: Path) -> None:
+    """The listener accepts (the kernel completes the handshake) and never reads or answers: the
+    SDK waits ~30 s. The user hears what wbsync waits for long before that."""
+    write_manifest(project, PHI3)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        env = {**os.environ, "WANDB_BASE_URL": f"http://127.0.0.1:{silent.getsockname()[1]}",
+               "WBSYNC_WAIT_NOTICE": "0.5"}
+        start = time.monotonic()
+        proc = subprocess.Popen([sys.executable, "-m", "wbsync", "lock"], cwd=project, env=env,
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            line = proc.stderr.readline() if proc.stderr else ""
+            waited = time.monotonic() - start
+        finally:
+            proc.kill()
+            proc.wait()
+    assert "still waiting after 0.5 s" in line and "accepted the connection" in line
+    assert "credentials check" in line and "WANDB_HTTP_TIMEOUT" in line
+    assert waited < 8, f"the first line came after {waited:.1f} s"  # the interpreter and wandb's import, then 0.5 s

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from wbsync.core.errors import CheckFailed, LocalIOError, VanishedError, WbsyncError
-from wbsync.core.models import Lock, LockedArtifact, Manifest
+from wbsync.core.models import Entry, Lock, LockedArtifact, Manifest
 from wbsync.decide.agreement import check_frozen, confirm_with_source, describe, stale_report
 from wbsync.decide.plan import EntryPlan, FileAction, Plan, make_plan
 from wbsync.decide.resolve import PinChange, lock_manifest
@@ -207,8 +207,7 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
                        on_entry or _ignore, on_placed or _ignore)
 
             def confirm(artifacts: list[LockedArtifact]) -> None:
-                confirm_with_source([a for a in artifacts if a.name not in fresh], source, manifest,
-                                    str(project.lock_path))
+                confirm_unless_confirmed(artifacts, fresh, source, manifest, str(project.lock_path))
 
             with _explaining_vanished(project, lock, source):
                 state = apply(run, plan, result, before=evidence.state, moved=moved, confirm=confirm,
@@ -252,6 +251,31 @@ def _register(project: Project, lock: Lock, used: bool, placed: move.Move | None
 
     keys = None if placed is None else placed.blob_keys()
     register_lock(Store(default_store_dir()), project.lock_path, lock, used=used, placed=keys)
+
+
+def confirm_unless_confirmed(artifacts: list[LockedArtifact], fresh: set[str], source: Source,
+                             manifest: Manifest | None, lock_file: str) -> None:
+    """Ask the source about the entries to place that this user has not confirmed against this
+    very source before (wbsync.decide.confirmed); remember every entry it vouched for, and those
+    this run resolved itself. A source without an identity is always asked."""
+    if not artifacts:
+        return
+    from wbsync.decide.confirmed import Confirmations, fingerprint
+
+    identity = getattr(source, "identity", None)
+    where = identity() if identity is not None else None
+    if where is None:
+        confirm_with_source([a for a in artifacts if a.name not in fresh], source, manifest, lock_file)
+        return
+    known = Confirmations()
+
+    def entry(art: LockedArtifact) -> Entry | None:
+        return manifest.entries.get(art.name) if manifest else None
+
+    asked = [a for a in artifacts if a.name not in fresh and not known.confirmed(fingerprint(where, a, entry(a)))]
+    confirm_with_source(asked, source, manifest, lock_file)
+    # A confirmation with the manifest's filters also covers `sync --frozen`, which trusts the lock's.
+    known.remember(f for a in artifacts for f in {fingerprint(where, a, entry(a)), fingerprint(where, a, None)})
 
 
 def check_writable(root: Path, plan: Plan) -> None:

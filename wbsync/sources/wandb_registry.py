@@ -46,6 +46,7 @@ from wbsync.core.models import (
     VersionStatus,
 )
 from wbsync.core.shown import split_credentials
+from wbsync.core.notices import waiting
 from wbsync.sources.diagnose import check_reachable, diagnose_server, public_url, unknown_name_message
 
 _FILES_PAGE = 1000
@@ -59,6 +60,10 @@ class WandbSource:
         self._lock = threading.Lock()
         base = os.environ.get("WANDB_BASE_URL")
         self.description = f"W&B at {public_url(base)}" if base else "W&B"
+
+    def identity(self) -> str:
+        """The server's URL (no user, password or query): what remembered confirmations are keyed by."""
+        return f"W&B {public_url(base_url())}"
 
     def resolve(self, entry: Entry) -> Resolved:
         try:
@@ -423,7 +428,8 @@ def _call(fn: Any, name: str | None, entry: Entry | None = None) -> Any:
     import wandb.errors
 
     try:
-        return fn()
+        with waiting(_wait_text(name)):
+            return fn()
     except wandb.errors.AuthenticationError as exc:
         # The SDK raises this for any failed Viewer check (500s, resets, its timeout, a server
         # that is not W&B); only a 401/403 from the server is a refused key.
@@ -447,6 +453,13 @@ def _call(fn: Any, name: str | None, entry: Entry | None = None) -> Any:
         if type(exc).__name__ != "WandbApiFailedError":
             raise
         raise _comm_error(str(exc), name, entry) from None
+
+
+def _wait_text(name: str | None) -> str:
+    what = f"its answer about {name}" if name else "its answer to the credentials check"
+    return (f"W&B at {_shown_url()} accepted the connection, wbsync waits for {what}. The W&B SDK gives up after "
+            "its own time-out and retries (WANDB_HTTP_TIMEOUT sets the time-out of each attempt); then wbsync "
+            "says why.")
 
 
 def _shown_url() -> str:
