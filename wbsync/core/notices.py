@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -21,12 +22,18 @@ def notice_after() -> float:
         return _DEFAULT_AFTER
 
 
+_QUIET_FOR = 60.0  # seconds: one notice per server and minute, not one per waiting thread
+_said: dict[str, float] = {}
+_said_lock = threading.Lock()
+
+
 @contextmanager
-def waiting(what: str) -> Iterator[None]:
+def waiting(what: str, key: str = "") -> Iterator[None]:
     """Run the block; if it takes longer than ``notice_after()`` seconds, print ``what`` once
-    (a sentence saying what is awaited and what ends the wait) while it still runs."""
+    (a sentence saying what is awaited and what ends the wait) while it still runs. Waits with
+    the same ``key`` (e.g. the server) that overlap say it once."""
     seconds = notice_after()
-    timer = threading.Timer(seconds, _say, (f"still waiting after {seconds:g} s: {what}",))
+    timer = threading.Timer(seconds, _say, (f"still waiting after {seconds:g} s: {what}", key))
     timer.daemon = True  # never keeps a finished command alive
     timer.start()
     try:
@@ -35,7 +42,12 @@ def waiting(what: str) -> Iterator[None]:
         timer.cancel()
 
 
-def _say(text: str) -> None:
+def _say(text: str, key: str) -> None:
+    now = time.monotonic()
+    with _said_lock:
+        if key and now - _said.get(key, -_QUIET_FOR) < _QUIET_FOR:
+            return
+        _said[key] = now
     try:
         print(f"wbsync: {text}", file=sys.stderr, flush=True)
     except (OSError, ValueError):  # stderr closed (a pipe gone): the notice is a courtesy

@@ -428,7 +428,7 @@ def _call(fn: Any, name: str | None, entry: Entry | None = None) -> Any:
     import wandb.errors
 
     try:
-        with waiting(_wait_text(name)):
+        with waiting(_wait_text(name), key=_shown_url()):
             return fn()
     except wandb.errors.AuthenticationError as exc:
         # The SDK raises this for any failed Viewer check (500s, resets, its timeout, a server
