@@ -170,12 +170,12 @@ def _is_graphql_answer(body: bytes) -> bool:
     return isinstance(doc, dict) and ("data" in doc or "errors" in doc)
 
 
-def unknown_name_message(entry: str, reference: str, kind: str, names: list[str]) -> str:
-    """W&B has no registry or collection of that name: say which, in the reference's words, and
-    list the names it has, closest to the typed one first, so the fix is a copy away."""
-    ref = reference.rsplit("/", 2)
-    typed = (ref[-1].split(":")[0] if kind == "collection" else ref[-2].removeprefix("wandb-registry-"))
-    where = f" in the registry {ref[-2].removeprefix('wandb-registry-')!r}" if kind == "collection" else ""
+def unknown_name_message(entry: str, reference: str, kind: str, typed: str, registry: str,
+                         names: list[str]) -> str:
+    """W&B has no registry (``kind`` "registry") or collection of that name: say which, in the
+    reference's words, and list the names it has, closest to the typed one first, so the fix is a
+    copy away."""
+    where = f" in the registry {registry!r}" if kind == "collection" else ""
     listed = ", ".join(closest_first(typed, names)) or "none that your account can see"
     plural = "collections" if kind == "collection" else "registries"
     return (f"{entry!r} ({reference}): there is no {kind} {typed!r}{where}. The {plural} that exist: {listed}. "

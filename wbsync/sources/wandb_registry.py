@@ -147,9 +147,11 @@ class WandbSource:
         return self._apis[entity]
 
     def _explain_missing(self, entry: Entry, error: NotFoundError) -> NotFoundError:
-        """An alias or version W&B does not know: list the ones the collection has (one more
-        lookup, through its ``latest``), so the fix is a copy away. If the collection itself
-        cannot be found, the original message stands."""
+        """A name W&B does not know, explained in the reference's words with the names that exist
+        (one more lookup each), so the fix is a copy away: an unknown registry lists the
+        organization's registries; an unknown collection (it has no ``latest`` either) lists the
+        registry's collections; an unknown alias or version lists the collection's. If that lookup
+        fails too, the original message stands."""
         ref = entry.reference
         if "not found under entity" in error.message:  # W&B's words for a registry it does not have
             return self._unknown_name(entry, error, "registry", lambda api: [r.name for r in api.registries(
@@ -182,9 +184,10 @@ class WandbSource:
         except WbsyncError:
             return error
         ref = entry.reference
-        if (ref.collection if kind == "collection" else ref.registry) in names:
+        typed = ref.collection if kind == "collection" else ref.registry
+        if typed in names:
             return error  # it exists after all: the alias or the access is what failed
-        return NotFoundError(unknown_name_message(entry.name, str(entry.reference), kind, names))
+        return NotFoundError(unknown_name_message(entry.name, str(ref), kind, typed, ref.registry, names))
 
     def _artifact(self, name: str, entity: str | None, entry: Entry | None) -> Any:
         api = self._api(entity)
