@@ -106,3 +106,20 @@ def test_a_host_that_accepts_and_never_answers_gets_a_waiting_line_within_second
     assert "still waiting after 0.5 s" in line and "accepted the connection" in line
     assert "credentials check" in line and "WANDB_HTTP_TIMEOUT" in line
     assert waited < 8, f"the first line came after {waited:.1f} s"  # the interpreter and wandb's import, then 0.5 s
+
+
+def test_the_waiting_line_is_the_command_lines_alone_and_said_once_per_server(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from wbsync.core import notices
+
+    monkeypatch.setenv("WBSYNC_WAIT_NOTICE", "0.05")
+    with notices.waiting("W&B at http://api.example answers", key="http://api.example"):
+        time.sleep(0.3)
+    assert capsys.readouterr().err == ""  # the Python API prints nothing
+    with notices.printing():
+        for _ in range(2):  # two waits on one server (threads of one command): one line
+            with notices.waiting("W&B at http://silent.example answers", key="http://silent.example"):
+                time.sleep(0.3)
+        with notices.waiting("quick", key="http://quick.example"):
+            pass
+    assert capsys.readouterr().err == "wbsync: still waiting after 0.05 s: W&B at http://silent.example answers\n"

@@ -1,7 +1,10 @@
 """Lines a command prints while it waits on something it does not control (the W&B SDK's own
 requests): silence longer than a few seconds reads as a hang, so a wait that outlasts
 ``WBSYNC_WAIT_NOTICE`` seconds (3 by default) says once, on stderr, what it is waiting for. The
-wait itself is unchanged: the time-outs and stall rules still decide when to give up."""
+wait itself is unchanged: the time-outs and stall rules still decide when to give up.
+
+Only the command line prints them (inside ``printing()``): the Python API promises to print
+nothing."""
 
 from __future__ import annotations
 
@@ -22,9 +25,21 @@ def notice_after() -> float:
         return _DEFAULT_AFTER
 
 
+_printing = 0  # commands running inside printing(): the CLI's one, or more in a test process
 _QUIET_FOR = 60.0  # seconds: one notice per server and minute, not one per waiting thread
 _said: dict[str, float] = {}
 _said_lock = threading.Lock()
+
+
+@contextmanager
+def printing() -> Iterator[None]:
+    """Notices go to stderr while this block runs (the CLI wraps each command in it)."""
+    global _printing
+    _printing += 1
+    try:
+        yield
+    finally:
+        _printing -= 1
 
 
 @contextmanager
@@ -43,6 +58,8 @@ def waiting(what: str, key: str = "") -> Iterator[None]:
 
 
 def _say(text: str, key: str) -> None:
+    if not _printing:
+        return
     now = time.monotonic()
     with _said_lock:
         if key and now - _said.get(key, -_QUIET_FOR) < _QUIET_FOR:
