@@ -295,7 +295,9 @@ def check_writable(root: Path, plan: Plan) -> None:
 
 
 def _nearest_existing(root: Path, path: Path) -> Path:
-    while path != root and not path.exists():
+    """The nearest folder at or above ``path``: a file in the way (an earlier version's, which the
+    sync removes) is not the folder that decides."""
+    while path != root and not path.is_dir():
         path = path.parent
     return path
 
