@@ -69,8 +69,8 @@ MISTAKES = {
     "a key indented less than its siblings gets an indentation hint": Mistake(
         HEAD + PHI3 + "   path: m\n", "5: invalid YAML at `path: m`", "check the indentation", schema_rejects=False),
     "a value with an unquoted colon still gets the quoting hint": Mistake(
-        HEAD + PHI3 + "    path: m\n    type: a: b\n", "6: invalid YAML at `type: a: b`", 'quote values that contain ": "',
-        schema_rejects=False),
+        HEAD + PHI3 + "    path: m\n    type: a: b\n", "6: invalid YAML at `type: a: b`",
+        'quote values that contain ": "', schema_rejects=False),
     "a missing version asks for version 1": Mistake(
         "artifacts:\n  phi3:\n" + PHI3 + "    path: m\n", "1: version", "add version: 1"),
     "a newer manifest version says to upgrade wbsync": Mistake(
