@@ -108,6 +108,28 @@ class StoredBlob:
         return (self.algorithm, self.hex)
 
 
+@dataclass(frozen=True)
+class Freed:
+    """What a cleanup removed: files, and the disk space they took (``allocated``)."""
+
+    files: int = 0
+    bytes: int = 0
+
+    def plus(self, files: int, used: int) -> Freed:
+        return Freed(self.files + files, self.bytes + used)
+
+    def __add__(self, other: Freed) -> Freed:
+        return self.plus(other.files, other.bytes)
+
+
+def allocated(st: os.stat_result) -> int:
+    """The disk space a file takes, not its apparent size: a part-done file of a download in
+    ranges is sparse (sized in full, filled part by part), and it is the space that a full disk
+    lacks. ``st_blocks`` counts 512-byte units on every POSIX system."""
+    blocks: int | None = getattr(st, "st_blocks", None)  # absent on Windows only
+    return st.st_size if blocks is None else blocks * 512
+
+
 class Store:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -207,24 +229,26 @@ class Store:
         return removed
 
     def clean_tmp(self, min_age_s: float = 60.0) -> int:
-        """Remove temp files whose writer is gone; returns how many.
+        """Remove temp files whose writer is gone; returns how many (``sweep_tmp`` says more)."""
+        return self.sweep_tmp(min_age_s).files
+
+    def sweep_tmp(self, min_age_s: float = 60.0, *, dry_run: bool = False) -> Freed:
+        """Remove temp files whose writer is gone: how many, and the disk space they took.
 
         A writer holds a flock on its temp file from creation until commit or discard, and
         the kernel drops it when the process dies, so a free lock marks a leftover of a killed
         process (a PID in the name could be reused, or live in another container's PID
         namespace). Files modified in the last ``min_age_s`` are kept: that covers the instant
-        between a writer creating its file and locking it.
+        between a writer creating its file and locking it. ``dry_run``: count, remove nothing.
         """
-        try:
-            entries = list(os.scandir(self.tmp_dir))
-        except FileNotFoundError:
-            return 0
         cutoff = time.time() - min_age_s
-        return sum(
-            1
-            for entry in entries
-            if entry.name.endswith(".part") and _remove_if_abandoned(entry.path, cutoff)
-        )
+        freed = Freed()
+        for entry in _entries(self.tmp_dir):
+            if entry.name.endswith(".part"):
+                used = _remove_if_abandoned(entry.path, cutoff, dry_run)
+                if used is not None:
+                    freed = freed.plus(1, used)
+        return freed
 
     def _locks_dir(self) -> Path:
         self.locks_dir.mkdir(parents=True, exist_ok=True)
@@ -256,20 +280,23 @@ def _blobs_in(algorithm: Algorithm, folder: os.DirEntry[str]) -> Iterator[Stored
                          st.st_nlink)
 
 
-def _remove_if_abandoned(path: str, cutoff: float) -> bool:
+def _remove_if_abandoned(path: str, cutoff: float, dry_run: bool = False) -> int | None:
+    """The disk space freed by removing ``path``, or None when it was kept."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:  # committed or discarded meanwhile
-        return False
+        return None
     try:
-        if os.fstat(fd).st_mtime >= cutoff or not hold(fd, wait=False):
-            return False
+        st = os.fstat(fd)
+        if st.st_mtime >= cutoff or not hold(fd, wait=False):
+            return None
         # Unlink by name while holding the lock: if the writer committed in between, the
         # name is gone (FileNotFoundError) and the blob, a different name, is untouched.
-        os.unlink(path)
-        return True
+        if not dry_run:
+            os.unlink(path)
+        return allocated(st)
     except FileNotFoundError:
-        return False
+        return None
     finally:
         os.close(fd)
 
