@@ -9,6 +9,7 @@ Layout under the root (``default_store_dir()``)::
     locks/claims                              per-blob fetch claims, byte-range locks (wbsync.store.claims)
     tmp/<algorithm>-<hex>.ranged[.json]       a large blob arriving in parts (wbsync.store.partial)
     lockfiles/<sha256 of a lock's path>.json  lockfiles that synced here (wbsync.cache)
+    CACHEDIR.TAG                              "a cache": backup tools skip the store (tag_cache_dir)
 
 Invariants:
 
@@ -48,12 +49,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
+from wbsync.core.atomic import write_atomic
 from wbsync.core.digests import CHUNK_SIZE, b64, hash_file, hex_of, new_hasher
 from wbsync.core.errors import IntegrityError
 from wbsync.core.filelock import hold, locked
 from wbsync.core.models import ALGORITHMS, Algorithm, FileRecord
 
 BLOB_MODE = 0o444
+CACHEDIR_TAG = "CACHEDIR.TAG"
+_CACHEDIR_TAG_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
+                      "# This file is a cache directory tag created by wbsync: its content store.\n"
+                      "# For information about cache directory tags, see https://bford.info/cachedir/\n")
 # 2000-01-01T00:00:00Z: every verified blob's mtime. Whole seconds, so that archives that keep
 # mtimes at one-second resolution (tar's ustar format) keep it too.
 VERIFIED_MTIME_NS = 946_684_800 * 10**9
@@ -137,6 +143,7 @@ class Store:
         self.tmp_dir = self.root / "tmp"
         self.locks_dir = self.root / "locks"
         self.lockfiles_dir = self.root / "lockfiles"
+        self._tagged = False
 
     def blob_path(self, record: FileRecord) -> Path:
         return self.key_path(record.algorithm, blob_hex(record))
@@ -251,8 +258,49 @@ class Store:
         return freed
 
     def _locks_dir(self) -> Path:
-        self.locks_dir.mkdir(parents=True, exist_ok=True)
+        if not self._tagged:  # every sync, prune and fetch takes a lock here before writing the store
+            self.locks_dir.mkdir(parents=True, exist_ok=True)
+            self._tagged = tag_cache_dir(self.root)
         return self.locks_dir
+
+
+def tag_cache_dir(root: Path) -> bool:
+    """Mark ``root`` as a cache with a ``CACHEDIR.TAG`` (https://bford.info/cachedir/), so that
+    backup tools (tar --exclude-caches, borg, restic --exclude-caches) skip what can be fetched
+    again. Whether the tag is there now; best effort: a store this user cannot write stays untagged."""
+    path = root / CACHEDIR_TAG
+    if path.exists():
+        return True
+    try:
+        write_atomic(path, _CACHEDIR_TAG_TEXT.encode())
+    except OSError:
+        return False
+    return True
+
+
+def store_elsewhere(store: Store, project_root: Path, link_mode: str) -> str | None:
+    """A warning when the store is on another filesystem than the project while the link mode
+    would link (hardlink) or clone (auto, reflink): neither crosses filesystems, so each file is
+    a full copy. None otherwise, or when it cannot tell."""
+    if link_mode not in ("auto", "hardlink", "reflink"):
+        return None
+    try:
+        store_dev = _existing(store.root).stat().st_dev
+        if store_dev == project_root.stat().st_dev:
+            return None
+    except OSError:
+        return None
+    links = "hardlinks" if link_mode == "hardlink" else "reflinks (copy-on-write clones)"
+    return (f"the content store {store.root} is on another filesystem than this project ({project_root}): "
+            f"{links} cannot cross filesystems, so every file is placed as a full copy. To share the disk "
+            "space, set WBSYNC_CACHE_DIR to a folder on the project's filesystem.")
+
+
+def _existing(path: Path) -> Path:
+    """``path``, or its nearest existing parent (a store not created yet goes there)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def _entries(folder: Path) -> list[os.DirEntry[str]]:

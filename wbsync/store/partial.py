@@ -22,12 +22,15 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from wbsync.core.digests import Hasher
 from wbsync.core.errors import IntegrityError
 from wbsync.core.models import FileRecord
 from wbsync.store.blobs import BLOB_MODE, VERIFIED_MTIME_NS, Freed, Store, allocated, blob_hex
-from wbsync.store.claims import Claims
+
+if TYPE_CHECKING:
+    from wbsync.store.claims import Claims
 
 SUFFIX = ".ranged"
 KEEP_S = 7 * 24 * 3600  # kept this long for a resume; see clean() for the whole rule
@@ -200,6 +203,8 @@ def clean(store: Store, keep_s: float = KEEP_S, *, dry_run: bool = False) -> Fre
     found = [left for left in leftovers(store) if keep_s <= 0 or left.mtime < cutoff]
     if not found:
         return Freed()
+    from wbsync.store.claims import Claims  # only a prune gets here: a no-op sync loads this module without it
+
     try:
         claims = Claims(store)
     except OSError:  # a store this user cannot write: nothing can be removed anyway
