@@ -117,8 +117,12 @@ class PartialBlob:
         doc = {"size": self.record.size, "digest": self.record.digest, "part_size": self.part_size,
                "done": sorted(self.done)}
         temp = Path(f"{self.journal}.{os.getpid()}.tmp")
-        temp.write_text(json.dumps(doc))
-        os.replace(temp, self.journal)
+        try:
+            temp.write_text(json.dumps(doc))
+            os.replace(temp, self.journal)
+        except BaseException:  # a full disk: leave the old journal, not an empty temp file beside it
+            temp.unlink(missing_ok=True)
+            raise
 
     def commit(self, digest: str) -> Path:
         """Name the blob if ``digest`` (of the whole file, hashed in order) is the lock's; else
