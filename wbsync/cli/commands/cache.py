@@ -65,7 +65,8 @@ def info(ctx: Ctx) -> None:
 @click.option("--dry-run", is_flag=True, help="Print what would be removed; change nothing.")
 @cache_options
 def prune(ctx: Ctx, max_size: str | None, dry_run: bool) -> None:
-    """Remove blobs no existing lockfile needs, then least recently used ones over --max-size."""
+    """Remove blobs no existing lockfile needs, then least recently used ones over --max-size, and
+    part-done downloads no running sync holds (a sync stopped by a full disk leaves one)."""
     from wbsync.cache import configured_max_size
     from wbsync.cache import prune as run_prune
     from wbsync.core.text import parse_size
