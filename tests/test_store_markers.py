@@ -4,6 +4,8 @@ and clones become full copies."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -27,6 +29,12 @@ def test_a_store_carries_a_cachedir_tag_from_its_first_sync(fake_wandb: FakeWand
     write_manifest(project, PHI3)
     run("sync")
     assert tag().read_text().startswith(SIGNATURE + "\n")
+    if shutil.which("tar"):  # a backup tool that honours the tag keeps the tag and skips the rest
+        root = tag().parent
+        listing = subprocess.run(["tar", "--exclude-caches", "-cf", "-", root.name], cwd=root.parent,
+                                 capture_output=True, check=True).stdout
+        names = subprocess.run(["tar", "-tf", "-"], input=listing, capture_output=True, check=True).stdout.split()
+        assert sorted(names) == sorted([f"{root.name}/".encode(), f"{root.name}/CACHEDIR.TAG".encode()])
 
 
 def test_a_store_made_before_the_tag_existed_gets_one_when_it_is_next_written(
