@@ -258,9 +258,10 @@ class Store:
         return freed
 
     def _locks_dir(self) -> Path:
+        self.locks_dir.mkdir(parents=True, exist_ok=True)
         if not self._tagged:  # every sync, prune and fetch takes a lock here before writing the store
-            self.locks_dir.mkdir(parents=True, exist_ok=True)
-            self._tagged = tag_cache_dir(self.root)
+            tag_cache_dir(self.root)
+            self._tagged = True  # tried once: a store this user cannot write is not retried per blob
         return self.locks_dir
 
 
