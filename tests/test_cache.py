@@ -369,7 +369,9 @@ def test_an_explicit_prune_removes_every_part_done_file_no_sync_holds_and_counts
     part_done("c" * 32, 1, size=10_000)
     part_done("d" * 32, WEEK + 60)
     used = sum(p.stat().st_blocks * 512 for p in store().tmp_dir.iterdir())
-    assert run_json("cache", "info")["tmp_bytes"] == used
+    info = run_json("cache", "info")
+    assert info["tmp_bytes"] == used
+    assert (info["prune"]["tmp_files"], info["prune"]["tmp_bytes"], info["prune"]["freed_bytes"]) == (4, used, used)
     would = run_json("cache", "prune", "--dry-run", *flags)
     assert (would["tmp_files"], would["tmp_bytes"], would["freed_bytes"]) == (4, used, used)
     assert len(left_in_tmp()) == 4

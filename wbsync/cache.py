@@ -375,6 +375,7 @@ class CacheInfo:
     tmp_files: int
     tmp_bytes: int  # the space they take on disk (allocated), not their apparent size
     would: PrunePlan  # what `wbsync cache prune` would remove now (with max_size)
+    would_tmp: Freed = Freed()  # ... and of the temp files: those no running sync holds
 
 
 def cache_info(store: Store, max_size: int | None) -> CacheInfo:
@@ -383,7 +384,7 @@ def cache_info(store: Store, max_size: int | None) -> CacheInfo:
     blobs = list(store.scan())
     tmp = _tmp_sizes(store)
     return CacheInfo(store.root, blobs, uses, max_size, len(tmp), sum(tmp),
-                     plan_prune(blobs, _needed(uses), max_size))
+                     plan_prune(blobs, _needed(uses), max_size), _sweep(store, 0, dry_run=True))
 
 
 def _tmp_sizes(store: Store) -> list[int]:

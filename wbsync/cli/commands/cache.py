@@ -132,7 +132,8 @@ def _info_json(r: CacheInfo) -> dict[str, Any]:
         "tmp_files": r.tmp_files,
         "tmp_bytes": r.tmp_bytes,
         "locks": [_lock_json(u, r.blobs) for u in r.locks],
-        "prune": _plan_json(r.would),
+        "prune": {**_plan_json(r.would, r.would_tmp.bytes), "tmp_files": r.would_tmp.files,
+                  "tmp_bytes": r.would_tmp.bytes},
     }
 
 
@@ -158,7 +159,7 @@ def _info_text(r: CacheInfo) -> list[str]:
              "no running sync holds)",
              f"Lockfiles ({len(r.locks)} known):"]
     lines += ["  " + _lock_line(d) for d in doc["locks"]]
-    return lines + [_plan_line(r.would, "A prune would remove")]
+    return lines + [_plan_line(r.would, "A prune would remove", r.would_tmp.bytes)]
 
 
 def _lock_line(d: dict[str, Any]) -> str:
