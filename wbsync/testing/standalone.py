@@ -137,6 +137,8 @@ def _detach(args: argparse.Namespace, spec: dict[str, Any] | None) -> NoReturn:
             serve(args, spec, ready)
         except SystemExit as exc:  # _fail: its message went to the caller's stderr
             code = exc.code if isinstance(exc.code, int) else 2
+        except BaseException as exc:  # a bug: say it (to the caller, before it listens) rather than vanish
+            print(f"error: the fake server stopped: {exc!r}", file=sys.stderr, flush=True)
         finally:
             os._exit(code)  # never back into the caller's code: this process is the server
     os.close(write_end)
