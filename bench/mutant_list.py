@@ -617,9 +617,10 @@ MUTANTS: tuple[Mutant, ...] = (
         '        self._threads = [threading.Thread(target=self._work, name=f"{name}-{i}", daemon=False)\n',
         NET + "test_ctrl_c_stops_a_sync_at_once_even_while_a_server_holds_a_download"),
     one("part-done-files-never-pruned", "`cache prune` leaves abandoned part-done large files forever",
-        "wbsync/cache.py", "    result.tmp_files = store.clean_tmp() + partial.clean(store)\n",
-        "    result.tmp_files = store.clean_tmp()\n",
-        "tests/test_cache.py::test_prune_drops_part_done_large_files_untouched_for_a_week_and_keeps_younger_ones"),
+        "wbsync/cache.py",
+        "    return store.sweep_tmp(dry_run=dry_run) + partial.clean(store, keep_s, dry_run=dry_run)\n",
+        "    return store.sweep_tmp(dry_run=dry_run)\n",
+        "tests/test_cache.py::test_an_automatic_prune_keeps_part_done_files_for_a_week_and_drops_older_ones"),
     # Scale (wbsync/tree/fingerprint.py, wbsync/repo/lockfile.py).
     Mutant("fingerprint-ignores-size-mtime", "the no-op fingerprint compares inodes only: an in-place edit is a no-op",
            (Patch("wbsync/tree/fingerprint.py", "        return (st.st_size, st.st_mtime_ns, st.st_ino) if isreg",

@@ -27,7 +27,7 @@ from wbsync.repo.lockfile import write_lock
 from wbsync.repo.project import Project, check_names, project_source
 from wbsync.sources import Source
 from wbsync.sources.listings import ensure_listings
-from wbsync.store.blobs import Store, default_store_dir
+from wbsync.store.blobs import Store, default_store_dir, store_elsewhere
 from wbsync.tree import fingerprint, move, swap
 from wbsync.tree.ownership import Evidence, load_evidence, state_tracked_by_git
 from wbsync.tree.place import LinkMode, is_temp_name
@@ -205,6 +205,8 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
             check_writable(root, plan)  # before the first download, not after the last one
             run = _Run(root, writable_store(), source, jobs, link_mode, force, progress, on_fetch_start,
                        on_entry or _ignore, on_placed or _ignore)
+            if (elsewhere := store_elsewhere(run.store, root, link_mode)) is not None:
+                result.warnings.append(elsewhere)  # once per sync, not per file
 
             def confirm(artifacts: list[LockedArtifact]) -> None:
                 confirm_unless_confirmed(artifacts, fresh, source, manifest, str(project.lock_path))

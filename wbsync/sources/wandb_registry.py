@@ -45,9 +45,9 @@ from wbsync.core.models import (
     VersionState,
     VersionStatus,
 )
-from wbsync.core.shown import split_credentials
 from wbsync.core.notices import waiting
-from wbsync.sources.diagnose import check_reachable, diagnose_server, public_url, unknown_name_message
+from wbsync.core.shown import split_credentials
+from wbsync.sources.diagnose import check_key_format, check_reachable, diagnose_server, public_url, unknown_name_message
 
 _FILES_PAGE = 1000
 T = TypeVar("T")
@@ -141,7 +141,8 @@ class WandbSource:
 
     def _api(self, entity: str | None) -> Any:
         if entity not in self._apis:
-            if not self._apis:  # the first SDK call of this command: is the server there at all?
+            if not self._apis:  # the first SDK call of this command: a usable key, a server there at all?
+                check_key_format()
                 check_reachable(base_url())
             self._apis[entity] = _call(lambda: _new_api(entity), None)
         return self._apis[entity]
@@ -549,6 +550,7 @@ def find_finished_run(entity: str | None, project: str, run_id: str) -> str | No
     """``entity/project/run_id`` when a finished run with this id exists, else None. A run that
     exists but did not finish (crashed half-way, or running right now) counts as missing: the
     caller resumes it rather than trusting inputs it may not have recorded."""
+    check_key_format()
     check_reachable(base_url())
     api = _call(lambda: _new_api(entity), None)
     # As api.run() and wandb.init() pick it: --entity, else WANDB_ENTITY, else the user's default.
