@@ -72,6 +72,7 @@ def wandb_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fake_wandb_server
         "WANDB_DATA_DIR",
         "WANDB_DIR",
         "WBSYNC_CACHE_DIR",
+        "WBSYNC_STATE_DIR",
     ):
         path = tmp_path / "env" / name.lower()
         path.mkdir(parents=True)

@@ -285,7 +285,8 @@ def test_cache_info_json_reports_size_lockfiles_and_what_a_prune_would_free(
     sizes = [p.stat().st_size for p in stored()]
     assert doc["command"] == "cache info" and doc["store"] == os.environ["WBSYNC_CACHE_DIR"]
     assert (doc["blobs"], doc["bytes"], doc["held_bytes"]) == (len(sizes), sum(sizes), sum(sizes))
-    assert (doc["max_size"], doc["tmp_files"], doc["tmp_bytes"]) == (1, 1, 7)
+    used = (store().tmp_dir / "0123456789abcdef.1.token.part").stat().st_blocks * 512  # allocated, not 7
+    assert (doc["max_size"], doc["tmp_files"], doc["tmp_bytes"]) == (1, 1, used)
     locks = {lock["path"]: lock for lock in doc["locks"]}
     mine = locks[real(project / "artifacts.lock")]
     assert (mine["exists"], mine["valid"], mine["blobs"], mine["stored"], mine["stored_bytes"]) == (True, True, 2, 2, 17)
@@ -329,16 +330,78 @@ def test_a_bad_max_size_setting_is_a_usage_error_naming_the_variable(project: Pa
     assert "WBSYNC_CACHE_MAX_SIZE: 'lots' is not a size" in result.stderr
 
 
-def test_prune_drops_part_done_large_files_untouched_for_a_week_and_keeps_younger_ones(
-        fake_wandb: FakeWandb, project: Path) -> None:
-    tmp = Store(default_store_dir()).tmp_dir
+# -- part-done files of downloads in ranges: kept a week for a resume, unless pruned explicitly
+
+WEEK = 7 * 24 * 3600
+
+
+def part_done(name: str, age_s: float, size: int = 100) -> Path:
+    """A part-done file and its journal named for blob ``name`` (32 hex digits), last written ``age_s`` ago."""
+    tmp = store().tmp_dir
     tmp.mkdir(parents=True, exist_ok=True)
-    old, young = tmp / "md5-aa.ranged", tmp / "md5-bb.ranged"
-    for path in (old, young, Path(f"{old}.json"), Path(f"{young}.json")):
-        path.write_bytes(b"x" * 100)
-    week_ago = time.time() - 8 * 24 * 3600
-    for path in (old, Path(f"{old}.json")):
-        os.utime(path, (week_ago, week_ago))
-    doc = run_json("cache", "prune")
-    assert doc["tmp_files"] == 2
-    assert sorted(p.name for p in tmp.iterdir()) == ["md5-bb.ranged", "md5-bb.ranged.json"]
+    path = tmp / f"md5-{name}.ranged"
+    when = time.time() - age_s
+    for each in (path, Path(f"{path}.json")):
+        each.write_bytes(b"x" * size)
+        os.utime(each, (when, when))
+    return path
+
+
+def left_in_tmp() -> list[str]:
+    return sorted(p.name.split(".")[0] for p in store().tmp_dir.iterdir())
+
+
+def test_an_automatic_prune_keeps_part_done_files_for_a_week_and_drops_older_ones(
+        fake_wandb: FakeWandb, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    young, old = "a" * 32, "b" * 32
+    part_done(young, WEEK - 60)
+    part_done(old, WEEK + 60)
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    monkeypatch.setenv("WBSYNC_CACHE_MAX_SIZE", "1")  # over the budget: this sync prunes by itself
+    run("sync")
+    assert left_in_tmp() == [f"md5-{young}", f"md5-{young}"]
+
+
+@pytest.mark.parametrize("flags", [(), ("--max-size", "0")])
+def test_an_explicit_prune_removes_every_part_done_file_no_sync_holds_and_counts_the_space_it_took(
+        project: Path, flags: tuple[str, ...]) -> None:
+    part_done("c" * 32, 1, size=10_000)
+    part_done("d" * 32, WEEK + 60)
+    used = sum(p.stat().st_blocks * 512 for p in store().tmp_dir.iterdir())
+    info = run_json("cache", "info")
+    assert info["tmp_bytes"] == used
+    assert (info["prune"]["tmp_files"], info["prune"]["tmp_bytes"], info["prune"]["freed_bytes"]) == (4, used, used)
+    would = run_json("cache", "prune", "--dry-run", *flags)
+    assert (would["tmp_files"], would["tmp_bytes"], would["freed_bytes"]) == (4, used, used)
+    assert len(left_in_tmp()) == 4
+    doc = run_json("cache", "prune", *flags)
+    assert (doc["tmp_files"], doc["tmp_bytes"], doc["freed_bytes"]) == (4, used, used)
+    assert left_in_tmp() == []
+    assert "freeing" in run("cache", "prune").stdout
+
+
+HOLDER = """
+import sys
+from pathlib import Path
+from wbsync.store.blobs import Store
+from wbsync.store.claims import Claims
+assert Claims(Store(Path(sys.argv[1]))).try_claim_hex(sys.argv[2])
+print("holding", flush=True)
+sys.stdin.read()
+"""
+
+
+def test_an_explicit_prune_keeps_the_part_done_file_a_running_sync_holds(project: Path) -> None:
+    held, free = "e" * 32, "f" * 32
+    part_done(held, 1)
+    part_done(free, 1)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(store().root), held], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "holding\n"
+        assert run_json("cache", "prune", "--max-size", "0")["tmp_files"] == 2
+        assert left_in_tmp() == [f"md5-{held}", f"md5-{held}"]
+    finally:
+        holder.communicate("", timeout=30)  # its claim goes with the process
+    assert run_json("cache", "prune")["tmp_files"] == 2 and left_in_tmp() == []

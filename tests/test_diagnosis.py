@@ -134,7 +134,7 @@ def test_a_server_that_is_not_wandb_is_named_as_such(manifest: Path, web_page: s
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANDB_BASE_URL", web_page)
     err = run("lock", check=3).stderr
-    assert "not as a W&B server" in err and web_page in err and "text/html" in err
+    assert "does not look like a W&B server" in err and web_page in err and "text/html" in err
     assert "refused" not in err
 
 
@@ -160,3 +160,52 @@ def test_the_probe_sends_no_request_to_a_healthy_server(fake_wandb: FakeWandb, m
     run("lock")
     assert all(r.path != "/graphql" or r.operation != "Viewer" or r.headers.get("authorization")
                for r in fake_wandb.requests)  # no unauthenticated Viewer: only the SDK's own
+
+
+@pytest.fixture
+def file_server(tmp_path: Path) -> Iterator[str]:
+    """Python's own static file server: it answers GraphQL's POST with HTTP 501."""
+    import functools
+    from http.server import SimpleHTTPRequestHandler
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_server_answering_501_is_not_wandb_rather_than_down(manifest: Path, file_server: str,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_BASE_URL", file_server)
+    err = run("lock", check=3).stderr
+    assert "does not look like a W&B server" in err and file_server in err and "WANDB_BASE_URL" in err
+    assert "HTTP 501" in err and "overloaded" not in err and "retry later" not in err.lower()
+
+
+@pytest.mark.parametrize(("key", "words"), [
+    ("abc", "it has 3 characters where a key has at least 40"),
+    ("local-" + "k" * 39, "it has 39 characters"),
+    ("k" * 39 + " ", "characters other than letters"),
+    ('"' + "k" * 40 + '"', "characters other than letters"),
+])
+def test_a_malformed_api_key_is_a_local_format_error_naming_the_variable(
+        fake_wandb: FakeWandb, manifest: Path, monkeypatch: pytest.MonkeyPatch, key: str, words: str) -> None:
+    monkeypatch.setenv("WANDB_API_KEY", key)
+    before = len(fake_wandb.requests)
+    err = run("lock", check=2).stderr
+    assert "WANDB_API_KEY is not a W&B API key" in err and words in err, err
+    assert key.strip('"') not in err and "network" not in err
+    assert len(fake_wandb.requests) == before  # decided before any request
+
+
+@pytest.mark.parametrize("key", ["k" * 40, "local-" + "k" * 40, "a-b_c" + "9" * 40, "eyJh.eyJz.c2ln"])
+def test_keys_of_every_format_the_sdk_takes_pass_the_format_check(
+        fake_wandb: FakeWandb, manifest: Path, monkeypatch: pytest.MonkeyPatch, key: str) -> None:
+    from wbsync.sources.diagnose import key_format_problem
+
+    assert key_format_problem(key) is None

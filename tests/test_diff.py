@@ -190,6 +190,17 @@ def test_outside_git_a_revision_exits_2_and_suggests_a_lock_file(fake_wandb: Fak
     assert "wbsync diff OTHER.lock" in run("diff", check=2).stderr
 
 
+def test_a_repository_without_commits_says_so_and_how_to_commit_the_lock(fake_wandb: FakeWandb,
+                                                                         project: Path) -> None:
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    run("lock")
+    git(project, "init", "-q")
+    err = run("diff", check=2).stderr
+    assert "no commits yet" in err and "git add artifacts.lock && git commit" in err
+    assert "neither a lock file nor a git revision" not in err
+
+
 # -- escaping: a lock in a pull request is written by whoever opened it -----------------------
 
 HOSTILE = ["a|b.bin", "<!-- hide", "x\n> [!NOTE]\n| fake | row |", "</details>", "`code`", "@octocat",

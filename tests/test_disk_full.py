@@ -230,3 +230,26 @@ def test_a_state_file_that_cannot_be_written_fails_cleanly(
     assert tree(project / DEST) == model
     assert (project / ".wbsync" / ".gitignore").read_text().endswith("*\n")
     run("verify")
+
+
+def test_after_a_full_disk_stops_a_large_download_an_explicit_prune_frees_its_part_done_file(
+        fake_wandb: FakeWandb, project: Path, small_fs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The advice of the disk-full message works: the part-done file of a download in ranges is
+    counted by `cache info` as the space it takes, and `cache prune` removes it and says so."""
+    store = small_fs / "store"
+    monkeypatch.setenv("WBSYNC_CACHE_DIR", str(store))
+    monkeypatch.setenv("WBSYNC_RANGE_THRESHOLD", "1M")
+    monkeypatch.setenv("WBSYNC_PART_SIZE", "256K")
+    publish(fake_wandb, {"weights.bin": bytes(range(256)) * (3 * MiB // 256)})  # 3 MiB, in ranges
+    write_manifest(project, PHI3)
+    assert_clean_disk_full(run("sync", check=2).stderr, store)
+    part_done = [p for p in (store / "tmp").iterdir() if p.name.endswith(".ranged")]
+    assert len(part_done) == 1
+    used = part_done[0].stat().st_blocks * 512
+    assert used > MiB
+    info = run_json("cache", "info")
+    assert info["tmp_files"] >= 1 and info["tmp_bytes"] >= used
+    doc = run_json("cache", "prune")
+    assert doc["tmp_bytes"] >= used and doc["freed_bytes"] >= used
+    assert [p.name for p in (store / "tmp").iterdir()] == []
+    assert run_json("cache", "info")["tmp_bytes"] == 0

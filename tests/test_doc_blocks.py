@@ -45,6 +45,9 @@ wbsync lock                  # writes artifacts.lock: production -> v3, every fi
 git add artifacts.yaml artifacts.lock
 wbsync sync                  # models/phi3/ now holds exactly v3's bytes"""
 ADD = "wbsync add wandb-registry-model/phi3-finetuned:production --path models/phi3 --name phi3"
+# docs/fake-server.md's background recipe, which tests/test_standalone_server.py reads from the page and runs.
+FAKE_SERVER_BACKGROUND = ('eval "$(python -m wbsync.testing.server --detach)"\nwbsync sync\n'
+                          'kill "$WBSYNC_FAKE_SERVER_PID"')
 SITE = "pip install -c constraints.txt '.[dev]' && sphinx-build -W --keep-going -q -c . docs _site"
 # A block's exact text (without its fences) -> the test here that runs it.
 RUN = {
@@ -54,6 +57,7 @@ RUN = {
     ADD: "test_the_readme_add_line_writes_the_manifest_and_locks_it_against_the_fake_server",
     DEMO: "test_the_blocks_ci_runs_are_command_for_command_lines_of_ci_run",
     SITE: "test_the_blocks_ci_runs_are_command_for_command_lines_of_ci_run",
+    FAKE_SERVER_BACKGROUND: "test_standalone_server.py::test_the_documented_background_recipe_returns_syncs_and_stops_the_server",
 }
 RUN_BY_CI = [TEST_COMMAND, DEMO, SITE]
 
@@ -142,11 +146,15 @@ def test_a_not_run_mark_needs_a_reason_and_must_sit_right_before_the_block() -> 
     assert [b.not_run for b in shell_blocks(page, "p.md")] == [None, None]
 
 
-def test_every_block_listed_as_run_is_in_the_docs_and_names_a_test_of_this_file() -> None:
+def test_every_block_listed_as_run_is_in_the_docs_and_names_a_test_that_exists() -> None:
     texts = {b.text.strip() for b in all_shell_blocks()}
     for text, test in RUN.items():
         assert text in texts, f"RUN lists a block no page holds any more: {text!r}"
-        assert callable(globals().get(test)), f"RUN names no test of this file: {test}"
+        if "::" in test:  # a test of another file, which reads the block from its page
+            file, name = test.split("::")
+            assert f"def {name}(" in (REPO / "tests" / file).read_text(), f"RUN names no such test: {test}"
+        else:
+            assert callable(globals().get(test)), f"RUN names no test of this file: {test}"
 
 
 def _ci_commands() -> set[tuple[str, ...]]:

@@ -67,6 +67,26 @@ def test_an_unknown_version_lists_the_versions_that_exist(fake_wandb: FakeWandb,
     assert "no version v7" in err and "v0" in err
 
 
+def test_an_unknown_collection_is_named_and_the_registrys_collections_are_listed_closest_first(
+        fake_wandb: FakeWandb, project: Path) -> None:
+    publish(fake_wandb)
+    fake_wandb.log_artifact("acme", "model", "bert-base", {"a.txt": b"a"}, type="model", aliases=["production"])
+    write_manifest(project, PHI3.replace("phi3-finetuned", "phi3-finetune"))
+    err = run("lock", check=3).stderr
+    assert "no collection 'phi3-finetune' in the registry 'model'" in err
+    assert "exist: phi3-finetuned, bert-base." in err  # the near miss first
+    assert "project" not in err and "entity" not in err  # not W&B's internal words
+
+
+def test_an_unknown_registry_is_named_and_the_registries_are_listed_closest_first(fake_wandb: FakeWandb,
+                                                                                  project: Path) -> None:
+    publish(fake_wandb)
+    write_manifest(project, PHI3.replace("registry-model", "registry-modle"))
+    err = run("lock", check=3).stderr
+    assert "no registry 'modle'" in err and "exist: model, dataset." in err
+    assert "project" not in err and "entity" not in err
+
+
 def test_the_registry_prefix_in_the_parts_form_is_a_manifest_error_with_the_fix(project: Path,
                                                                                 fake_wandb: FakeWandb) -> None:
     write_manifest(project, """

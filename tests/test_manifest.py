@@ -62,6 +62,15 @@ MISTAKES = {
     "tabs for indentation say to use spaces": Mistake(
         "version: 1\nartifacts:\n\tphi3: {}\n", "3: invalid YAML at `phi3: {}`", "spaces, not tabs",
         schema_rejects=False),
+    "a key indented deeper than its siblings gets an indentation hint, not a quoting one": Mistake(
+        HEAD + PHI3 + "      path: m\n", "5: invalid YAML at `path: m`",
+        "check the indentation (`path: m` is indented 6 spaces, `artifact: wandb-registry-model/phi3:production` "
+        "above it 4)", schema_rejects=False),
+    "a key indented less than its siblings gets an indentation hint": Mistake(
+        HEAD + PHI3 + "   path: m\n", "5: invalid YAML at `path: m`", "check the indentation", schema_rejects=False),
+    "a value with an unquoted colon still gets the quoting hint": Mistake(
+        HEAD + PHI3 + "    path: m\n    type: a: b\n", "6: invalid YAML at `type: a: b`",
+        'quote values that contain ": "', schema_rejects=False),
     "a missing version asks for version 1": Mistake(
         "artifacts:\n  phi3:\n" + PHI3 + "    path: m\n", "1: version", "add version: 1"),
     "a newer manifest version says to upgrade wbsync": Mistake(

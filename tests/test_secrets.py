@@ -21,7 +21,7 @@ from helpers import run, run_process, write_manifest
 from test_lock_and_sync import PHI3, publish
 from wbsync.testing import Fault, FakeWandb
 
-BAD_KEY = "b" * 28 + "adkey-12345"  # 40 characters, as the SDK requires, refused by the server
+BAD_KEY = "b" * 29 + "adkey_12345"  # 40 characters of the format the SDK requires, refused by the server
 
 
 def spellings(key: str) -> list[bytes]:

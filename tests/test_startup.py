@@ -58,6 +58,7 @@ _CLI_BASE = {
     "wbsync.cli.commands.diff", "wbsync.cli.commands.lineage", "wbsync.cli.commands.lock",
     "wbsync.cli.commands.mirror", "wbsync.cli.commands.outdated", "wbsync.cli.commands.sync",
     "wbsync.cli.commands.verify", "wbsync.cli.options", "wbsync.core", "wbsync.core.errors",
+    "wbsync.core.notices",
 }
 # What a no-op sync and `wbsync.path()` share: reading the lock and the state, planning against
 # the tree, and wbsync.sync with its phases (settle, stage, the batched fetch, which loads the

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -45,7 +45,7 @@ from wbsync.core.models import Algorithm, Lock
 from wbsync.core.text import parse_size
 from wbsync.repo.lockfile import read_lock
 from wbsync.store import partial
-from wbsync.store.blobs import Store, StoredBlob, blob_hex
+from wbsync.store.blobs import Freed, Store, StoredBlob, allocated, blob_hex
 from wbsync.store.listing import StoredFiles, has_listing, iter_files
 
 MAX_SIZE_ENV = "WBSYNC_CACHE_MAX_SIZE"
@@ -238,7 +238,8 @@ class PruneResult:
     locks: list[LockUse]
     remaining: list[StoredBlob]  # the blobs left (or that would be left)
     failed: int = 0  # removals the OS refused (e.g. a store folder of another user)
-    tmp_files: int = 0  # leftover temp files of killed syncs, removed
+    tmp_files: int = 0  # leftover temp files of killed syncs and part-done files, removed
+    tmp_bytes: int = 0  # the disk space those took (allocated: part-done files are sparse)
     listings: list[StoredListing] = field(default_factory=list)  # file lists no lockfile names: removed
 
     @property
@@ -257,9 +258,9 @@ def prune(store: Store, max_size: int | None, *, dry_run: bool = False,
     ``max_size``. Waits for running syncs (``on_wait`` is told first). A dry run takes no lock:
     it changes nothing, and must not wait behind a long sync."""
     if dry_run:
-        return _prune(store, max_size, dry_run=True)
+        return _prune(store, max_size, dry_run=True, keep_s=0)
     with _exclusive(store, on_wait):
-        return _prune(store, max_size, dry_run=False)
+        return _prune(store, max_size, dry_run=False, keep_s=0)
 
 
 def auto_prune(store: Store) -> PruneResult | None:
@@ -269,7 +270,7 @@ def auto_prune(store: Store) -> PruneResult | None:
     if max_size is None or held_bytes(store.scan()) <= max_size:
         return None
     with store.try_exclusive() as got:
-        return _prune(store, max_size, dry_run=False) if got else None
+        return _prune(store, max_size, dry_run=False, keep_s=partial.KEEP_S) if got else None
 
 
 @contextmanager
@@ -284,7 +285,9 @@ def _exclusive(store: Store, on_wait: Callable[[], None] | None) -> Iterator[Non
         yield
 
 
-def _prune(store: Store, max_size: int | None, *, dry_run: bool) -> PruneResult:
+def _prune(store: Store, max_size: int | None, *, dry_run: bool, keep_s: float) -> PruneResult:
+    """``keep_s``: how long part-done large files are kept for a resume (wbsync.store.partial's
+    rule: a week for an automatic prune, 0 for `wbsync cache prune`; never while a sync holds them)."""
     uses = survey(store)
     blobs = list(store.scan())
     plan = plan_prune(blobs, _needed(uses), max_size)
@@ -292,14 +295,19 @@ def _prune(store: Store, max_size: int | None, *, dry_run: bool) -> PruneResult:
     result = PruneResult(max_size, dry_run, plan, uses, [b for b in blobs if b.path not in gone])
     result.listings = unneeded_listings(store, uses)
     if dry_run:
+        result.tmp_files, result.tmp_bytes = astuple(_sweep(store, keep_s, dry_run=True))
         return result
     result.failed = sum(not _unlink(b.path) for b in (*plan.unreferenced, *plan.evicted))
     result.failed += sum(not _unlink(listing.path) for listing in result.listings)
-    # Part-done large files (wbsync.store.partial) are resumable for a week; older ones are dropped.
-    result.tmp_files = store.clean_tmp() + partial.clean(store)
+    result.tmp_files, result.tmp_bytes = astuple(_sweep(store, keep_s, dry_run=False))
     store.clean_blob_locks()
     _forget_missing(store)
     return result
+
+
+def _sweep(store: Store, keep_s: float, *, dry_run: bool) -> Freed:
+    """Temp files of killed writers, then part-done large files (partial.clean: the rule)."""
+    return store.sweep_tmp(dry_run=dry_run) + partial.clean(store, keep_s, dry_run=dry_run)
 
 
 @dataclass(frozen=True)
@@ -365,8 +373,9 @@ class CacheInfo:
     locks: list[LockUse]
     max_size: int | None
     tmp_files: int
-    tmp_bytes: int
+    tmp_bytes: int  # the space they take on disk (allocated), not their apparent size
     would: PrunePlan  # what `wbsync cache prune` would remove now (with max_size)
+    would_tmp: Freed = Freed()  # ... and of the temp files: those no running sync holds
 
 
 def cache_info(store: Store, max_size: int | None) -> CacheInfo:
@@ -375,7 +384,7 @@ def cache_info(store: Store, max_size: int | None) -> CacheInfo:
     blobs = list(store.scan())
     tmp = _tmp_sizes(store)
     return CacheInfo(store.root, blobs, uses, max_size, len(tmp), sum(tmp),
-                     plan_prune(blobs, _needed(uses), max_size))
+                     plan_prune(blobs, _needed(uses), max_size), _sweep(store, 0, dry_run=True))
 
 
 def _tmp_sizes(store: Store) -> list[int]:
@@ -386,7 +395,7 @@ def _tmp_sizes(store: Store) -> list[int]:
     sizes = []
     for entry in entries:
         try:
-            sizes.append(entry.stat(follow_symlinks=False).st_size)
+            sizes.append(allocated(entry.stat(follow_symlinks=False)))
         except FileNotFoundError:
             continue
     return sizes

@@ -51,6 +51,7 @@ from wbsync.sources.mirror import (
     version_rel,
 )
 from wbsync.store.blobs import Store, default_store_dir
+from wbsync.store.home import writable_store
 from wbsync.store.listing import iter_files
 
 
@@ -72,7 +73,7 @@ def run_mirror(project: Project, dest: str, names: tuple[str, ...] = (), *, sour
     artifacts = list(entries.values())
     source = source or project_source(project)
     ensure_listings(Lock(entries), source)  # large entries: their file lists, from the source
-    writer = _Writer(Location(dest), Store(default_store_dir()), source, jobs)
+    writer = _Writer(Location(dest), writable_store(), source, jobs)
     writer.progress, writer.on_copy_start = progress or (lambda n: None), on_copy_start
     return writer.run(artifacts, _entities(project, artifacts))
 

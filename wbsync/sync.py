@@ -10,14 +10,15 @@ with the source (wbsync.decide.agreement), fetch (wbsync.net.batches), stage
 from __future__ import annotations
 
 import gc
+import os
 import posixpath
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-from wbsync.core.errors import CheckFailed, VanishedError, WbsyncError
-from wbsync.core.models import Lock, LockedArtifact, Manifest
+from wbsync.core.errors import CheckFailed, LocalIOError, VanishedError, WbsyncError
+from wbsync.core.models import Entry, Lock, LockedArtifact, Manifest
 from wbsync.decide.agreement import check_frozen, confirm_with_source, describe, stale_report
 from wbsync.decide.plan import EntryPlan, FileAction, Plan, make_plan
 from wbsync.decide.resolve import PinChange, lock_manifest
@@ -26,7 +27,7 @@ from wbsync.repo.lockfile import write_lock
 from wbsync.repo.project import Project, check_names, project_source
 from wbsync.sources import Source
 from wbsync.sources.listings import ensure_listings
-from wbsync.store.blobs import Store, default_store_dir
+from wbsync.store.blobs import Store, default_store_dir, store_elsewhere
 from wbsync.tree import fingerprint, move, swap
 from wbsync.tree.ownership import Evidence, load_evidence, state_tracked_by_git
 from wbsync.tree.place import LinkMode, is_temp_name
@@ -199,12 +200,16 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
             for entry in plan.entries:
                 clean_entry_temps(root, entry)
         else:
-            run = _Run(root, Store(default_store_dir()), source, jobs, link_mode, force, progress, on_fetch_start,
+            from wbsync.store.home import writable_store  # lazy: a no-op sync never opens the store
+
+            check_writable(root, plan)  # before the first download, not after the last one
+            run = _Run(root, writable_store(), source, jobs, link_mode, force, progress, on_fetch_start,
                        on_entry or _ignore, on_placed or _ignore)
+            if (elsewhere := store_elsewhere(run.store, root, link_mode)) is not None:
+                result.warnings.append(elsewhere)  # once per sync, not per file
 
             def confirm(artifacts: list[LockedArtifact]) -> None:
-                confirm_with_source([a for a in artifacts if a.name not in fresh], source, manifest,
-                                    str(project.lock_path))
+                confirm_unless_confirmed(artifacts, fresh, source, manifest, str(project.lock_path))
 
             with _explaining_vanished(project, lock, source):
                 state = apply(run, plan, result, before=evidence.state, moved=moved, confirm=confirm,
@@ -248,6 +253,67 @@ def _register(project: Project, lock: Lock, used: bool, placed: move.Move | None
 
     keys = None if placed is None else placed.blob_keys()
     register_lock(Store(default_store_dir()), project.lock_path, lock, used=used, placed=keys)
+
+
+def confirm_unless_confirmed(artifacts: list[LockedArtifact], fresh: set[str], source: Source,
+                             manifest: Manifest | None, lock_file: str) -> None:
+    """Ask the source about the entries to place that this user has not confirmed against this
+    very source before (wbsync.decide.confirmed); remember every entry it vouched for, and those
+    this run resolved itself. A source without an identity is always asked."""
+    if not artifacts:
+        return
+    from wbsync.decide.confirmed import Confirmations, fingerprint
+
+    identity = getattr(source, "identity", None)
+    where = identity() if identity is not None else None
+    if where is None:
+        confirm_with_source([a for a in artifacts if a.name not in fresh], source, manifest, lock_file)
+        return
+    known = Confirmations()
+
+    def entry(art: LockedArtifact) -> Entry | None:
+        return manifest.entries.get(art.name) if manifest else None
+
+    asked = [a for a in artifacts if a.name not in fresh and not known.confirmed(fingerprint(where, a, entry(a)))]
+    confirm_with_source(asked, source, manifest, lock_file)
+    # A confirmation with the manifest's filters also covers `sync --frozen`, which trusts the lock's.
+    known.remember(f for a in artifacts for f in {fingerprint(where, a, entry(a)), fingerprint(where, a, None)})
+
+
+def check_writable(root: Path, plan: Plan) -> None:
+    """LocalIOError (exit 2) naming the folder when a file the plan places would land in a folder
+    that cannot be written: found before anything is downloaded. Each folder is looked at once,
+    through its nearest existing ancestor (a folder wbsync would create is as writable as that)."""
+    looked: set[Path] = set()
+    for entry in plan.entries:
+        folders = {posixpath.dirname(posixpath.join(a.base, a.record.path)) for a in entry.place}
+        for folder in sorted(folders):
+            existing = _nearest_existing(root, root / folder)
+            if existing in looked:
+                continue
+            looked.add(existing)
+            if not os.access(existing, os.W_OK):
+                raise LocalIOError(_unwritable_message(root, entry, existing))
+
+
+def _nearest_existing(root: Path, path: Path) -> Path:
+    """The nearest folder at or above ``path``: a file in the way (an earlier version's, which the
+    sync removes) is not the folder that decides."""
+    while path != root and not path.is_dir():
+        path = path.parent
+    return path
+
+
+def _unwritable_message(root: Path, entry: EntryPlan, folder: Path) -> str:
+    try:
+        read_only = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    why = "is on a read-only filesystem" if read_only else "is not writable (permission denied)"
+    shown = folder.relative_to(root).as_posix() if folder != root else "."
+    return (f"{entry.name}: cannot place files under {entry.artifact.path}/: the folder {shown} ({folder}) {why}. "
+            "Nothing was downloaded. Make the folder writable, or change the entry's `path` in artifacts.yaml "
+            "(then `wbsync lock`); then run again.")
 
 
 def plan_tree(root: Path, lock: Lock, names: frozenset[str] | None, state: State | None = None) -> Plan:

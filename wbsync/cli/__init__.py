@@ -12,6 +12,7 @@ import click
 from wbsync import __version__
 from wbsync.cli.commands import add, cache, diff, lineage, lock, mirror, outdated, sync, verify
 from wbsync.core.errors import WbsyncError, local_io_error
+from wbsync.core.notices import printing
 
 
 class WbsyncGroup(click.Group):
@@ -24,7 +25,8 @@ class WbsyncGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            with printing():  # what a command waits for, said on stderr (the Python API stays silent)
+                return super().invoke(ctx)
         except click.UsageError as exc:  # click prints it and exits 2; --json also wants the document
             if ctx.meta.get("wbsync_json"):
                 _report("", exc.exit_code, ctx, exc.format_message())

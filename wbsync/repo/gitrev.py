@@ -23,6 +23,10 @@ def lock_text_at(rev: str, lock_path: Path) -> str | None:
         raise UsageError(f"{lock_path}: not inside a git repository, so there is no revision {rev!r} to compare "
                          "with. Give another lock file instead: `wbsync diff OTHER.lock`.")
     if _git(folder, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}").returncode != 0:
+        if _git(folder, "rev-parse", "--verify", "--quiet", "HEAD").returncode != 0:  # a fresh `git init`
+            raise UsageError(f"this git repository has no commits yet, so there is no revision {rev!r} to compare "
+                             f"{lock_path.name} with. Commit it first (`git add {lock_path.name} && git commit`), "
+                             "or give another lock file: `wbsync diff OTHER.lock`.")
         raise UsageError(f"{rev!r} is neither a lock file nor a git revision of this repository. Give a revision "
                          "such as HEAD, main or a commit, or the path of another lock file.")
     spec = f"{rev}:./{lock_path.name}"

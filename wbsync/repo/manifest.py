@@ -107,8 +107,9 @@ class _Reader:
             line = mark.line + 1 if mark else 1
             lines = text.splitlines()
             source = lines[line - 1] if line <= len(lines) else ""
+            above = next((t for t in reversed(lines[: line - 1]) if t.strip() and not t.lstrip().startswith("#")), "")
             raise ManifestError(f"{self.file}:{line}: invalid YAML at `{source.strip()}`: "
-                                f"{_yaml_problem(error, source)}") from None
+                                f"{_yaml_problem(error, source, above)}") from None
         except yaml.YAMLError as error:  # e.g. a control character: no line to point at
             raise ManifestError(f"{self.file}:1: invalid YAML: {error}.") from None
 
@@ -334,13 +335,15 @@ def _kind(node: yaml.Node) -> tuple[str, str]:
     return _KINDS.get(node.tag.removeprefix(_TAG), (f"a value tagged {node.tag}", "a YAML tag"))
 
 
-def _yaml_problem(error: yaml.MarkedYAMLError, source: str) -> str:
-    """PyYAML's problem, and the usual cause of the common ones."""
+def _yaml_problem(error: yaml.MarkedYAMLError, source: str, above: str) -> str:
+    """PyYAML's problem, and the usual cause of the common ones (``above``: the line before)."""
     problem = (error.problem or "").removeprefix("but ")
     if error.context:
         problem += f" ({error.context})"
     if "\t" in source:  # libyaml's message does not say the character is a tab
         return f"{problem}: indent with spaces, not tabs."
+    if _misindented(problem, source):
+        return f"{problem}: {_indent_hint(source, above)}"
     hints = {
         "alias": 'a value starting with * (a glob such as *.md) must be quoted: "*.md".',
         "single document": "a manifest is one YAML document: remove the second ---.",
@@ -348,6 +351,26 @@ def _yaml_problem(error: yaml.MarkedYAMLError, source: str) -> str:
     }
     hint = next((text for key, text in hints.items() if key in problem), "fix the YAML syntax.")
     return f"{problem}: {hint}"
+
+
+def _misindented(problem: str, source: str) -> bool:
+    """YAML's words for a key at the wrong depth. "mapping values are not allowed" also means an
+    unquoted ": " inside a value; a line with one ": " only (``path: m``) is a key out of place."""
+    if "mapping values are not allowed" in problem:
+        return ": " not in source.strip().partition(": ")[2]
+    return any(words in problem for words in ("did not find expected key", "expected <block end>",
+                                              "did not find expected '-' indicator"))
+
+
+def _indent_hint(source: str, above: str) -> str:
+    here, there = _indent(source), _indent(above)
+    where = f"`{source.strip()}` is indented {here} spaces, `{above.strip()}` above it {there}"
+    return (f"check the indentation ({where}): the keys of one entry line up at the same number of spaces, "
+            "and an entry's keys sit deeper than its name.")
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
 
 
 def _join(field: str, key: str) -> str:

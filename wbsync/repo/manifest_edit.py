@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from wbsync.core.atomic import write_atomic
-from wbsync.core.errors import ManifestError, UsageError
+from wbsync.core.errors import LocalIOError, ManifestError, UsageError
 from wbsync.core.models import Entry, Manifest
 from wbsync.core.paths import normalize_path
 from wbsync.core.references import parse_reference
@@ -321,7 +321,13 @@ def _read(path: Path, shown: str) -> str | None:
 
 def _write(path: Path, text: str, before: str | None) -> None:
     mode = path.stat().st_mode & 0o7777 if before is not None else None
-    write_atomic(path, text.encode("utf-8"))
+    try:
+        write_atomic(path, text.encode("utf-8"))
+    except OSError as error:  # the atomic write's temp file is ours, not a name the user knows
+        what = "update" if before is not None else "create"
+        raise LocalIOError(f"cannot {what} {path.name} in {path.parent}: {error.strerror or error}. Nothing was "
+                           f"written. Run `wbsync add` in a folder you can write (check its permissions, or "
+                           "whether it is on a read-only filesystem), then run again.") from None
     if mode is not None:
         os.chmod(path, mode)  # write_atomic's new file got the umask's mode
 

@@ -97,6 +97,11 @@ class _Deferred:
     def description(self, value: str) -> None:
         self._get().description = value
 
+    def identity(self) -> str | None:
+        """Which source this is, for remembered confirmations (None: it cannot say)."""
+        found = getattr(self._get(), "identity", None)
+        return found() if found is not None else None
+
     def resolve(self, entry: Entry) -> Resolved:
         return self._get().resolve(entry)
 

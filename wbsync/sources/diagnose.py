@@ -15,15 +15,25 @@ This module does not import wandb; the W&B source calls it.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import re
 import socket
 import ssl
 from urllib.parse import urlsplit, urlunsplit
 
-from wbsync.core.errors import RemoteError
+from wbsync.core.errors import RemoteError, UsageError
 from wbsync.net.netenv import Proxy, proxy_for, tls_context
 
+# The SDK's own format rule (wandb 0.31, wandb/sdk/lib/wbauth/validation.py): a JWT of three
+# base64url segments, or an optional "prefix-" and a secret of 40+ letters, digits, "_" or "-".
+_JWT = re.compile(r"[\w-]+\.[\w-]+\.[\w-]+")
+_SECRET = re.compile(r"[\w-]+")
+_MIN_SECRET = 40
+# Statuses a W&B server never gives to a POST to /graphql, down or not: a server that does not
+# take POST there (Python's http.server answers 501) or does not speak its HTTP version.
+_NOT_WANDB_STATUSES = (501, 505)
 _VIEWER = b'{"query": "query Viewer { viewer { id } }", "operationName": "Viewer"}'
 _DEFAULT_TIMEOUT = 10.0
 
@@ -44,6 +54,32 @@ def public_url(url: str) -> str:
     if parts.port:
         netloc += f":{parts.port}"
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def check_key_format() -> None:
+    """UsageError (exit 2, no request sent) when WANDB_API_KEY is set but cannot be a W&B key.
+    The SDK checks the same rule, but its refusal reaches wbsync as a failed credentials check,
+    which read as a network problem. The key itself is never shown, only what is wrong with it."""
+    key = os.environ.get("WANDB_API_KEY", "")
+    problem = key_format_problem(key) if key else None
+    if problem:
+        raise UsageError(
+            f"WANDB_API_KEY is not a W&B API key: {problem} A key is 40 or more letters, digits, '_' or '-' "
+            "(a dedicated server's keys may start with a prefix and '-'). Copy it again from W&B (User "
+            "settings > API keys), without quotes or spaces, or unset WANDB_API_KEY to use the key "
+            "`wandb login` stored in ~/.netrc. Nothing was sent to W&B.")
+
+
+def key_format_problem(key: str) -> str | None:
+    """What makes ``key`` unusable as a W&B API key, as a sentence; None if its format is fine."""
+    if _JWT.fullmatch(key):
+        return None
+    secret = key.split("-", 1)[-1]
+    if not _SECRET.fullmatch(secret):
+        return "it holds characters other than letters, digits, '_' and '-' (a space, a quote, a line break?)."
+    if len(secret) < _MIN_SECRET:
+        return f"it has {len(secret)} characters where a key has at least {_MIN_SECRET}."
+    return None
 
 
 def check_reachable(url: str, timeout: float | None = None) -> None:
@@ -151,12 +187,13 @@ def _judge(shown: str, status: int, kind: str, body: bytes) -> str | None:
     looks_like_wandb = _is_graphql_answer(body)
     if looks_like_wandb and status < 500:
         return None  # a W&B server: 200, or 401/403 to a request without a key
-    if status >= 500:
+    if status >= 500 and status not in _NOT_WANDB_STATUSES:
         return (f"the server at {shown} answers HTTP {status}: it is down or overloaded. Retry later, or "
                 "check its status page (W&B's cloud) or its administrator (a dedicated or self-hosted server).")
     sample = body[:80].decode("utf-8", "replace").strip().replace("\n", " ")
     what = f"HTTP {status}, {kind.split(';')[0] or 'no content type'}" + (f": {sample!r}" if sample else "")
-    return (f"{shown} answers, but not as a W&B server (its GraphQL endpoint /graphql gave {what}). "
+    return (f"{shown} does not look like a W&B server: it answers, but not as W&B does (its GraphQL "
+            f"endpoint /graphql gave {what}). "
             "Set WANDB_BASE_URL to your W&B server's API address (e.g. https://acme.wandb.io, not the "
             "address of a page in the App), or unset it for W&B's own cloud; then run again.")
 
@@ -167,6 +204,25 @@ def _is_graphql_answer(body: bytes) -> bool:
     except ValueError:
         return False
     return isinstance(doc, dict) and ("data" in doc or "errors" in doc)
+
+
+def unknown_name_message(entry: str, reference: str, kind: str, typed: str, registry: str,
+                         names: list[str]) -> str:
+    """W&B has no registry (``kind`` "registry") or collection of that name: say which, in the
+    reference's words, and list the names it has, closest to the typed one first, so the fix is a
+    copy away."""
+    where = f" in the registry {registry!r}" if kind == "collection" else ""
+    listed = ", ".join(closest_first(typed, names)) or "none that your account can see"
+    plural = "collections" if kind == "collection" else "registries"
+    return (f"{entry!r} ({reference}): there is no {kind} {typed!r}{where}. The {plural} that exist: {listed}. "
+            f"Fix the {kind} name in the reference (artifacts.yaml), then run again.")
+
+
+def closest_first(typed: str, names: list[str], shown: int = 20) -> list[str]:
+    """``names``, the ones most like ``typed`` first (then alphabetical), at most ``shown`` of them."""
+    close = difflib.get_close_matches(typed, names, n=max(1, len(names)), cutoff=0.5)
+    ordered = close + sorted(n for n in set(names) if n not in close)
+    return ordered[:shown] + ([f"... ({len(ordered) - shown} more)"] if len(ordered) > shown else [])
 
 
 def _reason(exc: BaseException) -> str:

@@ -301,6 +301,10 @@ class MirrorSource:
         self._urls: dict[str, dict[str, str]] = {}  # resolved -> path -> link (file_urls)
         self._lock = threading.Lock()
 
+    def identity(self) -> str:
+        """The mirror's absolute folder or its URL: what remembered confirmations are keyed by."""
+        return f"mirror {self.location.local or self.location.spec}"
+
     def resolve(self, entry: Entry) -> Resolved:
         ref = entry.reference
         org = self._org(entry)

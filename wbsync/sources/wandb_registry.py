@@ -45,8 +45,9 @@ from wbsync.core.models import (
     VersionState,
     VersionStatus,
 )
+from wbsync.core.notices import waiting
 from wbsync.core.shown import split_credentials
-from wbsync.sources.diagnose import check_reachable, diagnose_server, public_url
+from wbsync.sources.diagnose import check_key_format, check_reachable, diagnose_server, public_url, unknown_name_message
 
 _FILES_PAGE = 1000
 T = TypeVar("T")
@@ -59,6 +60,10 @@ class WandbSource:
         self._lock = threading.Lock()
         base = os.environ.get("WANDB_BASE_URL")
         self.description = f"W&B at {public_url(base)}" if base else "W&B"
+
+    def identity(self) -> str:
+        """The server's URL (no user, password or query): what remembered confirmations are keyed by."""
+        return f"W&B {public_url(base_url())}"
 
     def resolve(self, entry: Entry) -> Resolved:
         try:
@@ -136,22 +141,31 @@ class WandbSource:
 
     def _api(self, entity: str | None) -> Any:
         if entity not in self._apis:
-            if not self._apis:  # the first SDK call of this command: is the server there at all?
+            if not self._apis:  # the first SDK call of this command: a usable key, a server there at all?
+                check_key_format()
                 check_reachable(base_url())
             self._apis[entity] = _call(lambda: _new_api(entity), None)
         return self._apis[entity]
 
     def _explain_missing(self, entry: Entry, error: NotFoundError) -> NotFoundError:
-        """An alias or version W&B does not know: list the ones the collection has (one more
-        lookup, through its ``latest``), so the fix is a copy away. If the collection itself
-        cannot be found, the original message stands."""
+        """A name W&B does not know, explained in the reference's words with the names that exist
+        (one more lookup each), so the fix is a copy away: an unknown registry lists the
+        organization's registries; an unknown collection (it has no ``latest`` either) lists the
+        registry's collections; an unknown alias or version lists the collection's. If that lookup
+        fails too, the original message stands."""
         ref = entry.reference
-        if "membership" not in error.message or ref.selector == "latest":
+        if "not found under entity" in error.message:  # W&B's words for a registry it does not have
+            return self._unknown_name(entry, error, "registry", lambda api: [r.name for r in api.registries(
+                organization=ref.org)])
+        if "membership" not in error.message:
             return error
         at_latest = dataclasses.replace(ref, alias="latest", version=None).full_name()
         try:
             names = _call(lambda: list(self._api(entry.entity).artifact(at_latest).collection.aliases), at_latest)
-        except WbsyncError:
+        except WbsyncError:  # no `latest` either: is it the collection that does not exist?
+            return self._unknown_name(entry, error, "collection", lambda api: [c.name for c in api.registries(
+                organization=ref.org, filter={"name": ref.registry}).collections()])
+        if ref.selector == "latest":
             return error
         versions = sorted((a for a in names if _VERSION_ALIAS.fullmatch(a)), key=lambda a: int(a[1:]))
         aliases = sorted(a for a in names if not _VERSION_ALIAS.fullmatch(a))
@@ -160,6 +174,21 @@ class WandbSource:
             f"{entry.name!r} ({ref}): the collection {ref.collection} has no {what}. Its aliases: "
             f"{', '.join(aliases) or 'none'}; its versions: {_span(versions)}. Use one of them in the "
             "reference, then run again.")
+
+    def _unknown_name(self, entry: Entry, error: NotFoundError, kind: str,
+                      listing: Callable[[Any], list[str]]) -> NotFoundError:
+        """A registry or collection W&B does not have: name it and list those that exist (one more
+        lookup; if that fails too, the original message stands)."""
+        where = f"registry {entry.reference.registry}" if kind == "collection" else "organization"
+        try:
+            names = _call(lambda: listing(self._api(entry.entity)), where)
+        except WbsyncError:
+            return error
+        ref = entry.reference
+        typed = ref.collection if kind == "collection" else ref.registry
+        if typed in names:
+            return error  # it exists after all: the alias or the access is what failed
+        return NotFoundError(unknown_name_message(entry.name, str(ref), kind, typed, ref.registry, names))
 
     def _artifact(self, name: str, entity: str | None, entry: Entry | None) -> Any:
         api = self._api(entity)
@@ -403,7 +432,8 @@ def _call(fn: Any, name: str | None, entry: Entry | None = None) -> Any:
     import wandb.errors
 
     try:
-        return fn()
+        with waiting(_wait_text(name), key=_shown_url()):
+            return fn()
     except wandb.errors.AuthenticationError as exc:
         # The SDK raises this for any failed Viewer check (500s, resets, its timeout, a server
         # that is not W&B); only a 401/403 from the server is a refused key.
@@ -427,6 +457,13 @@ def _call(fn: Any, name: str | None, entry: Entry | None = None) -> Any:
         if type(exc).__name__ != "WandbApiFailedError":
             raise
         raise _comm_error(str(exc), name, entry) from None
+
+
+def _wait_text(name: str | None) -> str:
+    what = f"its answer about {name}" if name else "its answer to the credentials check"
+    return (f"W&B at {_shown_url()} accepted the connection, wbsync waits for {what}. The W&B SDK gives up after "
+            "its own time-out and retries (WANDB_HTTP_TIMEOUT sets the time-out of each attempt); then wbsync "
+            "says why.")
 
 
 def _shown_url() -> str:
@@ -513,6 +550,7 @@ def find_finished_run(entity: str | None, project: str, run_id: str) -> str | No
     """``entity/project/run_id`` when a finished run with this id exists, else None. A run that
     exists but did not finish (crashed half-way, or running right now) counts as missing: the
     caller resumes it rather than trusting inputs it may not have recorded."""
+    check_key_format()
     check_reachable(base_url())
     api = _call(lambda: _new_api(entity), None)
     # As api.run() and wandb.init() pick it: --entity, else WANDB_ENTITY, else the user's default.

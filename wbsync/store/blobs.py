@@ -9,6 +9,7 @@ Layout under the root (``default_store_dir()``)::
     locks/claims                              per-blob fetch claims, byte-range locks (wbsync.store.claims)
     tmp/<algorithm>-<hex>.ranged[.json]       a large blob arriving in parts (wbsync.store.partial)
     lockfiles/<sha256 of a lock's path>.json  lockfiles that synced here (wbsync.cache)
+    CACHEDIR.TAG                              "a cache": backup tools skip the store (tag_cache_dir)
 
 Invariants:
 
@@ -48,12 +49,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
+from wbsync.core.atomic import write_atomic
 from wbsync.core.digests import CHUNK_SIZE, b64, hash_file, hex_of, new_hasher
 from wbsync.core.errors import IntegrityError
 from wbsync.core.filelock import hold, locked
 from wbsync.core.models import ALGORITHMS, Algorithm, FileRecord
 
 BLOB_MODE = 0o444
+CACHEDIR_TAG = "CACHEDIR.TAG"
+_CACHEDIR_TAG_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
+                      "# This file is a cache directory tag created by wbsync: its content store.\n"
+                      "# For information about cache directory tags, see https://bford.info/cachedir/\n")
 # 2000-01-01T00:00:00Z: every verified blob's mtime. Whole seconds, so that archives that keep
 # mtimes at one-second resolution (tar's ustar format) keep it too.
 VERIFIED_MTIME_NS = 946_684_800 * 10**9
@@ -108,6 +114,28 @@ class StoredBlob:
         return (self.algorithm, self.hex)
 
 
+@dataclass(frozen=True)
+class Freed:
+    """What a cleanup removed: files, and the disk space they took (``allocated``)."""
+
+    files: int = 0
+    bytes: int = 0
+
+    def plus(self, files: int, used: int) -> Freed:
+        return Freed(self.files + files, self.bytes + used)
+
+    def __add__(self, other: Freed) -> Freed:
+        return self.plus(other.files, other.bytes)
+
+
+def allocated(st: os.stat_result) -> int:
+    """The disk space a file takes, not its apparent size: a part-done file of a download in
+    ranges is sparse (sized in full, filled part by part), and it is the space that a full disk
+    lacks. ``st_blocks`` counts 512-byte units on every POSIX system."""
+    blocks: int | None = getattr(st, "st_blocks", None)  # absent on Windows only
+    return st.st_size if blocks is None else blocks * 512
+
+
 class Store:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -115,6 +143,7 @@ class Store:
         self.tmp_dir = self.root / "tmp"
         self.locks_dir = self.root / "locks"
         self.lockfiles_dir = self.root / "lockfiles"
+        self._tagged = False
 
     def blob_path(self, record: FileRecord) -> Path:
         return self.key_path(record.algorithm, blob_hex(record))
@@ -207,28 +236,72 @@ class Store:
         return removed
 
     def clean_tmp(self, min_age_s: float = 60.0) -> int:
-        """Remove temp files whose writer is gone; returns how many.
+        """Remove temp files whose writer is gone; returns how many (``sweep_tmp`` says more)."""
+        return self.sweep_tmp(min_age_s).files
+
+    def sweep_tmp(self, min_age_s: float = 60.0, *, dry_run: bool = False) -> Freed:
+        """Remove temp files whose writer is gone: how many, and the disk space they took.
 
         A writer holds a flock on its temp file from creation until commit or discard, and
         the kernel drops it when the process dies, so a free lock marks a leftover of a killed
         process (a PID in the name could be reused, or live in another container's PID
         namespace). Files modified in the last ``min_age_s`` are kept: that covers the instant
-        between a writer creating its file and locking it.
+        between a writer creating its file and locking it. ``dry_run``: count, remove nothing.
         """
-        try:
-            entries = list(os.scandir(self.tmp_dir))
-        except FileNotFoundError:
-            return 0
         cutoff = time.time() - min_age_s
-        return sum(
-            1
-            for entry in entries
-            if entry.name.endswith(".part") and _remove_if_abandoned(entry.path, cutoff)
-        )
+        freed = Freed()
+        for entry in _entries(self.tmp_dir):
+            if entry.name.endswith(".part"):
+                used = _remove_if_abandoned(entry.path, cutoff, dry_run)
+                if used is not None:
+                    freed = freed.plus(1, used)
+        return freed
 
     def _locks_dir(self) -> Path:
         self.locks_dir.mkdir(parents=True, exist_ok=True)
+        if not self._tagged:  # every sync, prune and fetch takes a lock here before writing the store
+            tag_cache_dir(self.root)
+            self._tagged = True  # tried once: a store this user cannot write is not retried per blob
         return self.locks_dir
+
+
+def tag_cache_dir(root: Path) -> bool:
+    """Mark ``root`` as a cache with a ``CACHEDIR.TAG`` (https://bford.info/cachedir/), so that
+    backup tools (tar --exclude-caches, borg, restic --exclude-caches) skip what can be fetched
+    again. Whether the tag is there now; best effort: a store this user cannot write stays untagged."""
+    path = root / CACHEDIR_TAG
+    if path.exists():
+        return True
+    try:
+        write_atomic(path, _CACHEDIR_TAG_TEXT.encode())
+    except OSError:
+        return False
+    return True
+
+
+def store_elsewhere(store: Store, project_root: Path, link_mode: str) -> str | None:
+    """A warning when the store is on another filesystem than the project while the link mode
+    would link (hardlink) or clone (auto, reflink): neither crosses filesystems, so each file is
+    a full copy. None otherwise, or when it cannot tell."""
+    if link_mode not in ("auto", "hardlink", "reflink"):
+        return None
+    try:
+        store_dev = _existing(store.root).stat().st_dev
+        if store_dev == project_root.stat().st_dev:
+            return None
+    except OSError:
+        return None
+    links = "hardlinks" if link_mode == "hardlink" else "reflinks (copy-on-write clones)"
+    return (f"the content store {store.root} is on another filesystem than this project ({project_root}): "
+            f"{links} cannot cross filesystems, so every file is placed as a full copy. To share the disk "
+            "space, set WBSYNC_CACHE_DIR to a folder on the project's filesystem.")
+
+
+def _existing(path: Path) -> Path:
+    """``path``, or its nearest existing parent (a store not created yet goes there)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def _entries(folder: Path) -> list[os.DirEntry[str]]:
@@ -256,20 +329,23 @@ def _blobs_in(algorithm: Algorithm, folder: os.DirEntry[str]) -> Iterator[Stored
                          st.st_nlink)
 
 
-def _remove_if_abandoned(path: str, cutoff: float) -> bool:
+def _remove_if_abandoned(path: str, cutoff: float, dry_run: bool = False) -> int | None:
+    """The disk space freed by removing ``path``, or None when it was kept."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:  # committed or discarded meanwhile
-        return False
+        return None
     try:
-        if os.fstat(fd).st_mtime >= cutoff or not hold(fd, wait=False):
-            return False
+        st = os.fstat(fd)
+        if st.st_mtime >= cutoff or not hold(fd, wait=False):
+            return None
         # Unlink by name while holding the lock: if the writer committed in between, the
         # name is gone (FileNotFoundError) and the blob, a different name, is untouched.
-        os.unlink(path)
-        return True
+        if not dry_run:
+            os.unlink(path)
+        return allocated(st)
     except FileNotFoundError:
-        return False
+        return None
     finally:
         os.close(fd)
 

@@ -38,8 +38,12 @@ class Claims:
 
     def try_claim(self, record: FileRecord) -> bool:
         """Claim the blob unless another process holds it now."""
+        return self.try_claim_hex(blob_hex(record))
+
+    def try_claim_hex(self, hexdigest: str) -> bool:
+        """``try_claim`` by the blob's hex digest (a prune knows part-done files by name only)."""
         try:
-            fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _offset(record))
+            fcntl.lockf(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, _offset_hex(hexdigest))
             return True
         except (BlockingIOError, PermissionError):
             return False
@@ -53,8 +57,11 @@ class Claims:
         return True
 
     def release(self, record: FileRecord) -> None:
-        fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, _offset(record))
+        self.release_hex(blob_hex(record))
+
+    def release_hex(self, hexdigest: str) -> None:
+        fcntl.lockf(self._fd, fcntl.LOCK_UN, 1, _offset_hex(hexdigest))
 
 
-def _offset(record: FileRecord) -> int:
-    return int(blob_hex(record)[:16], 16) % _OFFSETS
+def _offset_hex(hexdigest: str) -> int:
+    return int(hexdigest[:16], 16) % _OFFSETS

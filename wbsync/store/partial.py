@@ -18,16 +18,23 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import re
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from wbsync.core.digests import Hasher
 from wbsync.core.errors import IntegrityError
 from wbsync.core.models import FileRecord
-from wbsync.store.blobs import BLOB_MODE, VERIFIED_MTIME_NS, Store, blob_hex
+from wbsync.store.blobs import BLOB_MODE, VERIFIED_MTIME_NS, Freed, Store, allocated, blob_hex
+
+if TYPE_CHECKING:
+    from wbsync.store.claims import Claims
 
 SUFFIX = ".ranged"
-KEEP_S = 7 * 24 * 3600  # an abandoned part-done file older than this is removed (see clean)
+KEEP_S = 7 * 24 * 3600  # kept this long for a resume; see clean() for the whole rule
+_HEX = re.compile(r"[0-9a-f]{16,}")
 
 
 class PartialBlob:
@@ -110,8 +117,12 @@ class PartialBlob:
         doc = {"size": self.record.size, "digest": self.record.digest, "part_size": self.part_size,
                "done": sorted(self.done)}
         temp = Path(f"{self.journal}.{os.getpid()}.tmp")
-        temp.write_text(json.dumps(doc))
-        os.replace(temp, self.journal)
+        try:
+            temp.write_text(json.dumps(doc))
+            os.replace(temp, self.journal)
+        except BaseException:  # a full disk: leave the old journal, not an empty temp file beside it
+            temp.unlink(missing_ok=True)
+            raise
 
     def commit(self, digest: str) -> Path:
         """Name the blob if ``digest`` (of the whole file, hashed in order) is the lock's; else
@@ -157,21 +168,81 @@ class PartialBlob:
         return {i for i in done if isinstance(i, int) and 0 <= i < self.parts}
 
 
-def clean(store: Store, keep_s: float = KEEP_S) -> int:
-    """Remove part-done files (and journals) untouched for ``keep_s``; returns how many files.
-    Younger ones are kept: the next sync of that blob resumes them."""
+@dataclass(frozen=True)
+class Leftover:
+    """One blob's part-done file with its journal (and a journal's temp file, if a kill left one)."""
+
+    name: str  # "<algorithm>-<hex>": what the files' names start with
+    paths: tuple[str, ...]
+    mtime: float  # the newest of the files': when a sync last wrote a part
+    used: int  # disk space taken (allocated, not the sparse file's apparent size)
+
+
+def leftovers(store: Store) -> list[Leftover]:
+    """The part-done files in the store's ``tmp/``, grouped by blob, in name order."""
+    groups: dict[str, list[tuple[str, os.stat_result]]] = {}
+    for entry in _entries(store.tmp_dir):
+        name, found, _ = entry.name.partition(SUFFIX)
+        if not found:
+            continue
+        try:
+            groups.setdefault(name, []).append((entry.path, entry.stat(follow_symlinks=False)))
+        except FileNotFoundError:  # committed or removed since the listing
+            continue
+    return [Leftover(name, tuple(p for p, _ in files), max(st.st_mtime for _, st in files),
+                     sum(allocated(st) for _, st in files)) for name, files in sorted(groups.items())]
+
+
+def clean(store: Store, keep_s: float = KEEP_S, *, dry_run: bool = False) -> Freed:
+    """Remove the part-done files no running sync holds and that were untouched for ``keep_s``
+    (0: all of them); returns how many files and the space they took.
+
+    The rule: a part-done file is kept for resuming for ``KEEP_S`` (a week) after its last
+    write, while no sync holds it. An automatic prune passes ``KEEP_S``; an explicit `wbsync
+    cache prune` passes 0, since it is what a full disk's message advises. "Held" is the blob's
+    claim (wbsync.store.claims), which a sync holds for as long as it fetches that blob and the
+    kernel drops when it dies; the claim is held here while the files are removed, so no sync
+    can open them meanwhile."""
     cutoff = time.time() - keep_s
-    removed = 0
+    found = [left for left in leftovers(store) if keep_s <= 0 or left.mtime < cutoff]
+    if not found:
+        return Freed()
+    from wbsync.store.claims import Claims  # only a prune gets here: a no-op sync loads this module without it
+
     try:
-        entries = list(os.scandir(store.tmp_dir))
+        claims = Claims(store)
+    except OSError:  # a store this user cannot write: nothing can be removed anyway
+        return Freed()
+    freed = Freed()
+    for left in found:
+        freed += _remove_unheld(claims, left, dry_run)
+    return freed
+
+
+def _remove_unheld(claims: Claims, left: Leftover, dry_run: bool) -> Freed:
+    hexdigest = left.name.partition("-")[2]
+    claimable = _HEX.fullmatch(hexdigest) is not None  # no fetcher makes another name: none can hold it
+    if claimable and not claims.try_claim_hex(hexdigest):
+        return Freed()  # a running sync is fetching this blob (or resuming it)
+    try:
+        removed = dry_run or _unlink_all(left.paths)
+        return Freed(len(left.paths), left.used) if removed else Freed()
+    finally:
+        if claimable:
+            claims.release_hex(hexdigest)
+
+
+def _unlink_all(paths: tuple[str, ...]) -> bool:
+    try:
+        for path in paths:
+            Path(path).unlink(missing_ok=True)
+    except OSError:  # another user's store
+        return False
+    return True
+
+
+def _entries(folder: Path) -> list[os.DirEntry[str]]:
+    try:
+        return list(os.scandir(folder))
     except FileNotFoundError:
-        return 0
-    for entry in entries:
-        if SUFFIX in entry.name:
-            try:
-                if entry.stat().st_mtime < cutoff:
-                    os.unlink(entry.path)
-                    removed += 1
-            except FileNotFoundError:
-                pass
-    return removed
+        return []

@@ -39,7 +39,8 @@ class FakeWandb:
     """
 
     def __init__(self, features: Iterable[str] = DEFAULT_FEATURES,
-                 network: str | NetworkProfile = "loopback") -> None:
+                 network: str | NetworkProfile = "loopback", port: int = 0) -> None:
+        self._port = port  # 0: a random free port
         self._default_features = list(features)
         self._default_network = network
         self._state = ServerState(default_world(), "", list(self._default_features))
@@ -49,10 +50,10 @@ class FakeWandb:
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> Self:
-        """Listen on a random loopback port and serve from a daemon thread."""
+        """Listen on the loopback port (a random one unless given) and serve from a daemon thread."""
         if self._server is not None:
             return self
-        self._server = LoopbackServer(self._state)
+        self._server = LoopbackServer(self._state, self._port)
         self._state.base_url = f"http://127.0.0.1:{self._server.port}"
         threading.Thread(  # stop() waits for it through shutdown()
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-wandb", daemon=True
@@ -185,6 +186,32 @@ class FakeWandb:
         """Move (or create) ``alias`` to ``v{version_index}`` of the registry collection."""
         with self._state.lock:
             self._state.world.portfolio(org, registry, collection).set_alias(alias, version_index)
+
+    def version_count(self, org: str, registry: str, collection: str) -> int:
+        """How many versions the registry collection has logged (0 if it does not exist)."""
+        with self._state.lock:
+            try:
+                return self._state.world.portfolio(org, registry, collection).next_index
+            except KeyError:
+                return 0
+
+    def has_registry(self, org: str, registry: str) -> bool:
+        with self._state.lock:
+            try:
+                self._state.world.registry(org, registry)
+            except KeyError:
+                return False
+            return True
+
+    def set_aliases(self, org: str, registry: str, collection: str, aliases: Mapping[str, int]) -> None:
+        """Make ``aliases`` (name -> version index) the collection's named aliases: moved, added, and
+        any other removed; ``latest`` keeps following the newest version."""
+        with self._state.lock:
+            portfolio = self._state.world.portfolio(org, registry, collection)
+            for alias in [a for a in portfolio.aliases if a != "latest" and a not in aliases]:
+                del portfolio.aliases[alias]
+            for alias, index in aliases.items():
+                portfolio.set_alias(alias, index)
 
     def delete_version(self, org: str, registry: str, collection: str, version_index: int) -> None:
         """Remove ``v{version_index}`` from the collection: it and its aliases are "not found" after."""

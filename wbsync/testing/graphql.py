@@ -20,7 +20,7 @@ from urllib.parse import quote
 from weakref import WeakKeyDictionary
 
 from wbsync.testing.network import LinkPolicy
-from wbsync.testing.world import Artifact, Collection, Membership, Project, User, World, gql_id
+from wbsync.testing.world import REGISTRY_PREFIX, Artifact, Collection, Membership, Project, User, World, gql_id
 
 JSON = dict[str, Any]
 _OPERATION = re.compile(r"\b(?:query|mutation)\s+(\w+)")
@@ -362,6 +362,50 @@ def _artifact_by_id(ctx: Context, variables: JSON) -> JSON:
     return {"artifact": artifact and _artifact(artifact)}
 
 
+# -- registry search (protocol §5.2): api.registries() and .collections() ------------------
+
+
+def _registries_of(ctx: Context, variables: JSON, filter_key: str) -> tuple[Any, list[Project]] | None:
+    """The org named ``organization`` (display name) and its registries that match the filter
+    (only ``{"name": exact}`` is understood, the SDK's own prefix included), or None."""
+    org = ctx.world.orgs.get(variables["organization"])
+    if org is None:
+        return None
+    wanted = json.loads(variables.get(filter_key) or "{}").get("name")
+    projects = [p for (entity, name), p in sorted(ctx.world.projects.items())
+                if entity == org.entity and name.startswith(REGISTRY_PREFIX) and wanted in (None, name)]
+    return org, projects
+
+
+def _fetch_registries(ctx: Context, variables: JSON) -> JSON:
+    found = _registries_of(ctx, variables, "filters")
+    if found is None:
+        return {"organization": None}
+    org, projects = found
+    page, info = _page(projects, variables, default_size=100)
+    edges = [{"node": _registry(p, org.name)} for p in page]
+    return {"organization": {"orgEntity": {"projects": {"pageInfo": info, "edges": edges}}}}
+
+
+def _registry(project: Project, org_name: str) -> JSON:
+    return {**_project(project), "__typename": "Project", "entity": {"name": project.entity,
+                                                                    "organization": {"name": org_name}},
+            "description": None, "createdAt": _time(datetime(2026, 1, 1)), "updatedAt": None,
+            "access": "PRIVATE", "allowAllArtifactTypesInRegistry": True, "artifactTypes": {"edges": []}}
+
+
+def _registry_collections(ctx: Context, variables: JSON) -> JSON:
+    found = _registries_of(ctx, variables, "registryFilter")
+    if found is None:
+        return {"organization": None}
+    org, projects = found
+    collections = [c for p in projects for _, c in sorted(p.collections.items()) if c.kind == "ArtifactPortfolio"]
+    page, info = _page(collections, variables, default_size=100)
+    edges = [{"node": _collection(c)} for c in page]
+    connection = {"totalCount": len(collections), "pageInfo": info, "edges": edges}
+    return {"organization": {"orgEntity": {"name": org.entity, "artifactCollections": connection}}}
+
+
 # -- runs and lineage (protocol §6) -------------------------------------------------------
 
 
@@ -507,6 +551,8 @@ OPERATIONS: dict[str, Callable[[Context, JSON], JSON]] = {
     "ProjectArtifacts": _project_artifacts,
     "ArtifactCollectionAliases": _collection_aliases,
     "ArtifactByID": _artifact_by_id,
+    "FetchRegistries": _fetch_registries,
+    "RegistryCollections": _registry_collections,
     "UpsertBucket": _upsert_bucket,
     "Run": _run,
     "RunResumeStatus": _run_resume_status,

@@ -92,17 +92,17 @@ class _Handler(StreamRequestHandler):
 
 
 class LoopbackServer(ThreadingTCPServer):
-    """Listens on 127.0.0.1 at a random port; tracks connections so ``close_connections`` works."""
+    """Listens on 127.0.0.1 at ``port`` (0: a random free one); tracks connections so ``close_connections`` works."""
 
     daemon_threads = True
     block_on_close = False  # stopping must not wait for handlers hung by a fault
     request_queue_size = 128  # the SDK opens up to 32 download connections at once
 
-    def __init__(self, state: ServerState) -> None:
+    def __init__(self, state: ServerState, port: int = 0) -> None:
         self.state = state
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", port), _Handler)
 
     @property
     def port(self) -> int:

@@ -65,7 +65,8 @@ def info(ctx: Ctx) -> None:
 @click.option("--dry-run", is_flag=True, help="Print what would be removed; change nothing.")
 @cache_options
 def prune(ctx: Ctx, max_size: str | None, dry_run: bool) -> None:
-    """Remove blobs no existing lockfile needs, then least recently used ones over --max-size."""
+    """Remove blobs no existing lockfile needs, then least recently used ones over --max-size, and
+    part-done downloads no running sync holds (a sync stopped by a full disk leaves one)."""
     from wbsync.cache import configured_max_size
     from wbsync.cache import prune as run_prune
     from wbsync.core.text import parse_size
@@ -131,7 +132,8 @@ def _info_json(r: CacheInfo) -> dict[str, Any]:
         "tmp_files": r.tmp_files,
         "tmp_bytes": r.tmp_bytes,
         "locks": [_lock_json(u, r.blobs) for u in r.locks],
-        "prune": _plan_json(r.would),
+        "prune": {**_plan_json(r.would, r.would_tmp.bytes), "tmp_files": r.would_tmp.files,
+                  "tmp_bytes": r.would_tmp.bytes},
     }
 
 
@@ -142,9 +144,9 @@ def _lock_json(use: LockUse, blobs: Sequence[StoredBlob]) -> dict[str, Any]:
             "stored_bytes": sum(b.size for b in stored)}
 
 
-def _plan_json(plan: PrunePlan) -> dict[str, Any]:
+def _plan_json(plan: PrunePlan, tmp_bytes: int = 0) -> dict[str, Any]:
     return {"removed": _count(plan.unreferenced), "evicted": _count(plan.evicted),
-            "freed_bytes": plan.freed_bytes}
+            "freed_bytes": plan.freed_bytes + tmp_bytes}
 
 
 def _info_text(r: CacheInfo) -> list[str]:
@@ -153,10 +155,11 @@ def _info_text(r: CacheInfo) -> list[str]:
     held = f"{_size(doc['held_bytes'])} held by the store alone (not hardlinked into a project)"
     lines = [f"Store: {r.root}",
              f"  {_n(doc['blobs'], 'blob')}, {_size(doc['bytes'])}; {held}; {limit}",
-             f"  {r.tmp_files} temp files ({_size(r.tmp_bytes)})",
+             f"  {r.tmp_files} temp files, {_size(r.tmp_bytes)} on disk (`wbsync cache prune` removes those "
+             "no running sync holds)",
              f"Lockfiles ({len(r.locks)} known):"]
     lines += ["  " + _lock_line(d) for d in doc["locks"]]
-    return lines + [_plan_line(r.would, "A prune would remove")]
+    return lines + [_plan_line(r.would, "A prune would remove", r.would_tmp.bytes)]
 
 
 def _lock_line(d: dict[str, Any]) -> str:
@@ -168,12 +171,14 @@ def _lock_line(d: dict[str, Any]) -> str:
             f"last used {d['last_used']}")
 
 
-def _plan_line(plan: PrunePlan, verb: str) -> str:
+def _plan_line(plan: PrunePlan, verb: str, tmp_bytes: int = 0) -> str:
     removed, evicted = _count(plan.unreferenced), _count(plan.evicted)
     line = f"{verb} {_n(removed['blobs'], 'blob')} no lockfile needs ({_size(removed['bytes'])})"
     if evicted["blobs"]:
         line += f" and {evicted['blobs']} least recently used ({_size(evicted['bytes'])})"
-    return line + f", freeing {_size(plan.freed_bytes)}."
+    if tmp_bytes:
+        line += f" and temp files ({_size(tmp_bytes)})"
+    return line + f", freeing {_size(plan.freed_bytes + tmp_bytes)}."
 
 
 # -- prune
@@ -185,9 +190,10 @@ def _prune_json(r: PruneResult) -> dict[str, Any]:
     return {
         "dry_run": r.dry_run,
         "max_size": r.max_size,
-        **_plan_json(r.plan),
+        **_plan_json(r.plan, r.tmp_bytes),
         "failed": r.failed,
         "tmp_files": r.tmp_files,
+        "tmp_bytes": r.tmp_bytes,
         "listings": {"count": len(r.listings), "bytes": sum(x.size for x in r.listings)},
         "forgotten_locks": r.forgotten,
         "invalid_locks": r.invalid,
@@ -197,11 +203,11 @@ def _prune_json(r: PruneResult) -> dict[str, Any]:
 
 def _prune_text(r: PruneResult) -> list[str]:
     doc = _prune_json(r)
-    lines = [_plan_line(r.plan, "Would remove" if r.dry_run else "Removed")]
+    lines = [_plan_line(r.plan, "Would remove" if r.dry_run else "Removed", r.tmp_bytes)]
     if r.failed:
         lines.append(f"  {_n(r.failed, 'blob')} could not be removed (permissions?)")
     if r.tmp_files:
-        lines.append(f"  and {r.tmp_files} temp files left by killed syncs")
+        lines.append(f"  temp files: {r.tmp_files}, left by stopped syncs (none that a running sync holds)")
     if r.listings:
         lines.append(f"  and {_n(len(r.listings), 'file list')} of large lock entries no lockfile names "
                      f"({_size(doc['listings']['bytes'])})")
