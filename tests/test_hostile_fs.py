@@ -48,11 +48,15 @@ def secret_file(tmp_path: Path, text: str = SECRET) -> Path:
     return path
 
 
+class Hung(BaseException):
+    """Not an OSError (as TimeoutError is), so no handler in wbsync swallows it."""
+
+
 @contextmanager
-def no_hang(seconds: int = 20) -> Iterator[None]:
+def no_hang(seconds: int = 10) -> Iterator[None]:
     """Fail (instead of hanging the suite) when wbsync blocks on a FIFO or reads a device forever."""
     def hung(signum: int, frame: object) -> None:
-        raise TimeoutError(f"wbsync still running after {seconds} s: it blocked on a FIFO or read without end")
+        raise Hung(f"wbsync still running after {seconds} s: it blocked on a FIFO or read without end")
 
     previous = signal.signal(signal.SIGALRM, hung)
     signal.alarm(seconds)
@@ -144,3 +148,60 @@ def test_a_lock_or_manifest_that_is_a_device_or_fifo_is_refused_without_reading_
     with no_hang():
         err = run("verify", check=2).stderr
     assert name in err and "FIFO" in err, err
+
+
+# -- item 10: wbsync's own files replaced by /dev/zero or a FIFO ----------------------------------
+
+
+def store_dir() -> Path:
+    return Path(os.environ["WBSYNC_CACHE_DIR"])
+
+
+@pytest.mark.parametrize("name", ["state.json", "state-delta.json", "fingerprint.json", "sync.lock"])
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
+def test_wbsyncs_own_files_that_are_devices_or_fifos_are_never_read(
+        fake_wandb: FakeWandb, project: Path, name: str, special: str) -> None:
+    synced(fake_wandb, project)
+    path = project / ".wbsync" / name
+    path.unlink(missing_ok=True)
+    if special == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to(special)
+    with no_hang():
+        for args in (["verify"], ["sync"], ["sync", "--force"], ["cache", "info"], ["cache", "prune"]):
+            result = run(*args, check=None)
+            assert result.exit_code in (0, 2), result.output
+            if result.exit_code == 2:
+                assert name in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert tree(project / "models/phi3") == MODEL
+
+
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
+def test_a_swap_journal_that_is_a_device_or_fifo_is_refused_naming_it(
+        fake_wandb: FakeWandb, project: Path, special: str) -> None:
+    synced(fake_wandb, project)
+    path = project / ".wbsync/swap.json"
+    os.mkfifo(path) if special == "fifo" else path.symlink_to(special)
+    with no_hang():
+        for args in (["verify"], ["sync"]):
+            err = run(*args, check=2).stderr
+            assert "swap.json" in err, err
+
+
+def test_a_registered_lock_replaced_by_dev_zero_protects_nothing_and_hangs_nothing(
+        fake_wandb: FakeWandb, project: Path, tmp_path: Path) -> None:
+    synced(fake_wandb, project)
+    other = tmp_path / "other"
+    other.mkdir()
+    os.chdir(other)
+    write_manifest(other, PHI3)
+    run("sync")
+    (other / "artifacts.lock").unlink()
+    (other / "artifacts.lock").symlink_to("/dev/zero")
+    os.chdir(project)
+    with no_hang():
+        run("cache", "info")
+        run("cache", "prune")
+        run("sync")
+    assert tree(project / "models/phi3") == MODEL

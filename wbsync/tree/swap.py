@@ -35,6 +35,7 @@ from typing import Any
 
 from wbsync.core.errors import LocalIOError, UsageError, local_io_error
 from wbsync.core.placed import untouched
+from wbsync.core.safeio import STATE_LIMIT, open_regular, read_regular
 from wbsync.tree.place import _TEMP_NAME, _path_problem, remove_placed, safe_join
 from wbsync.tree.state import (
     STATE_DIR,
@@ -66,7 +67,12 @@ def pending(root: Path) -> bool:
 def project_lock(root: Path) -> Iterator[None]:
     """One sync at a time per project: a second one waits here, then re-plans."""
     folder = check_state_dir(root)
-    with open(folder / "sync.lock", "a+b") as fh:
+    try:  # a committed sync.lock that is a link, a FIFO or a device is never opened through
+        fh = os.fdopen(open_regular(folder / "sync.lock", os.O_RDWR | os.O_CREAT), "r+b")
+    except OSError as exc:
+        raise UsageError(f"{folder / 'sync.lock'}: cannot use it as the project's lock ({exc.strerror}). "
+                         "Delete it and run again.") from None
+    with fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:
             yield
@@ -124,7 +130,7 @@ def complete(root: Path) -> bool:
     if not pending(root):
         return False
     try:
-        doc = json.loads(path.read_bytes())
+        doc = json.loads(read_regular(path, STATE_LIMIT))
         _validate(root, doc)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"{path}: an interrupted sync left a journal wbsync cannot use ({exc}). Delete {path} "
