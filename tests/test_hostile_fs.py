@@ -9,6 +9,7 @@ the bytes on disk unchanged, no hang (a timeout), no traceback.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -21,6 +22,7 @@ import yaml
 
 from helpers import run, run_json, tree, write_manifest
 from test_lock_and_sync import MODEL, PHI3, publish
+from wbsync.core.digests import hash_bytes
 from wbsync.testing import FakeWandb
 
 SECRET = "machine api.example.com login alice password hunter2-SECRET"
@@ -205,3 +207,100 @@ def test_a_registered_lock_replaced_by_dev_zero_protects_nothing_and_hangs_nothi
         run("cache", "prune")
         run("sync")
     assert tree(project / "models/phi3") == MODEL
+
+
+# -- items 6 and 18: links and FIFOs in the store's tmp/ and in the tree -------------------------
+
+
+def ranged_name(name: str = "weights/shard-0.bin") -> str:
+    """The part-done file name the store gives the model's large file."""
+    from wbsync.core.models import FileRecord
+    from wbsync.store.blobs import blob_hex
+    from wbsync.store.partial import SUFFIX
+
+    record = FileRecord(name, len(MODEL[name]), hash_bytes(MODEL[name], "md5"), "md5")
+    return f"md5-{blob_hex(record)}{SUFFIX}"
+
+
+@pytest.mark.parametrize("special", ["symlink", "fifo"])
+def test_a_part_done_file_that_is_a_link_or_fifo_is_never_written_through(
+        fake_wandb: FakeWandb, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, special: str) -> None:
+    monkeypatch.setenv("WBSYNC_RANGE_THRESHOLD", "1000")  # the 6,000-byte file takes the ranged path
+    monkeypatch.setenv("WBSYNC_PART_SIZE", "1000")
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    victim = tmp_path / "victim.txt"
+    victim.write_bytes(b"v" * 6000)  # the size the journal records: a resume would write into it
+    tmp = store_dir() / "tmp"
+    tmp.mkdir(parents=True)
+    part = tmp / ranged_name()
+    digest = hash_bytes(MODEL["weights/shard-0.bin"], "md5")
+    (tmp / f"{part.name}.json").write_text(json.dumps({"size": 6000, "digest": digest, "part_size": 1000,
+                                                       "done": [0]}))
+    if special == "symlink":
+        part.symlink_to(victim)
+    else:
+        os.mkfifo(part)
+    with no_hang():
+        run("sync")
+    assert victim.read_bytes() == b"v" * 6000
+    assert tree(project / "models/phi3") == MODEL
+
+
+@pytest.mark.parametrize("name", ["store", "claims"])
+def test_a_store_lock_file_that_is_a_symlink_is_refused_not_opened(
+        fake_wandb: FakeWandb, project: Path, tmp_path: Path, name: str) -> None:
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    victim = tmp_path / "created-by-wbsync"
+    locks = store_dir() / "locks"
+    locks.mkdir(parents=True)
+    (locks / name).symlink_to(victim)  # dangling: opening it with O_CREAT would create the co-tenant's file
+    with no_hang():
+        result = run("sync", check=None)
+    assert result.exit_code in (0, 2) and "Traceback" not in result.output, result.output
+    assert not victim.exists()
+
+
+def test_a_locked_file_that_is_a_fifo_is_never_read_by_verify_or_sync(fake_wandb: FakeWandb, project: Path) -> None:
+    synced(fake_wandb, project)
+    shard = project / "models/phi3/weights/shard-0.bin"
+    shard.unlink()
+    os.mkfifo(shard)
+    with no_hang():
+        doc = run_json("verify", check=1)
+        assert "weights/shard-0.bin" in str(doc["entries"][0])
+        assert "pipe" in run("sync", check=2).stderr
+        run("sync", "--force", check=2)
+    assert shard.is_fifo()
+
+
+def test_a_blob_in_the_store_that_is_a_fifo_is_never_read(fake_wandb: FakeWandb, project: Path) -> None:
+    synced(fake_wandb, project)
+    blobs = [p for p in (store_dir() / "blobs").rglob("*") if p.is_file()]
+    for blob in blobs:
+        blob.unlink()
+        os.mkfifo(blob)
+    import shutil
+
+    shutil.rmtree(project / "models")
+    with no_hang():
+        result = run("sync", check=None)
+    assert "Traceback" not in result.output
+
+
+# -- item 14: verify and a locked folder that is a symlink out of the project ---------------------
+
+
+@pytest.mark.parametrize("link", ["models/phi3", "models"])
+def test_verify_refuses_a_locked_folder_that_is_a_symlink_out_of_the_project(
+        fake_wandb: FakeWandb, project: Path, tmp_path: Path, link: str) -> None:
+    synced(fake_wandb, project)
+    outside = tmp_path / "outside"
+    os.replace(project / link, outside)
+    (outside / "id_rsa").write_text("PRIVATE KEY")
+    (project / link).symlink_to(outside)
+    result = run("verify", check=4)
+    assert "symlink" in result.stderr and "id_rsa" not in result.output, result.output
+    (outside / "README.md" if link == "models/phi3" else outside / "phi3/README.md").unlink()
+    assert "symlink" in run("sync", check=4).stderr  # the refusal sync makes once it has to write

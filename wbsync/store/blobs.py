@@ -52,6 +52,7 @@ from wbsync.core.digests import CHUNK_SIZE, b64, hash_file, hex_of, new_hasher
 from wbsync.core.errors import IntegrityError
 from wbsync.core.filelock import hold, locked
 from wbsync.core.models import ALGORITHMS, Algorithm, FileRecord
+from wbsync.core.safeio import NotRegularFile, open_regular
 
 BLOB_MODE = 0o444
 # 2000-01-01T00:00:00Z: every verified blob's mtime. Whole seconds, so that archives that keep
@@ -182,7 +183,7 @@ class Store:
     def try_exclusive(self) -> Iterator[bool]:
         """``exclusive()`` if nobody holds ``shared()`` right now; yields whether it got it.
         For the prune after a sync, which must not make that sync wait for another one."""
-        fd = os.open(self._locks_dir() / "store", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = open_regular(self._locks_dir() / "store", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             yield hold(fd, wait=False)
         finally:
@@ -258,8 +259,8 @@ def _blobs_in(algorithm: Algorithm, folder: os.DirEntry[str]) -> Iterator[Stored
 
 def _remove_if_abandoned(path: str, cutoff: float) -> bool:
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:  # committed or discarded meanwhile
+        fd = open_regular(path, os.O_RDONLY)
+    except (FileNotFoundError, NotRegularFile):  # committed or discarded meanwhile; a FIFO is never opened
         return False
     try:
         if os.fstat(fd).st_mtime >= cutoff or not hold(fd, wait=False):
@@ -304,10 +305,10 @@ class BlobWriter:
         # and the blob needs no fchmod before its rename.
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
-            fd = os.open(self.temp_path, flags, BLOB_MODE)
+            fd = open_regular(self.temp_path, flags, BLOB_MODE)
         except FileNotFoundError:  # the store's first download: one mkdir, not one per blob
             self.temp_path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.temp_path, flags, BLOB_MODE)
+            fd = open_regular(self.temp_path, flags, BLOB_MODE)
         self._file = os.fdopen(fd, "wb")
         hold(self._file.fileno())  # a fresh file: nobody else holds it, no wait
         return self

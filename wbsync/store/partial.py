@@ -18,12 +18,14 @@ from __future__ import annotations
 import json
 import mmap
 import os
+import stat
 import time
 from pathlib import Path
 
 from wbsync.core.digests import Hasher
 from wbsync.core.errors import IntegrityError
 from wbsync.core.models import FileRecord
+from wbsync.core.safeio import open_regular, read_regular
 from wbsync.store.blobs import BLOB_MODE, VERIFIED_MTIME_NS, Store, blob_hex
 
 SUFFIX = ".ranged"
@@ -48,14 +50,14 @@ class PartialBlob:
         else a new empty one."""
         store.tmp_dir.mkdir(parents=True, exist_ok=True)
         blob = cls(store, record, part_size)
-        blob.done = blob._resumable()
+        blob.done = blob._resumable() if _regular(blob.path) else set()  # a link or FIFO: never resumed
         flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
         if not blob.done:
             # A fresh file, never one truncated to 0: ext4 (auto_da_alloc) flushes a file that
             # was truncated to 0 when it is closed, and closing 2,100 MiB that way took 1 s, and
             # the journal's fsync after it 2 s more (one file on `cloud`: 12.0 s instead of 16.1).
             blob.path.unlink(missing_ok=True)
-        blob._fd = os.open(blob.path, flags, 0o600)  # writable until commit: a resume reopens it
+        blob._fd = open_regular(blob.path, flags, 0o600)  # a symlink a cache archive kept: refused  # writable until commit: a resume reopens it
         os.ftruncate(blob._fd, record.size)  # sparse: parts land anywhere
         return blob
 
@@ -110,7 +112,9 @@ class PartialBlob:
         doc = {"size": self.record.size, "digest": self.record.digest, "part_size": self.part_size,
                "done": sorted(self.done)}
         temp = Path(f"{self.journal}.{os.getpid()}.tmp")
-        temp.write_text(json.dumps(doc))
+        temp.unlink(missing_ok=True)  # a link planted at this name is removed, never written through
+        with os.fdopen(open_regular(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
+            fh.write(json.dumps(doc))
         os.replace(temp, self.journal)
 
     def commit(self, digest: str) -> Path:
@@ -143,7 +147,7 @@ class PartialBlob:
 
     def _resumable(self) -> set[int]:
         try:
-            doc = json.loads(self.journal.read_text())
+            doc = json.loads(read_regular(self.journal, 1 << 20))
             size = os.stat(self.path).st_size
         except (OSError, ValueError):
             return set()
@@ -175,3 +179,11 @@ def clean(store: Store, keep_s: float = KEEP_S) -> int:
             except FileNotFoundError:
                 pass
     return removed
+
+
+def _regular(path: Path) -> bool:
+    """Whether ``path`` is a regular file itself (not a symlink to one: a restored cache archive keeps links)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
