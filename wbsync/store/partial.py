@@ -50,7 +50,9 @@ class PartialBlob:
         else a new empty one."""
         store.tmp_dir.mkdir(parents=True, exist_ok=True)
         blob = cls(store, record, part_size)
-        blob.done = blob._resumable() if _regular(blob.path) else set()  # a link or FIFO: never resumed
+        blob.done = blob._resumable()
+        if not _regular(blob.path):  # a link a cache archive kept, a FIFO: never resumed, removed below
+            blob.done = set()
         flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
         if not blob.done:
             # A fresh file, never one truncated to 0: ext4 (auto_da_alloc) flushes a file that
