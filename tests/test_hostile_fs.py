@@ -351,3 +351,38 @@ def test_a_state_file_git_tracks_besides_the_state_is_named_in_the_warning(
     (project / "models/phi3/README.md").unlink()
     result = run("sync")
     assert "fingerprint.json" in result.stderr and "git rm -r --cached .wbsync" in result.stderr, result.stderr
+
+
+# -- item 4: a file named like the base revision --------------------------------------------------
+
+
+def committed_lock_then_a_change(fake_wandb: FakeWandb, project: Path) -> str:
+    """main holds the synced lock; the working lock adds an entry; a file named main holds the
+    working lock, as a pull request could add it. Returns main's short commit id."""
+    synced(fake_wandb, project)
+    git_repo(project)
+    git(project, "add", "artifacts.lock", "artifacts.yaml")
+    git(project, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "lock")
+    git(project, "branch", "-M", "main")
+    data = yaml.safe_load((project / "artifacts.lock").read_text())
+    data["artifacts"]["phi3"]["version"] = "v9"
+    (project / "artifacts.lock").write_text(yaml.safe_dump(data))
+    (project / "main").write_text((project / "artifacts.lock").read_text())
+    return subprocess.run(["git", "rev-parse", "--short", "main"], cwd=project, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_diff_refuses_an_argument_that_is_both_a_file_and_a_revision(fake_wandb: FakeWandb, project: Path) -> None:
+    committed_lock_then_a_change(fake_wandb, project)
+    for args in (["diff", "main", "--markdown"], ["diff", "main", "--exit-code"], ["diff", "main", "phi3"]):
+        err = run(*args, check=2).stderr
+        assert "./main" in err and "main --" in err, err
+
+
+def test_diff_compares_with_the_revision_after_dashdash_and_names_its_commit(
+        fake_wandb: FakeWandb, project: Path) -> None:
+    commit = committed_lock_then_a_change(fake_wandb, project)
+    result = run("diff", "main", "--exit-code", "--", check=1)
+    assert commit in result.stdout and "v9" in result.stdout, result.stdout
+    assert commit in run("diff", "main", "--markdown", "--").stdout
+    run("diff", "./main", "--exit-code")  # the file, written as a path: the pull request's own lock, no change

@@ -62,7 +62,7 @@ def load_evidence(root: Path, *, ask_git: bool = False) -> Evidence:
         return Evidence(state)
     tracked = tracked_by_git(root) if ask_git else []
     if tracked:
-        why = f"git tracks {', '.join(tracked[:3])}, so it may come from another checkout or another person"
+        why = f"it is tracked by git ({', '.join(tracked[:3])}), so it may come from another checkout or another person"
         return Evidence(State(), (_IGNORED.format(state=state_path(root), why=why) + " " + untrack_hint(tracked),))
     warnings = []
     for name, entry in list(state.entries.items()):
