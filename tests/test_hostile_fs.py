@@ -386,3 +386,69 @@ def test_diff_compares_with_the_revision_after_dashdash_and_names_its_commit(
     assert commit in result.stdout and "v9" in result.stdout, result.stdout
     assert commit in run("diff", "main", "--markdown", "--").stdout
     run("diff", "./main", "--exit-code")  # the file, written as a path: the pull request's own lock, no change
+
+
+# -- item 5: a store another user created, or one others can write into ---------------------------
+
+NOBODY = 65534
+
+
+def planted_store(fake_wandb: FakeWandb, project: Path) -> Path:
+    """The store as another user leaves it: a same-size blob of other bytes with the "verified"
+    mtime, in folders they own. Returns the planted blob."""
+    synced(fake_wandb, project)
+    import shutil
+
+    shutil.rmtree(project / "models")
+    (project / ".wbsync").exists() and shutil.rmtree(project / ".wbsync")
+    from wbsync.store.blobs import VERIFIED_MTIME_NS
+
+    name = "weights/shard-0.bin"
+    [blob] = [p for p in (store_dir() / "blobs").rglob("*") if p.is_file() and p.stat().st_size == len(MODEL[name])]
+    os.chmod(blob, 0o644)
+    blob.write_bytes(b"\xde\xad" * 3000)
+    os.utime(blob, ns=(VERIFIED_MTIME_NS, VERIFIED_MTIME_NS))
+    for path in [store_dir(), *store_dir().rglob("*")]:
+        os.chown(path, NOBODY, NOBODY, follow_symlinks=False)
+    return blob
+
+
+def test_a_store_another_user_created_is_refused_with_the_fix(fake_wandb: FakeWandb, project: Path) -> None:
+    planted_store(fake_wandb, project)
+    err = run("sync", check=2).stderr
+    assert "owned by another user" in err and "WBSYNC_SHARED_STORE" in err and "chown" in err, err
+    assert not (project / "models/phi3/weights/shard-0.bin").exists()
+
+
+@pytest.mark.parametrize("mode", [0o775, 0o777, 0o1777])
+def test_a_store_writable_by_group_or_others_is_refused(fake_wandb: FakeWandb, project: Path, mode: int) -> None:
+    synced(fake_wandb, project)
+    os.chmod(store_dir() / "blobs", mode)
+    os.chown(store_dir() / "blobs", os.geteuid(), NOBODY)  # a group with others in it, not the user's own
+    (project / "models/phi3/README.md").unlink()
+    err = run("sync", check=2).stderr
+    assert "blobs" in err and "writable" in err, err
+
+
+def test_a_store_shared_on_purpose_is_accepted_and_every_blob_is_rehashed_before_use(
+        fake_wandb: FakeWandb, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    planted_store(fake_wandb, project)
+    for path in [store_dir(), *store_dir().rglob("*")]:
+        if path.is_dir():
+            os.chmod(path, 0o2775)
+    monkeypatch.setenv("WBSYNC_SHARED_STORE", "1")
+    run("sync")
+    assert tree(project / "models/phi3") == MODEL  # the planted blob was re-hashed, refused, fetched again
+    os.chmod(store_dir(), 0o777)  # shared, yes; writable by every user, never
+    (project / "models/phi3/README.md").unlink()
+    assert "every user" in run("sync", check=2).stderr
+
+
+def test_a_blob_another_user_owns_is_rehashed_even_in_a_store_of_ones_own(
+        fake_wandb: FakeWandb, project: Path) -> None:
+    blob = planted_store(fake_wandb, project)
+    for path in [store_dir(), *store_dir().rglob("*")]:
+        if path != blob:
+            os.chown(path, os.geteuid(), os.getegid(), follow_symlinks=False)
+    run("sync")
+    assert tree(project / "models/phi3") == MODEL
