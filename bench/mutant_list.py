@@ -242,7 +242,7 @@ MUTANTS: tuple[Mutant, ...] = (
 
     one("blob-mtime-ignored", "a store blob written to since it was verified is placed without a re-hash",
         "wbsync/store/blobs.py",
-        "        if st.st_mtime_ns == VERIFIED_MTIME_NS:\n",
+        "        if st.st_mtime_ns == VERIFIED_MTIME_NS and not shared and not self._untrusted(path, st):\n",
         "        if True:\n",
         "tests/test_blob_recheck.py::test_a_blob_tampered_in_place_is_dropped_and_fetched_again_before_it_is_placed"),
 
