@@ -452,3 +452,13 @@ def test_a_blob_another_user_owns_is_rehashed_even_in_a_store_of_ones_own(
             os.chown(path, os.geteuid(), os.getegid(), follow_symlinks=False)
     run("sync")
     assert tree(project / "models/phi3") == MODEL
+
+
+def test_wbsync_add_never_edits_a_manifest_symlinked_out_of_the_project(
+        fake_wandb: FakeWandb, project: Path, tmp_path: Path) -> None:
+    publish(fake_wandb)
+    target = secret_file(tmp_path, "version: 1\nartifacts: {}  # hunter2-SECRET")
+    (project / "artifacts.yaml").symlink_to(target)
+    err = run("add", "wandb-registry-model/phi3-finetuned:production", "--path", "models/phi3", check=2).stderr
+    assert "symlink" in err and "hunter2" not in err, err
+    assert target.read_text() == "version: 1\nartifacts: {}  # hunter2-SECRET\n"
