@@ -30,6 +30,14 @@ EXCERPT = 40
 class NotRegularFile(OSError):
     """A symlink, FIFO, device, socket or folder where wbsync expects a regular file."""
 
+    @classmethod
+    def of(cls, code: int, what: str, path: str | os.PathLike[str]) -> NotRegularFile:
+        error = cls(code, f"not a regular file ({what})", os.fspath(path))
+        error.what = what
+        return error
+
+    what: str = "not a regular file"
+
 
 class TooLarge(OSError):
     """A regular file larger than the limit its reader sets."""
@@ -58,12 +66,12 @@ def open_regular(path: str | os.PathLike[str], flags: int, mode: int = 0o600, *,
         fd = os.open(path, flags | extra, mode)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.ENXIO, errno.EMLINK):  # a link (O_NOFOLLOW); a FIFO with no reader
-            raise NotRegularFile(exc.errno, f"not a regular file ({_lkind(path)})", os.fspath(path)) from None
+            raise NotRegularFile.of(exc.errno, _lkind(path), path) from None
         raise
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise NotRegularFile(errno.EINVAL, f"not a regular file ({kind(st.st_mode)})", os.fspath(path))
+            raise NotRegularFile.of(errno.EINVAL, kind(st.st_mode), path)
         os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)

@@ -35,8 +35,7 @@ def read_project_file(path: str | os.PathLike[str], error: type[UsageError], wha
         raise error(f"{file}: the {what} is larger than {limit >> 20} MiB, more than wbsync ever writes. "
                     "Restore it from version control.") from None
     except NotRegularFile as exc:
-        found = exc.strerror.partition("(")[2].rstrip(")") or "not a regular file"
-        raise error(f"{file}: cannot read the {what}: it is {found}, and wbsync reads only regular files. "
+        raise error(f"{file}: cannot read the {what}: it is {exc.what}, and wbsync reads only regular files. "
                     f"Replace it with the {what} itself.") from None
 
 
