@@ -381,6 +381,16 @@ def test_diff_refuses_an_argument_that_is_both_a_file_and_a_revision(fake_wandb:
         assert "./main" in err and "main --" in err, err
 
 
+def test_diff_refuses_a_file_at_a_path_spelled_like_a_remote_branch(fake_wandb: FakeWandb, project: Path) -> None:
+    committed_lock_then_a_change(fake_wandb, project)
+    git(project, "update-ref", "refs/remotes/origin/main", "main")
+    (project / "origin").mkdir()
+    os.replace(project / "main", project / "origin/main")
+    assert "./origin/main" in run("diff", "origin/main", "--exit-code", check=2).stderr
+    run("diff", "origin/main", "--exit-code", "--", check=1)
+    run("diff", "./origin/main", "--exit-code")
+
+
 def test_diff_compares_with_the_revision_after_dashdash_and_names_its_commit(
         fake_wandb: FakeWandb, project: Path) -> None:
     commit = committed_lock_then_a_change(fake_wandb, project)

@@ -53,7 +53,8 @@ def diff(ctx: Ctx, against: str | None, names: tuple[str, ...], markdown: bool, 
     current = ctx.project.require_lock()
     base = against or "HEAD"
     as_revision = against is None or against in click.get_current_context().meta.get(_REVISION_MARK, ())
-    if not as_revision and Path(base).is_file() and "/" not in base and _is_revision(base, ctx.project.lock_path):
+    as_file = base.startswith(("./", "../", "/"))  # written as a path: origin/main is not one
+    if not as_revision and not as_file and Path(base).is_file() and _is_revision(base, ctx.project.lock_path):
         # A pull request can add a file named like the base branch, holding a lock of its own: say
         # which one is meant, as git does ("ambiguous argument"), rather than pick one silently.
         raise UsageError(f"{base!r} is both a file here and a git revision. Write ./{base} to compare with the file, "
