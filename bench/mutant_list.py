@@ -204,7 +204,7 @@ MUTANTS: tuple[Mutant, ...] = (
         OWN + "test_a_copied_state_with_the_files_identity_still_needs_this_filesystem"),
     one("git-tracked-state-trusted", "a state file tracked by git is used as evidence",
         "wbsync/tree/ownership.py",
-        "    if ask_git and state_tracked_by_git(root):\n",
+        "    if tracked:\n",
         "    if False:\n",
         OWN + "test_a_state_file_tracked_by_git_is_ignored_with_a_warning"),
     one("restore-others-edits", "a file at a locked path is restored whoever placed it (no identity check)",
@@ -242,7 +242,7 @@ MUTANTS: tuple[Mutant, ...] = (
 
     one("blob-mtime-ignored", "a store blob written to since it was verified is placed without a re-hash",
         "wbsync/store/blobs.py",
-        "        if st.st_mtime_ns == VERIFIED_MTIME_NS:\n",
+        "        if st.st_mtime_ns == VERIFIED_MTIME_NS and not shared and not self._untrusted(path, st):\n",
         "        if True:\n",
         "tests/test_blob_recheck.py::test_a_blob_tampered_in_place_is_dropped_and_fetched_again_before_it_is_placed"),
 
@@ -593,7 +593,7 @@ MUTANTS: tuple[Mutant, ...] = (
         SWAP + "test_a_kill_after_any_rename_ends_all_new_after_the_next_sync"),
     one("journal-unchecked", "a journal left on disk is carried out without checking the paths it names",
         "wbsync/tree/swap.py",
-        "        _validate(root, doc)\n",
+        "        _validate(root, doc, destinations)\n",
         "",
         SWAP + "test_an_unusable_journal_is_refused_with_the_fix"),
     one("swap-removes-changed", "finishing a swap removes the files it listed even if they changed since",

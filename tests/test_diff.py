@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -43,8 +44,9 @@ def moved(fake_wandb: FakeWandb, project: Path) -> None:
 def test_a_version_move_lists_the_file_churn_in_text(fake_wandb: FakeWandb, project: Path) -> None:
     moved(fake_wandb, project)
     out = run("diff").stdout
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout
     assert out.splitlines() == [
-        "artifacts.lock against HEAD:",
+        f"artifacts.lock against HEAD ({head.strip()}):",  # the header names the commit compared
         "  phi3  moved  v0 -> v1  (+1 files, -1, 1 changed, +993 B)",
         "    + weights/shard-1.bin (1.0 kB)",
         "    - README.md (7 B)",

@@ -42,6 +42,7 @@ from wbsync.core.atomic import write_atomic
 from wbsync.core.digests import hash_file, hex_of
 from wbsync.core.errors import IntegrityError, LockfileError
 from wbsync.core.models import Algorithm, Lock
+from wbsync.core.safeio import PROJECT_FILE_LIMIT, read_regular
 from wbsync.core.text import parse_size
 from wbsync.repo.lockfile import read_lock
 from wbsync.store import partial
@@ -96,7 +97,7 @@ def register_lock(store: Store, lock_path: Path, lock: Lock, *, used: bool,
     """
     try:
         real = os.path.realpath(lock_path)
-        digest = hashlib.sha256(Path(real).read_bytes()).hexdigest()
+        digest = hashlib.sha256(read_regular(real, PROJECT_FILE_LIMIT)).hexdigest()
         record = store.lockfiles_dir / f"{hashlib.sha256(real.encode()).hexdigest()}.json"
         if not used and _recorded_sha256(record) == digest:
             return False
@@ -161,7 +162,7 @@ def _record_files(store: Store) -> list[Path]:
 
 def _read_record(record: Path) -> KnownLock | None:
     try:
-        doc = json.loads(record.read_bytes())
+        doc = json.loads(read_regular(record, 1 << 20))  # a record is ~200 bytes
         return KnownLock(str(doc["path"]), str(doc["sha256"]), str(doc["last_used"]), record)
     except (OSError, ValueError, KeyError, TypeError):
         return None

@@ -24,9 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from wbsync import sources as wb
+from wbsync.core.errors import LockfileError
 from wbsync.core.models import LineagePlan
 from wbsync.repo.locked import locked_entries
 from wbsync.repo.project import Project
+from wbsync.repo.projectfile import read_project_file
 
 __all__ = ["LineagePlan"]  # defined with the other data types, so the W&B source needs no feature module
 
@@ -82,7 +84,7 @@ def plan_lineage(project: Project, names: tuple[str, ...] = (), *, wandb_project
 
 def lock_digest(lock_path: Path) -> str:
     """sha256 (hex) of the lockfile's bytes: the lock is byte-identical when nothing changed."""
-    return hashlib.sha256(lock_path.read_bytes()).hexdigest()
+    return hashlib.sha256(read_project_file(lock_path, LockfileError, "lockfile")).hexdigest()  # the readers' rule
 
 
 def git_commit(root: Path) -> str | None:

@@ -186,7 +186,8 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
                 fingerprint.record(root, lock, evidence.state)  # the next no-op skips the state
             return result
     with project_lock(root):
-        swap.complete(root)  # a swap a killed sync left: finish it before looking at the tree
+        journal_warnings: list[str] = []
+        swap.complete(root, tuple(a.path for a in lock.artifacts.values()), journal_warnings)  # a killed sync's swap
         moved = move.plan_move(root, lock) if moving and not state_tracked_by_git(root) else None
         if moved is not None:
             evidence = Evidence(State())  # the fingerprint vouched for every file: no state read
@@ -194,7 +195,7 @@ def run_sync(project: Project, names: tuple[str, ...] = (), *, locked: bool = Fa
         else:
             evidence = load_evidence(root, ask_git=True)
             result.plan = plan = plan_tree(root, lock, selected, evidence.state)  # another sync may have done it
-        result.warnings = list(evidence.warnings)
+        result.warnings = [*journal_warnings, *evidence.warnings]
         if plan.is_noop:  # a journal or another sync finished it: only a killed run's temp files are left
             write_lock_now()
             for entry in plan.entries:

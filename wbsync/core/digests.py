@@ -17,6 +17,7 @@ from typing import Protocol
 import xxhash
 
 from wbsync.core.models import Algorithm
+from wbsync.core.safeio import open_regular
 
 # 1 MiB: large enough that per-call overhead vanishes, small enough to stay in cache.
 CHUNK_SIZE = 1 << 20
@@ -70,7 +71,7 @@ def hash_file(path: str | os.PathLike[str], algorithm: Algorithm) -> str:
     per call or per chunk: re-checking a million small files allocated a MiB each)."""
     hasher = new_hasher(algorithm)
     buffer, view = _buffer()
-    with open(path, "rb", buffering=0) as f:
+    with os.fdopen(open_regular(path, os.O_RDONLY, follow=True), "rb", buffering=0) as f:  # never a FIFO
         while n := f.readinto(buffer):
             hasher.update(view[:n])
     return b64(hasher)

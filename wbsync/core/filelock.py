@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from wbsync.core.safeio import open_regular
+
 
 def hold(fd: int, *, shared: bool = False, wait: bool = True) -> bool:
     """Lock an open file. With ``wait=False``, returns False instead of waiting for a holder."""
@@ -28,7 +30,7 @@ def hold(fd: int, *, shared: bool = False, wait: bool = True) -> bool:
 @contextmanager
 def locked(path: Path, *, shared: bool = False) -> Iterator[None]:
     """Hold a lock on ``path`` (created if missing), waiting for it as long as needed."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = open_regular(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         hold(fd, shared=shared)
         yield

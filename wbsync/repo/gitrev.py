@@ -38,6 +38,12 @@ def lock_text_at(rev: str, lock_path: Path) -> str | None:
     return shown.stdout
 
 
+def commit_of(rev: str, lock_path: Path) -> str:
+    """The short commit id ``rev`` names (checked by ``lock_text_at`` first), for the header."""
+    found = _git(lock_path.resolve().parent, "rev-parse", "--verify", "--quiet", "--short", f"{rev}^{{commit}}")
+    return found.stdout.strip() or rev
+
+
 def _git(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True,

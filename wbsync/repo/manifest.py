@@ -26,9 +26,12 @@ from wbsync.core import references
 from wbsync.core.errors import ManifestError
 from wbsync.core.models import Entry, Manifest, Reference
 from wbsync.core.paths import normalize_path
+from wbsync.core.safeio import excerpt
+from wbsync.repo.projectfile import read_project_file
 
 MANIFEST_VERSION = 1
 _TOP_KEYS = ("version", "source", "defaults", "artifacts")
+_MANIFEST_START = re.compile(r"^(version|artifacts)\s*:", re.M)
 _OWNER_KEYS = ("org", "entity")
 _PART_KEYS = ("registry", "collection", "alias", "version")
 _LIST_KEYS = ("include", "exclude")
@@ -57,7 +60,7 @@ def load_manifest(path: str | os.PathLike[str]) -> Manifest:
     """Read, check and normalize the manifest at ``path``; raise ManifestError if it is invalid."""
     file = os.fspath(path)
     try:
-        text = Path(file).read_text(encoding="utf-8-sig")
+        text = read_project_file(file, ManifestError, "manifest").decode("utf-8-sig")
     except FileNotFoundError:
         raise ManifestError(
             f"no {Path(file).name} found at {os.path.abspath(file)}. Start one with `wbsync add "
@@ -96,7 +99,7 @@ class _Reader:
 
     def fail(self, node: yaml.Node | None, field: str, message: str) -> NoReturn:
         line = node.start_mark.line + 1 if node is not None else 1
-        where = f"{field}: " if field else ""
+        where = f"{excerpt(field, 120)}: " if field else ""  # field names come from the file: keep them short
         raise ManifestError(f"{self.file}:{line}: {where}{message}")
 
     def compose(self, text: str) -> yaml.Node | None:
@@ -108,10 +111,13 @@ class _Reader:
             lines = text.splitlines()
             source = lines[line - 1] if line <= len(lines) else ""
             above = next((t for t in reversed(lines[: line - 1]) if t.strip() and not t.lstrip().startswith("#")), "")
-            raise ManifestError(f"{self.file}:{line}: invalid YAML at `{source.strip()}`: "
+            # The offending line is quoted only from a file that reads as a manifest so far: a
+            # manifest symlinked to (or replaced by) an INI or .env file must not print its secrets.
+            shown = f" at `{excerpt(source.strip())}`" if _MANIFEST_START.search("\n".join(lines[:line])) else ""
+            raise ManifestError(f"{self.file}:{line}: invalid YAML{shown}: "
                                 f"{_yaml_problem(error, source, above)}") from None
         except yaml.YAMLError as error:  # e.g. a control character: no line to point at
-            raise ManifestError(f"{self.file}:1: invalid YAML: {error}.") from None
+            raise ManifestError(f"{self.file}:1: invalid YAML: {excerpt(str(error), 200)}.") from None
 
     def mapping(self, node: yaml.Node, field: str, what: str, at: yaml.Node | None = None) -> _Pairs:
         """The mapping's string keys, each at most once; ``at`` is where a non-mapping is reported."""
@@ -156,7 +162,7 @@ class _Reader:
             self.fail(at or node, field, "is empty: give a value or remove it.")
         kind, why = _kind(node)
         if isinstance(node, yaml.ScalarNode) and node.value:
-            fix = quote.format(json.dumps(node.value, ensure_ascii=False))
+            fix = quote.format(json.dumps(node.value if len(node.value) <= 120 else excerpt(node.value, 120), ensure_ascii=False))
             self.fail(at or node, field, f"expected a string, got {kind} ({why}). Quote it: {fix}.")
         if kind == "nothing":
             self.fail(at or node, field, "has no value: give one or remove it.")
@@ -196,7 +202,7 @@ def _check_version(reader: _Reader, node: yaml.Node, top: _Pairs) -> None:
             return
         reader.fail(key_node, "version", f"this file is manifest version {number}, and this "
                     f"wbsync reads manifest version {MANIFEST_VERSION}: upgrade wbsync.")
-    got = _kind(value)[0] + (f" {value.value!r}" if isinstance(value, yaml.ScalarNode) and value.value else "")
+    got = _kind(value)[0] + (f" '{excerpt(value.value)}'" if isinstance(value, yaml.ScalarNode) and value.value else "")
     reader.fail(key_node, "version", f"expected the number {MANIFEST_VERSION}, got {got}: write "
                 f"version: {MANIFEST_VERSION}.")
 

@@ -26,6 +26,7 @@ from wbsync.core.models import Entry, Manifest
 from wbsync.core.paths import normalize_path
 from wbsync.core.references import parse_reference
 from wbsync.repo.manifest import parse_manifest
+from wbsync.repo.projectfile import read_project_file
 
 if TYPE_CHECKING:
     from wbsync.repo.project import Project
@@ -310,7 +311,7 @@ def _quote(value: str) -> str:
 
 def _read(path: Path, shown: str) -> str | None:
     try:
-        return path.read_bytes().decode("utf-8")
+        return read_project_file(path, ManifestError, "manifest").decode("utf-8")  # the rule every reader keeps
     except FileNotFoundError:
         return None
     except UnicodeDecodeError:

@@ -54,6 +54,8 @@ from wbsync.core.digests import CHUNK_SIZE, b64, hash_file, hex_of, new_hasher
 from wbsync.core.errors import IntegrityError
 from wbsync.core.filelock import hold, locked
 from wbsync.core.models import ALGORITHMS, Algorithm, FileRecord
+from wbsync.core.safeio import NotRegularFile, open_regular
+from wbsync.store.trust import blob_untrusted, check_store, folder_problem
 
 BLOB_MODE = 0o444
 CACHEDIR_TAG = "CACHEDIR.TAG"
@@ -63,6 +65,7 @@ _CACHEDIR_TAG_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
 # 2000-01-01T00:00:00Z: every verified blob's mtime. Whole seconds, so that archives that keep
 # mtimes at one-second resolution (tar's ustar format) keep it too.
 VERIFIED_MTIME_NS = 946_684_800 * 10**9
+_REHASHED: set[str] = set()  # blobs of a shared store (or someone else's) re-hashed by this process
 _FSYNC = os.environ.get("WBSYNC_FSYNC", "") not in ("", "0")
 # Temp names: pid + a per-process random prefix + a counter (secrets.token_hex per blob showed
 # up in profiles of 10,000-file syncs).
@@ -144,6 +147,15 @@ class Store:
         self.locks_dir = self.root / "locks"
         self.lockfiles_dir = self.root / "lockfiles"
         self._tagged = False
+        self._shared: bool | None = None  # checked on first use (wbsync.store.trust)
+        self._folders: dict[str, bool] = {}  # fan-out folder -> someone else could write into it
+
+    def checked(self) -> bool:
+        """Refuse a store someone else could write into (UntrustedStoreError, once per Store);
+        returns whether it is shared on purpose (every blob then re-hashed before its first use)."""
+        if self._shared is None:
+            self._shared = check_store(self.root)
+        return self._shared
 
     def blob_path(self, record: FileRecord) -> Path:
         return self.key_path(record.algorithm, blob_hex(record))
@@ -155,6 +167,7 @@ class Store:
     def has(self, record: FileRecord) -> bool:
         """Whether the blob is present with the right bytes. Trusted by its size and its verified
         mtime (one stat); a blob whose mtime moved is re-hashed first, and removed if wrong."""
+        shared = self.checked()
         path = self.blob_path(record)
         try:
             st = os.stat(path)
@@ -162,9 +175,27 @@ class Store:
             return False
         if st.st_size != record.size:
             return False
-        if st.st_mtime_ns == VERIFIED_MTIME_NS:
+        if st.st_mtime_ns == VERIFIED_MTIME_NS and not shared and not self._untrusted(path, st):
             return True
-        return self.recheck(record, path)
+        if os.fspath(path) in _REHASHED:  # someone else's blob (or a shared store's): hashed once per process
+            return True
+        good = self.recheck(record, path)
+        if good and (shared or self._untrusted(path, st)):
+            _REHASHED.add(os.fspath(path))
+        return good
+
+    def _untrusted(self, path: Path, st: os.stat_result) -> bool:
+        """A blob another user owns or could rewrite, or one in a folder they could write into."""
+        if blob_untrusted(st):
+            return True
+        folder = os.fspath(path.parent)
+        if folder not in self._folders:
+            try:
+                self._folders[folder] = any(folder_problem(os.lstat(f), False) is not None
+                                            for f in (path.parent, path.parent.parent))
+            except OSError:
+                self._folders[folder] = True
+        return self._folders[folder]
 
     def recheck(self, record: FileRecord, path: Path) -> bool:
         """Re-hash a blob that may have changed since it was verified: mark it verified again if
@@ -184,6 +215,7 @@ class Store:
 
     def incoming(self, record: FileRecord) -> BlobWriter:
         """A writer for streaming this record's bytes in; use it as a context manager."""
+        self.checked()
         return BlobWriter(record, self.tmp_dir, self.blob_path(record))
 
     def put_file(self, record: FileRecord, src: Path) -> Path:
@@ -211,7 +243,7 @@ class Store:
     def try_exclusive(self) -> Iterator[bool]:
         """``exclusive()`` if nobody holds ``shared()`` right now; yields whether it got it.
         For the prune after a sync, which must not make that sync wait for another one."""
-        fd = os.open(self._locks_dir() / "store", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = open_regular(self._locks_dir() / "store", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             yield hold(fd, wait=False)
         finally:
@@ -332,8 +364,8 @@ def _blobs_in(algorithm: Algorithm, folder: os.DirEntry[str]) -> Iterator[Stored
 def _remove_if_abandoned(path: str, cutoff: float, dry_run: bool = False) -> int | None:
     """The disk space freed by removing ``path``, or None when it was kept."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:  # committed or discarded meanwhile
+        fd = open_regular(path, os.O_RDONLY)
+    except (FileNotFoundError, NotRegularFile):  # committed or discarded meanwhile; a FIFO is never opened
         return None
     try:
         st = os.fstat(fd)
@@ -380,10 +412,10 @@ class BlobWriter:
         # and the blob needs no fchmod before its rename.
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
         try:
-            fd = os.open(self.temp_path, flags, BLOB_MODE)
+            fd = open_regular(self.temp_path, flags, BLOB_MODE)
         except FileNotFoundError:  # the store's first download: one mkdir, not one per blob
             self.temp_path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.temp_path, flags, BLOB_MODE)
+            fd = open_regular(self.temp_path, flags, BLOB_MODE)
         self._file = os.fdopen(fd, "wb")
         hold(self._file.fileno())  # a fresh file: nobody else holds it, no wait
         return self

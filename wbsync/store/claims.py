@@ -19,6 +19,7 @@ import threading
 from pathlib import Path
 
 from wbsync.core.models import FileRecord
+from wbsync.core.safeio import open_regular
 from wbsync.store.blobs import Store, blob_hex
 
 NAME = "claims"
@@ -33,7 +34,7 @@ class Claims:
         with _fds_lock:
             if path not in _fds:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                _fds[path] = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+                _fds[path] = open_regular(path, os.O_RDWR | os.O_CREAT, 0o666)
             self._fd = _fds[path]
 
     def try_claim(self, record: FileRecord) -> bool:

@@ -19,6 +19,7 @@ import json
 import mmap
 import os
 import re
+import stat
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING
 from wbsync.core.digests import Hasher
 from wbsync.core.errors import IntegrityError
 from wbsync.core.models import FileRecord
+from wbsync.core.safeio import open_regular, read_regular
 from wbsync.store.blobs import BLOB_MODE, VERIFIED_MTIME_NS, Freed, Store, allocated, blob_hex
 
 if TYPE_CHECKING:
@@ -56,13 +58,15 @@ class PartialBlob:
         store.tmp_dir.mkdir(parents=True, exist_ok=True)
         blob = cls(store, record, part_size)
         blob.done = blob._resumable()
+        if not _regular(blob.path):  # a link a cache archive kept, a FIFO: never resumed, removed below
+            blob.done = set()
         flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
         if not blob.done:
             # A fresh file, never one truncated to 0: ext4 (auto_da_alloc) flushes a file that
             # was truncated to 0 when it is closed, and closing 2,100 MiB that way took 1 s, and
             # the journal's fsync after it 2 s more (one file on `cloud`: 12.0 s instead of 16.1).
             blob.path.unlink(missing_ok=True)
-        blob._fd = os.open(blob.path, flags, 0o600)  # writable until commit: a resume reopens it
+        blob._fd = open_regular(blob.path, flags, 0o600)  # a symlink a cache archive kept: refused  # writable until commit: a resume reopens it
         os.ftruncate(blob._fd, record.size)  # sparse: parts land anywhere
         return blob
 
@@ -117,8 +121,10 @@ class PartialBlob:
         doc = {"size": self.record.size, "digest": self.record.digest, "part_size": self.part_size,
                "done": sorted(self.done)}
         temp = Path(f"{self.journal}.{os.getpid()}.tmp")
+        temp.unlink(missing_ok=True)  # a link planted at this name is removed, never written through
         try:
-            temp.write_text(json.dumps(doc))
+            with os.fdopen(open_regular(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as fh:
+                fh.write(json.dumps(doc))
             os.replace(temp, self.journal)
         except BaseException:  # a full disk: leave the old journal, not an empty temp file beside it
             temp.unlink(missing_ok=True)
@@ -154,7 +160,7 @@ class PartialBlob:
 
     def _resumable(self) -> set[int]:
         try:
-            doc = json.loads(self.journal.read_text())
+            doc = json.loads(read_regular(self.journal, 1 << 20))
             size = os.stat(self.path).st_size
         except (OSError, ValueError):
             return set()
@@ -246,3 +252,11 @@ def _entries(folder: Path) -> list[os.DirEntry[str]]:
         return list(os.scandir(folder))
     except FileNotFoundError:
         return []
+
+
+def _regular(path: Path) -> bool:
+    """Whether ``path`` is a regular file itself (not a symlink to one: a restored cache archive keeps links)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 from wbsync.core.atomic import write_atomic
 from wbsync.core.models import FileRecord, Lock, LockedArtifact
+from wbsync.core.safeio import read_regular
 from wbsync.store.listing import ListingMissing, StoredFiles, iter_files
 from wbsync.tree.state import STATE_DIR, Stat, State, state_identity
 
@@ -53,7 +54,7 @@ def read(root: Path) -> dict[str, Any] | None:
     """The fingerprint document, when there is one and the state is still the one it was
     recorded with (``tree``: the hash, ``lock``: ``lock_key``, ``pins``: ``pins``)."""
     try:
-        doc = json.loads(fingerprint_path(root).read_bytes())
+        doc = json.loads(read_regular(fingerprint_path(root), 1 << 20))
         if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("state") != state_identity(root):
             return None
     except (OSError, ValueError):

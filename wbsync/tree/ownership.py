@@ -60,10 +60,10 @@ def load_evidence(root: Path, *, ask_git: bool = False) -> Evidence:
     state = load_state(root)
     if not state.entries:
         return Evidence(state)
-    if ask_git and state_tracked_by_git(root):
-        why = "it is tracked by git, so it may come from another checkout or another person"
-        return Evidence(State(), (_IGNORED.format(state=state_path(root), why=why)
-                                  + f" Run `git rm --cached {STATE_DIR}/state.json`.",))
+    tracked = tracked_by_git(root) if ask_git else []
+    if tracked:
+        why = f"it is tracked by git ({', '.join(tracked[:3])}), so it may come from another checkout or another person"
+        return Evidence(State(), (_IGNORED.format(state=state_path(root), why=why) + " " + untrack_hint(tracked),))
     warnings = []
     for name, entry in list(state.entries.items()):
         problem = _entry_problem(entry)
@@ -86,12 +86,24 @@ def _entry_problem(entry: EntryState) -> str | None:
 
 
 def state_tracked_by_git(root: Path) -> bool:
+    return bool(tracked_by_git(root))
+
+
+def tracked_by_git(root: Path) -> list[str]:
+    """The files under ``.wbsync/`` git tracks (project-relative): every one of them is ignored,
+    since a pull request can commit any of them (the state, its delta, the swap journal)."""
     try:
         found = subprocess.run(["git", "ls-files", "-z", "--", f"{STATE_DIR}/"], cwd=root,
                                capture_output=True, timeout=30, check=False)
     except (OSError, subprocess.SubprocessError):  # no git, or not a repository: nothing tracks it
-        return False
-    return found.returncode == 0 and bool(found.stdout)
+        return []
+    if found.returncode != 0:
+        return []
+    return [name.decode("utf-8", "backslashreplace") for name in found.stdout.split(b"\0") if name]
+
+
+def untrack_hint(tracked: list[str]) -> str:
+    return f"Run `git rm -r --cached {STATE_DIR}` and commit: wbsync's records belong to one checkout."
 
 
 _SHOWN = 20  # conflicts named in the message; a whole folder of them would bury the fix

@@ -37,6 +37,7 @@ from typing import Literal
 
 from wbsync.core.errors import UnsafePathError, UsageError
 from wbsync.core.reserved import reserved_segment
+from wbsync.core.safeio import open_regular
 
 LinkMode = Literal["auto", "copy", "reflink", "hardlink"]
 LINK_MODES: tuple[LinkMode, ...] = ("auto", "copy", "reflink", "hardlink")
@@ -210,7 +211,7 @@ def _materialize(blob: Path, temp: Path, mode: LinkMode) -> str:
             if e.errno not in _NO_HARDLINK:
                 raise
         mode = "copy"
-    src = os.open(blob, os.O_RDONLY | os.O_CLOEXEC)
+    src = open_regular(blob, os.O_RDONLY)  # a blob that is a FIFO or a link is never read
     try:
         dst = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, FILE_MODE)
         try:

@@ -29,6 +29,7 @@ from typing import Any, Iterator, Mapping
 from wbsync.core.atomic import write_atomic
 from wbsync.core.errors import UsageError, local_io_error
 from wbsync.core.placed import Delta, EntryState, Observed, PlacedFile, Stat, State
+from wbsync.core.safeio import STATE_LIMIT, open_regular, read_regular
 
 STATE_DIR = ".wbsync"
 DELTA = "state-delta.json"
@@ -56,9 +57,11 @@ def load_state(root: str | os.PathLike[str]) -> State:
     try:
         if os.path.islink(Path(root) / STATE_DIR):
             return State()
-        with open(state_path(root), "rb") as fh:
+        with os.fdopen(open_regular(state_path(root), os.O_RDONLY), "rb") as fh:
             base = _identity(os.fstat(fh.fileno()))
-            state = state_from_json(json.loads(fh.read()))
+            if os.fstat(fh.fileno()).st_size > STATE_LIMIT:  # not one wbsync wrote
+                return State()
+            state = state_from_json(json.loads(fh.read(STATE_LIMIT + 1)))
     except (OSError, ValueError, KeyError, TypeError, IndexError):
         return State()
     apply_delta(state, read_delta(root, base))
@@ -69,7 +72,7 @@ def read_delta(root: str | os.PathLike[str], base: list[int]) -> Delta:
     """The delta that amends the ``state.json`` of identity ``base``; empty when there is none,
     when it amends another one, or when it cannot be read."""
     try:
-        doc = json.loads(delta_path(root).read_bytes())
+        doc = json.loads(read_regular(delta_path(root), STATE_LIMIT))
         if doc.get("delta_version") != 1 or doc.get("base") != base:
             return {}
         return delta_from_json(doc["entries"])

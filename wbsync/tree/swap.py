@@ -35,6 +35,8 @@ from typing import Any
 
 from wbsync.core.errors import LocalIOError, UsageError, local_io_error
 from wbsync.core.placed import untouched
+from wbsync.core.safeio import STATE_LIMIT, open_regular, read_regular
+from wbsync.tree.ownership import tracked_by_git, untrack_hint
 from wbsync.tree.place import _TEMP_NAME, _path_problem, remove_placed, safe_join
 from wbsync.tree.state import (
     STATE_DIR,
@@ -66,7 +68,12 @@ def pending(root: Path) -> bool:
 def project_lock(root: Path) -> Iterator[None]:
     """One sync at a time per project: a second one waits here, then re-plans."""
     folder = check_state_dir(root)
-    with open(folder / "sync.lock", "a+b") as fh:
+    try:  # a committed sync.lock that is a link, a FIFO or a device is never opened through
+        fh = os.fdopen(open_regular(folder / "sync.lock", os.O_RDWR | os.O_CREAT), "r+b")
+    except OSError as exc:
+        raise UsageError(f"{folder / 'sync.lock'}: cannot use it as the project's lock ({exc.strerror}). "
+                         "Delete it and run again.") from None
+    with fh:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
         try:
             yield
@@ -74,12 +81,12 @@ def project_lock(root: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def complete_pending_swap(root: Path) -> bool:
+def complete_pending_swap(root: Path, destinations: tuple[str, ...], warnings: list[str] | None = None) -> bool:
     """Finish a swap a killed sync left (``verify`` asks before it looks); False if there was none."""
     if not pending(root):
         return False
     with project_lock(root):
-        return complete(root)
+        return complete(root, destinations, warnings)
 
 
 def journal(root: Path, renames: list[tuple[str, str, bool]], removes: list[tuple[str, tuple[int, ...]]],
@@ -117,15 +124,23 @@ def _journal_pieces(renames: list[tuple[str, str, bool]], removes: list[tuple[st
     yield b"}"
 
 
-def complete(root: Path) -> bool:
+def complete(root: Path, destinations: tuple[str, ...], warnings: list[str] | None = None) -> bool:
     """Finish a swap a killed sync left; returns whether there was one. The caller holds the
-    project lock, so the journal's writer is gone."""
+    project lock, so the journal's writer is gone. ``destinations``: the lock's entry folders,
+    the only places a journal may rename into. A journal git tracks came with a commit, not
+    from a killed sync here: it is ignored, with a warning added to ``warnings``."""
     path = journal_path(root)
     if not pending(root):
         return False
+    tracked = tracked_by_git(root)
+    if f"{STATE_DIR}/{JOURNAL}" in tracked:
+        if warnings is not None:
+            warnings.append(f"ignoring {path}: git tracks it, so it came with a commit, not from a sync killed here. "
+                            + untrack_hint(tracked))
+        return False
     try:
-        doc = json.loads(path.read_bytes())
-        _validate(root, doc)
+        doc = json.loads(read_regular(path, STATE_LIMIT))
+        _validate(root, doc, destinations)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise UsageError(f"{path}: an interrupted sync left a journal wbsync cannot use ({exc}). Delete {path} "
                          "and run `wbsync sync`: it re-checks every file.") from None
@@ -188,8 +203,10 @@ def _unfinished(exc: OSError, dest: str) -> LocalIOError:
     return error
 
 
-def _validate(root: Path, doc: dict[str, Any]) -> None:
-    """The journal is local state, like state.json: check it names only safe places."""
+def _validate(root: Path, doc: dict[str, Any], destinations: tuple[str, ...]) -> None:
+    """The journal is local state, like state.json: check it names only safe places, and renames
+    only into the lock's entry folders (a journal naming src/train.py is not one wbsync wrote)."""
+    folders = tuple(f"{d}/" for d in destinations)
     if doc["journal_version"] != JOURNAL_VERSION:
         raise ValueError(f"journal version {doc['journal_version']!r}")
     for temp, dest, _same in doc["renames"]:
@@ -197,6 +214,8 @@ def _validate(root: Path, doc: dict[str, Any]) -> None:
             if _path_problem(rel) is not None:  # reserved names (.git, .wbsync) included
                 raise ValueError(f"unsafe path {rel!r}")
         safe_join(root, dest)  # no symlink on the way leads outside the project
+        if not dest.startswith(folders):
+            raise ValueError(f"it renames onto {dest!r}, outside the folders the lock names")
         head, _, name = temp.rpartition("/")
         if head != dest.rpartition("/")[0] or not _TEMP_NAME.fullmatch(name):
             raise ValueError(f"{temp!r} is not a staged name for {dest!r}")

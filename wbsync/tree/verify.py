@@ -6,10 +6,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wbsync.core.errors import UnsafePathError
 from wbsync.core.models import Lock
 from wbsync.decide.plan import Plan, dest_of
 from wbsync.store.listing import iter_files
 from wbsync.store.rehash import compare_folder, merge_sorted, walk_sorted
+from wbsync.tree.place import _symlink_escape
 
 
 @dataclass
@@ -37,12 +39,23 @@ def verify(root: Path, lock: Lock, names: frozenset[str] | None, jobs: int | Non
         if names is not None and name not in names:
             continue
         art = lock.artifacts[name]
+        _refuse_escape(root, name, art.path)
         found = compare_folder(str(root / art.path), iter_files(art), count=len(art.files), jobs=jobs)
         reports.append(EntryReport(name, art.path, found.missing, found.modified, found.extra, stale.get(name)))
     for name, why in sorted(stale.items()):  # in artifacts.yaml but not in the lock
         if name not in lock.artifacts and (names is None or name in names):
             reports.append(EntryReport(name, "", stale=why))
     return reports
+
+
+def _refuse_escape(root: Path, name: str, path: str) -> None:
+    """The refusal sync makes: a locked folder (or a folder above it) that is a symlink leading
+    out of the project is never walked: verify would list and hash someone else's files."""
+    problem = _symlink_escape(root, path.split("/"))
+    if problem is not None:
+        raise UnsafePathError(f"{name}: the locked folder {path!r} cannot be verified: {problem}. wbsync never "
+                              "reads or writes outside the project through a symlink: remove the link (`wbsync sync` "
+                              "then places the files) or change the entry's path.")
 
 
 def unlocked_files(root: Path, plan: Plan) -> list[str]:

@@ -23,12 +23,14 @@ def verify(ctx: Ctx, names: tuple[str, ...]) -> None:
     from wbsync.tree import swap
     from wbsync.tree.verify import verify as run_verify
 
-    if swap.pending(ctx.project.root):  # a sync killed mid-swap: finish it, then look
-        swap.complete_pending_swap(ctx.project.root)
-
     from wbsync.decide.agreement import stale_report
 
     lock = ctx.project.require_lock()
+    if swap.pending(ctx.project.root):  # a sync killed mid-swap: finish it, then look
+        warnings: list[str] = []
+        swap.complete_pending_swap(ctx.project.root, tuple(a.path for a in lock.artifacts.values()), warnings)
+        for warning in warnings:
+            click.echo(f"warning: {warning}", err=True)
     stale = stale_report(ctx.project.manifest(), lock) if ctx.project.manifest_path.exists() else {}
     selected = check_names(names, set(lock.artifacts) | set(stale), ctx.lockfile)
     reports = run_verify(ctx.project.root, lock, selected, stale=stale)
