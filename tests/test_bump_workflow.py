@@ -38,7 +38,7 @@ NEWER = {"config.json": b'{"layers": 40}\n', "weights/shard-0.bin": MODEL["weigh
 EVAL = {"eval.jsonl": b'{"q": 1}\n'}
 
 GH_STANDIN = '''
-import json, os, sys
+import json, os, subprocess, sys
 args = sys.argv[1:]
 with open(os.environ["GH_STANDIN_LOG"], "a") as log:
     log.write(json.dumps(args) + "\\n")
@@ -49,9 +49,15 @@ def opt(name):
 if args[:2] == ["auth", "setup-git"]:
     sys.exit(0)
 elif args[:2] == ["pr", "list"]:
-    # Only the query the workflow makes is emulated: open PRs of one head, numbers one per line.
-    assert opt("--json") == "number" and opt("--jq") == ".[].number" and opt("--state") == "open", args
-    print("".join(f"{p['number']}\\n" for p in state["prs"] if p["head"] == opt("--head")), end="")
+    # As gh does: --head matches the branch name in this repository and in every fork; the
+    # fields asked for go through the workflow's own --jq expression (gh's gojq; jq here).
+    assert opt("--state") == "open", args
+    fields = opt("--json").split(",")
+    rows = [{"number": p["number"], "isCrossRepository": p.get("cross", False)}
+            for p in state["prs"] if p["head"] == opt("--head")]
+    rows = json.dumps([{k: r[k] for k in fields} for r in rows])
+    done = subprocess.run(["jq", "-r", opt("--jq")], input=rows, capture_output=True, text=True, check=True)
+    print(done.stdout, end="")
 elif args[:2] == ["pr", "create"]:
     number = len(state["prs"]) + 1
     state["prs"].append({"number": number, "head": opt("--head"), "base": opt("--base"),
