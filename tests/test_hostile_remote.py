@@ -7,14 +7,24 @@ the exit code, the bytes placed, what reaches the terminal. docs/reliability.md 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from helpers import run, run_json, write_manifest
+from helpers import run, run_json, tree, write_manifest
 from test_bump_workflow import NEWER, Runner, runner  # noqa: F401 (runner is a fixture)
 from test_lock_and_sync import MODEL, PHI3, publish
+from wbsync.core.models import FileRecord
+from wbsync.store.blobs import Store, default_store_dir
+from wbsync.store.claims import _offset
 from wbsync.testing import FakeWandb
 
 
@@ -34,3 +44,107 @@ def test_the_bump_workflow_never_edits_a_forks_pull_request_of_the_same_branch_n
     assert theirs == fork
     assert ours["head"] == "wbsync/bump-phi3" and "phi3" in ours["body"]
     assert [c[:2] for c in runner.gh_calls()][-2:] == [["pr", "list"], ["pr", "create"]]
+
+
+# -- item 13: absurd sizes from the server -------------------------------------------------------
+
+
+def store_tmp() -> Path:
+    return Path(os.environ["WBSYNC_CACHE_DIR"])
+
+
+def leftovers() -> list[str]:
+    """Files in the store's tmp/ (part-done files, journals) after a run."""
+    return sorted(p.name for p in store_tmp().rglob("tmp/*"))
+
+
+@pytest.mark.parametrize("size", [2**63, 2**53])
+def test_a_server_declaring_an_impossible_size_is_refused_at_lock_time(
+        fake_wandb: FakeWandb, project: Path, size: object) -> None:
+    publish(fake_wandb)
+    fake_wandb.declare_size("acme", "model", "phi3-finetuned", 0, "weights/shard-0.bin", size)
+    write_manifest(project, PHI3)
+    result = run("lock", check=4)
+    assert "weights/shard-0.bin" in result.stderr and "2^53" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and not (project / "artifacts.lock").exists()
+
+
+def test_a_file_larger_than_the_stores_filesystem_is_refused_before_its_first_byte(
+        fake_wandb: FakeWandb, project: Path) -> None:
+    publish(fake_wandb)
+    fake_wandb.declare_size("acme", "model", "phi3-finetuned", 0, "weights/shard-0.bin", 2**52)
+    write_manifest(project, PHI3)
+    run("lock")
+    fake_wandb.clear_requests()
+    result = run("sync", "--locked", check=2)
+    assert "disk is full" in result.stderr and "4,503,599,627,370,496 bytes" in result.stderr, result.stderr
+    assert not any("shard-0" in r.path for r in fake_wandb.requests if "/blobs/" in r.path or "artifactsV2" in r.path)
+    assert leftovers() == []
+
+
+@pytest.mark.parametrize("ranged", [True, False], ids=["ranged", "one-stream"])
+def test_an_answer_whose_total_size_disagrees_with_the_listing_is_exit_4_on_the_first_answer(
+        fake_wandb: FakeWandb, project: Path, monkeypatch: pytest.MonkeyPatch, ranged: bool) -> None:
+    publish(fake_wandb)  # the shard is 6,000 bytes; the listing says 3 MiB
+    fake_wandb.declare_size("acme", "model", "phi3-finetuned", 0, "weights/shard-0.bin", 3 << 20)
+    monkeypatch.setenv("WBSYNC_RANGE_THRESHOLD", "1MiB" if ranged else "1GiB")
+    monkeypatch.setenv("WBSYNC_PART_SIZE", "2MiB")
+    monkeypatch.setenv("WBSYNC_RETRIES", "6")
+    write_manifest(project, PHI3)
+    run("lock")
+    fake_wandb.clear_requests()
+    started = time.monotonic()
+    result = run("sync", "--locked", check=4)
+    assert time.monotonic() - started < 10
+    assert "3,145,728" in result.stderr and "6,000 bytes" in result.stderr, result.stderr
+    assert len([r for r in fake_wandb.requests if "shard-0" in r.path]) <= 2  # one per part, no retries
+    assert leftovers() == [] and not (project / "models/phi3/weights").exists()
+
+
+# -- item 11: a claim held by a stopped process or another user's lock ---------------------------
+
+HOLDER = """
+import fcntl, os, signal, sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+fcntl.lockf(fd, fcntl.LOCK_EX, 1, int(sys.argv[2]))
+print("held", flush=True)
+os.kill(os.getpid(), signal.SIGSTOP)  # a sync paused with Ctrl-Z, holding the blob's claim
+"""
+
+
+def test_a_claim_held_by_a_stopped_process_is_waited_for_boundedly_then_fetched_anyway(
+        fake_wandb: FakeWandb, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    run("lock")
+    lock = yaml.safe_load((project / "artifacts.lock").read_text())
+    shard = next(f for f in lock["artifacts"]["phi3"]["files"] if f["path"] == "weights/shard-0.bin")
+    record = FileRecord(shard["path"], shard["size"], shard["md5"], "md5")
+    store = Store(default_store_dir())
+    store.locks_dir.mkdir(parents=True, exist_ok=True)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(store.locks_dir / "claims"), str(_offset(record))],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        monkeypatch.setenv("WBSYNC_STALL_SECONDS", "3")
+        started = time.monotonic()
+        result = run("sync", "--locked")
+        assert time.monotonic() - started < 20
+    finally:
+        holder.send_signal(signal.SIGCONT)
+        holder.kill()
+        holder.wait()
+    assert f"waiting for process {holder.pid}" in result.stderr, result.stderr
+    assert f"process {holder.pid} landed no byte of 'weights/shard-0.bin' in 3 s" in result.stderr
+    assert tree(project / "models/phi3") == MODEL
+    run("verify")
+
+
+def test_the_stores_lock_files_are_not_open_to_other_users(fake_wandb: FakeWandb, project: Path) -> None:
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    run("sync")
+    locks = Store(default_store_dir()).locks_dir
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in locks.iterdir() if p.is_file()}
+    assert "claims" in modes and "store" in modes, modes
+    assert all(mode == 0o600 for mode in modes.values()), modes

@@ -22,8 +22,11 @@ Many processes sharing a store fetch each blob once: a blob is fetched only unde
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import random
+import shutil
 import threading
 import time
 from collections import defaultdict
@@ -40,8 +43,8 @@ from wbsync.core.models import FileRecord
 from wbsync.core.text import parse_size
 from wbsync.core.workers import DaemonPool
 from wbsync.net import transfer
-from wbsync.net.transfer import LinkRefused, RangeIgnored, Retry, StallRule
-from wbsync.store.blobs import Store
+from wbsync.net.transfer import LinkRefused, RangeIgnored, Retry, StallRule, WrongSize
+from wbsync.store.blobs import Store, blob_hex
 from wbsync.store.claims import Claims
 from wbsync.store.partial import PartialBlob
 
@@ -156,6 +159,8 @@ Opener = Callable[[str, int], BinaryIO]
 #: Fresh links for some files of one artifact: (entry name, artifact paths) -> path -> URL.
 Renew = Callable[[str, list[str]], dict[str, str]]
 
+ROOM_CHECK_MIN = 1 << 20  # bytes: smaller files are not checked against the filesystem's free space
+
 
 class LinkBook:
     """The current link of every file, renewed in batches when the server refuses one.
@@ -268,15 +273,21 @@ class Fetcher:
         if self.store.has(job.record):
             self.links.finished(job)
             return True
+        held = True
         if not self.claims.try_claim(job.record):
             if not wait:
                 return False
-            if not self.claims.claim(job.record, self._cancel):
+            outcome = self.claims.claim(job.record, self._cancel, patience_s=self.policy.stall.window_s)
+            if outcome == "cancelled":
                 raise RemoteError(f"{job.artifact}: cancelled while waiting for {job.record.path!r}.")
+            held = outcome == "claimed"
         try:
             if not self.store.has(job.record):  # another process may have fetched it meanwhile
-                if job.record.size >= self.ranges.threshold and self.links.url(job).startswith(("http://",
-                                                                                                  "https://")):
+                self._check_room(job)
+                # Passed by a stalled holder: one stream into a temp file of our own, never the
+                # holder's part-done file (it may wake up and write into it again).
+                if held and job.record.size >= self.ranges.threshold and self.links.url(job).startswith(
+                        ("http://", "https://")):
                     self._fetch_ranged(job)
                 else:
                     self._fetch_into_store(job)
@@ -286,6 +297,25 @@ class Fetcher:
             self.claims.release(job.record)
         self.links.finished(job)
         return True
+
+    def _check_room(self, job: FetchJob) -> None:
+        """Refuse, before the first byte, a file the store's filesystem cannot hold: a listing
+        that declares 1 TB would otherwise leave a 1 TB sparse part-done file and fail late.
+        Bytes this blob already holds in tmp/ (a part-done file of an earlier run) count as room.
+        Files under ROOM_CHECK_MIN skip it: a million small files need no statvfs each, and a
+        small file that meets a full disk fails cleanly on its write."""
+        if job.record.size < ROOM_CHECK_MIN:
+            return
+        self.store.tmp_dir.mkdir(parents=True, exist_ok=True)
+        usage = shutil.disk_usage(self.store.tmp_dir)
+        held = 0
+        for path in self.store.tmp_dir.glob(f"{job.record.algorithm}-{blob_hex(job.record)}*"):
+            with contextlib.suppress(OSError):
+                held += path.lstat().st_blocks * 512
+        needed = job.record.size
+        if needed > usage.total or needed > usage.free + held:
+            raise self._local(OSError(errno.ENOSPC, f"the file is {needed:,} bytes, the filesystem has "
+                                                    f"{usage.free + held:,} free of {usage.total:,}"), job)
 
     def _local(self, exc: OSError, job: FetchJob) -> WbsyncError:
         return local_io_error(exc, f"the content store at {self.store.root} (receiving {job.record.path!r} "
@@ -308,7 +338,8 @@ class Fetcher:
     def _stream(self, job: FetchJob, url: str, writer: Writer, sink: _WriterSink) -> None:
         if not url.startswith(("http://", "https://")):
             return self._stream_opened(job, url, writer)
-        transfer.get(self.http, url, writer.offset, None, sink, self.policy.stall, self._cancel, self.progress)
+        transfer.get(self.http, url, writer.offset, None, sink, self.policy.stall, self._cancel, self.progress,
+                     job.record.size)
 
     def _attempts(self, job: FetchJob, attempt: Callable[[str], None], got: Callable[[], int],
                   cancel: threading.Event | None = None) -> None:
@@ -339,6 +370,8 @@ class Fetcher:
                         "`wbsync sync` again; files already verified are kept."
                     ) from None
                 time.sleep(self.policy.wait(failures - 1, exc.retry_after))
+            except WrongSize as exc:
+                raise IntegrityError(f"{job.artifact}: downloading {job.record.path!r}: {exc}.") from None
             except transfer.Failed as exc:
                 raise RemoteError(f"{job.artifact}: downloading {job.record.path!r}: {exc} "
                                   "Check that the version still exists (`wbsync outdated`).") from None
@@ -426,7 +459,8 @@ class Fetcher:
         def attempt(url: str) -> None:
             offset = start + state.written[index]
             if offset < end:
-                transfer.get(self.http, url, offset, end, sink, self.policy.stall, state.cancel, self.progress)
+                transfer.get(self.http, url, offset, end, sink, self.policy.stall, state.cancel, self.progress,
+                             part.record.size)
             if start + state.written[index] != end:
                 raise Retry(f"part {index} ended after {state.written[index]} of {end - start} bytes")
 

@@ -24,7 +24,7 @@ import yaml
 
 from wbsync.core.atomic import write_atomic
 from wbsync.core.errors import LockfileError, local_io_error
-from wbsync.core.models import Algorithm, FileRecord, Lock, LockedArtifact
+from wbsync.core.models import MAX_FILE_SIZE, Algorithm, FileRecord, Lock, LockedArtifact
 from wbsync.core.schemas import validator
 from wbsync.store.listing import StoredFiles
 
@@ -200,7 +200,10 @@ def _canonical_artifact(lines: list[str], i: int, end: int, stored_ok: bool) -> 
         i += 1
         match = _FILE_LINE.fullmatch
         while i < end and (f := match(lines[i])):
-            files.append(FileRecord(_unquote(f.group(1)), int(f.group(2)), f.group(4), f.group(3)))  # type: ignore[arg-type]
+            size = int(f.group(2))
+            if size > MAX_FILE_SIZE:
+                return None  # not canonical: the schema check names the field
+            files.append(FileRecord(_unquote(f.group(1)), size, f.group(4), f.group(3)))  # type: ignore[arg-type]
             i += 1
         if not files:
             return None

@@ -35,6 +35,7 @@ from wbsync.core.errors import (
     WbsyncError,
 )
 from wbsync.core.models import (
+    MAX_FILE_SIZE,
     Algorithm,
     Entry,
     FileRecord,
@@ -44,6 +45,7 @@ from wbsync.core.models import (
     Resolved,
     VersionState,
     VersionStatus,
+    valid_size,
 )
 from wbsync.core.shown import split_credentials
 from wbsync.sources.diagnose import check_reachable, diagnose_server, public_url
@@ -331,7 +333,12 @@ def _remote_file(entry: Any, name: str, key: str) -> RemoteFile:
     algorithm: Algorithm = "xxh128" if extra and str(extra.get("alg", "")).upper() == "XXH128" else "md5"
     if entry.size is None and entry.ref is None:
         raise IntegrityError(f"{name}: file {path!r} has no size in the W&B manifest; wbsync cannot verify it.")
-    record = FileRecord(path=path, size=int(entry.size or 0), digest=entry.digest, algorithm=algorithm)
+    size = entry.size or 0
+    if not valid_size(size):
+        raise IntegrityError(f"{name}: the W&B manifest declares file {path!r} as {size!r} "
+                             f"bytes; wbsync accepts 0 to {MAX_FILE_SIZE:,} (2^53 - 1). Nothing was written: report "
+                             "the version to its publisher.")
+    record = FileRecord(path=path, size=size, digest=entry.digest, algorithm=algorithm)
     return RemoteFile(record, ref=entry.ref)
 
 
