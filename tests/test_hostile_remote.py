@@ -25,6 +25,7 @@ from test_lock_and_sync import MODEL, PHI3, publish
 from wbsync.core.models import FileRecord
 from wbsync.store.blobs import Store, default_store_dir
 from wbsync.store.claims import _offset
+from wbsync.store.partial import PartialBlob
 from wbsync.testing import FakeWandb
 
 
@@ -148,3 +149,26 @@ def test_the_stores_lock_files_are_not_open_to_other_users(fake_wandb: FakeWandb
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in locks.iterdir() if p.is_file()}
     assert "claims" in modes and "store" in modes, modes
     assert all(mode == 0o600 for mode in modes.values()), modes
+
+
+# -- item 12: a damaged part-done file on our own disk ------------------------------------------
+
+
+def test_a_damaged_part_done_file_is_discarded_and_fetched_again_in_the_same_run(
+        fake_wandb: FakeWandb, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    publish(fake_wandb)  # the shard: 6,000 bytes, three parts of 2 KiB
+    monkeypatch.setenv("WBSYNC_RANGE_THRESHOLD", "1KiB")
+    monkeypatch.setenv("WBSYNC_PART_SIZE", "2KiB")
+    write_manifest(project, PHI3)
+    run("lock")
+    lock = yaml.safe_load((project / "artifacts.lock").read_text())
+    shard = next(f for f in lock["artifacts"]["phi3"]["files"] if f["path"] == "weights/shard-0.bin")
+    record = FileRecord(shard["path"], shard["size"], shard["md5"], "md5")
+    part = PartialBlob.open(Store(default_store_dir()), record, 2048)  # an earlier run's, then damaged
+    part.write_at(0, b"\xff" * 2048)
+    part.part_done(0)
+    part.close()
+    result = run("sync", "--locked")
+    assert "corrupt" not in result.stderr and "report it" not in result.stderr, result.stderr
+    assert tree(project / "models/phi3") == MODEL
+    assert leftovers() == []

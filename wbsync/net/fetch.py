@@ -371,7 +371,8 @@ class Fetcher:
                     ) from None
                 time.sleep(self.policy.wait(failures - 1, exc.retry_after))
             except WrongSize as exc:
-                raise IntegrityError(f"{job.artifact}: downloading {job.record.path!r}: {exc}.") from None
+                raise _SizeRefused(f"{job.artifact}: downloading {job.record.path!r}: {exc}. Nothing was kept; "
+                                   "the listing or the server is wrong: report it to the artifact's publisher.") from None
             except transfer.Failed as exc:
                 raise RemoteError(f"{job.artifact}: downloading {job.record.path!r}: {exc} "
                                   "Check that the version still exists (`wbsync outdated`).") from None
@@ -407,8 +408,9 @@ class Fetcher:
     def _fetch_ranged(self, job: FetchJob) -> None:
         part = PartialBlob.open(self.store, job.record, self.ranges.part_size)
         state = _Parts(part)
-        if part.done:
-            self.progress(sum(part.span(i)[1] - part.span(i)[0] for i in part.done))
+        resumed = sum(part.span(i)[1] - part.span(i)[0] for i in part.done)
+        if resumed:
+            self.progress(resumed)
         pool = self._parts_pool()
         futures = [pool.submit(self._fetch_part, job, state, i) for i in range(part.parts) if i not in part.done]
         try:
@@ -421,6 +423,14 @@ class Fetcher:
         except IntegrityError as exc:
             _stop(state, futures)
             part.discard()
+            if isinstance(exc, _SizeRefused):
+                raise
+            if resumed:
+                # Parts of an earlier run were kept on this disk, where anything may have damaged
+                # them: fetch the whole file again, once, before blaming the server. (The new
+                # part-done file starts empty, so this cannot loop.)
+                self.progress(-(resumed + sum(state.written.values())))
+                return self._fetch_ranged(job)
             raise _corrupt(job, exc) from None
         except BaseException:
             _stop(state, futures)
@@ -525,6 +535,10 @@ class _WriterSink:
 def _stop(state: _Parts, futures: list[Future[None]]) -> None:
     state.cancel.set()
     wait(futures)
+
+
+class _SizeRefused(IntegrityError):
+    """The server's own answer gives another size than the listing: no refetch can help."""
 
 
 def _corrupt(job: FetchJob, exc: IntegrityError) -> IntegrityError:
