@@ -172,3 +172,30 @@ def test_a_damaged_part_done_file_is_discarded_and_fetched_again_in_the_same_run
     assert "corrupt" not in result.stderr and "report it" not in result.stderr, result.stderr
     assert tree(project / "models/phi3") == MODEL
     assert leftovers() == []
+
+
+# -- item 15: the standalone fake server's registry file -----------------------------------------
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+    for i in range(20))
+DEEP = "version: 1\nregistries: " + "[" * 20000 + "]" * 20000 + "\n"
+HUGE = "version: 1\nregistries:\n  model:\n    x:\n      versions:\n        - files:\n" + "".join(
+    f"            f{i}: {{size: 1073741824}}\n" for i in range(4))
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    (BOMB, ("line 1", "aliases")),
+    (DEEP, ("nested deeper than 32",)),
+    (HUGE, ("4,294,967,296 bytes",)),
+    ("version: 1\nregistries: {}\n" + "# padding\n" * 500000, ("larger than",)),
+], ids=["alias-bomb", "deep", "huge-content", "huge-text"])
+def test_a_hostile_registry_file_is_refused_naming_the_file(tmp_path: Path, text: str,
+                                                          words: tuple[str, ...]) -> None:
+    spec = tmp_path / "registry.yaml"
+    spec.write_text(text)
+    proc = subprocess.run([sys.executable, "-m", "wbsync.testing.server", "--registry", str(spec)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert str(spec) in proc.stderr and all(w in proc.stderr for w in words), proc.stderr
+    assert "Traceback" not in proc.stderr
