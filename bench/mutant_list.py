@@ -580,7 +580,7 @@ MUTANTS: tuple[Mutant, ...] = (
         HOSTILE + "test_a_signed_links_signature_is_never_printed"),
     one("controls-unescaped", "control characters in file names reach the terminal raw",
         "wbsync/core/shown.py",
-        "    return _CONTROL.sub(_escape, text)\n",
+        '    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)\n',
         "    return text\n",
         HOSTILE + "test_a_file_name_cannot_write_control_characters_to_the_terminal",
         HOSTILE + "test_del_is_escaped_in_json_output"),

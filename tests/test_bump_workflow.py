@@ -172,7 +172,7 @@ def test_a_moved_alias_opens_one_pull_request_and_a_second_move_updates_it(fake_
     [pr] = runner.prs()
     assert (pr["head"], pr["base"], pr["title"]) == (
         "wbsync/bump-phi3", "main", "wbsync: move phi3 to where its alias points now")
-    assert "| phi3 | moved | v0 \\-&gt; v1 |" in pr["body"] and "eval" not in pr["body"]
+    assert "| `phi3` | moved | `v0 -> v1` |" in pr["body"] and "eval" not in pr["body"]
     lock = runner.lock_on("wbsync/bump-phi3")
     assert (lock["phi3"]["version"], lock["eval"]["version"]) == ("v1", "v0")
     assert runner.lock_on("main")["phi3"]["version"] == "v0"  # main changes only by merging
@@ -182,7 +182,7 @@ def test_a_moved_alias_opens_one_pull_request_and_a_second_move_updates_it(fake_
     done = runner.run_bump()
     assert done.returncode == 0, done.stderr
     [pr] = runner.prs()
-    assert "| phi3 | moved | v0 \\-&gt; v2 |" in pr["body"]
+    assert "| `phi3` | moved | `v0 -> v2` |" in pr["body"]
     assert runner.lock_on("wbsync/bump-phi3")["phi3"]["version"] == "v2"
     assert [c[:2] for c in runner.gh_calls()][-2:] == [["pr", "list"], ["pr", "edit"]]
 

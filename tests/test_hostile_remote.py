@@ -199,3 +199,52 @@ def test_a_hostile_registry_file_is_refused_naming_the_file(tmp_path: Path, text
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert str(spec) in proc.stderr and all(w in proc.stderr for w in words), proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# -- items 7 and 8: one hostile value through every output channel -------------------------------
+
+EVIL = "x\n::error::pwned\x1b[2J\u202e@octocat #1"
+
+
+def assert_inert(text: str, where: str) -> None:
+    """No line of ``text`` is a GitHub Actions workflow command, and no terminal control or bidi
+    override passes raw (splitlines: every line break a reader may honour, not only "\\n")."""
+    for line in text.splitlines():
+        assert not line.lstrip().startswith("::"), (where, line)
+    assert "\x1b[2J" not in text and "\u202e" not in text, (where, text)
+
+
+def outputs(where: str, *args: str, check: int | None = None) -> str:
+    result = run(*args, check=check)
+    assert "Traceback" not in result.stderr, result.stderr
+    for stream, text in (("stdout", result.stdout), ("stderr", result.stderr)):
+        assert_inert(text, f"{where} {' '.join(args)} {stream}")
+    return result.stdout + result.stderr
+
+
+def test_a_hostile_file_name_is_escaped_in_every_channel(fake_wandb: FakeWandb, project: Path) -> None:
+    evil = f"w/{EVIL}.bin"
+    publish(fake_wandb, {**MODEL, evil: b"abc"})
+    write_manifest(project, PHI3)
+    outputs("lock", "lock", check=0)
+    placed = project / "models/phi3" / evil
+    placed.parent.mkdir(parents=True)
+    placed.write_bytes(b"not the locked bytes")
+    assert "pwned" in outputs("error", "sync", check=2)  # the conflict list names the path, escaped
+    outputs("error json", "sync", "--json", check=2)
+    placed.unlink()
+    outputs("progress", "sync", "-v", check=0)  # LogProgress lines and the summary
+    placed.write_bytes(b"edited")
+    assert "pwned" in outputs("text", "verify", check=1)
+    outputs("json", "verify", "--json", check=1)
+    (project / "models/phi3" / f"{EVIL}.extra").write_bytes(b"mine")
+    assert "pwned" in outputs("warning", "sync", "--force", check=0)  # "kept ... (not locked)"
+    shutil.copy(project / "artifacts.lock", project / "old.lock")
+    publish(fake_wandb, {**MODEL, "weights/shard-1.bin": b"more"})
+    outputs("porcelain", "outdated", "--porcelain", check=1)
+    outputs("upgrade", "lock", "--upgrade", check=0)
+    for fmt in ((), ("--json",), ("--markdown",)):
+        body = outputs("diff", "diff", "--lockfile", "artifacts.lock", "old.lock", *fmt, check=None)
+        assert "pwned" in body
+    markdown = run("diff", "--lockfile", "artifacts.lock", "old.lock", "--markdown", check=None).stdout
+    assert "`w/x\\x0a::error::pwned\\x1b[2J\\u202e@octocat #1.bin`" in markdown  # a code span: no mention, no link

@@ -20,6 +20,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, TextIO
 
+from wbsync.core.shown import printable
 from wbsync.core.text import human_size, plural
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ class Progress(_Ticker):
             self.place_done += files
 
     def tick(self) -> None:
-        self.stream.write("\r\033[K" + self.line())
+        self.stream.write("\r\033[K" + printable(self.line()))  # entry names are the manifest's
         self.stream.flush()
 
     def close(self) -> None:
@@ -163,7 +164,7 @@ class LogProgress(_Ticker):
         self._fetching = False
 
     def _say(self, text: str) -> None:
-        self.stream.write(f"wbsync: {text}\n")
+        self.stream.write(f"wbsync: {printable(text)}\n")  # names and paths from a manifest or lock
         self.stream.flush()
 
     def start(self, files: int, nbytes: int) -> None:

@@ -30,19 +30,20 @@ class WbsyncGroup(click.Group):
                 _report("", exc.exit_code, ctx, exc.format_message())
             raise
         except WbsyncError as exc:
-            ctx.exit(_report(exc.message, exc.exit_code, ctx))
+            ctx.exit(_report(exc.message, exc.exit_code, ctx, laid_out=exc.laid_out))
         except OSError as exc:  # a local write no layer named (they turn theirs into LocalIOError)
             ctx.exit(_report(local_io_error(exc).message, 2, ctx))
         except KeyboardInterrupt:
             ctx.exit(_report("interrupted; nothing half-written got a final name", 130, ctx))
 
 
-def _report(message: str, code: int, ctx: click.Context, json_message: str | None = None) -> int:
+def _report(message: str, code: int, ctx: click.Context, json_message: str | None = None,
+            laid_out: bool = False) -> int:
     from wbsync.cli.style import bad, colour
     from wbsync.core.shown import json_text, printable, redact
 
     if message:
-        shown = printable(redact(message), keep_newlines=True)
+        shown = printable(redact(message), keep_newlines=laid_out)
         click.echo(f"wbsync: {bad('error:')} {shown}", err=True, color=colour())
     if ctx.meta.get("wbsync_json") and code != 1:
         doc = {"error": {"exit_code": code, "message": message if json_message is None else json_message}}
