@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import stat
@@ -23,6 +24,7 @@ from helpers import run, run_json, tree, write_manifest
 from test_bump_workflow import NEWER, Runner, runner  # noqa: F401 (runner is a fixture)
 from test_lock_and_sync import MODEL, PHI3, publish
 from wbsync.core.models import FileRecord
+from wbsync.core.settings import SETTINGS
 from wbsync.store.blobs import Store, default_store_dir
 from wbsync.store.claims import _offset
 from wbsync.store.partial import PartialBlob
@@ -248,3 +250,53 @@ def test_a_hostile_file_name_is_escaped_in_every_channel(fake_wandb: FakeWandb, 
         assert "pwned" in body
     markdown = run("diff", "--lockfile", "artifacts.lock", "old.lock", "--markdown", check=None).stdout
     assert "`w/x\\x0a::error::pwned\\x1b[2J\\u202e@octocat #1.bin`" in markdown  # a code span: no mention, no link
+
+
+# -- item 16: settings from the environment -------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def documented_variables() -> set[str]:
+    """The WBSYNC_* names in the first column of the documented environment table."""
+    page = ROOT / "docs/configuration.md"
+    text = (page if page.exists() else ROOT / "README.md").read_text()
+    rows = [line.split("|")[1] for line in text.splitlines() if line.startswith("| `")]
+    return {name for row in rows for name in re.findall(r"`(WBSYNC_[A-Z0-9_]+)`", row)}
+
+
+def test_the_documented_table_and_the_settings_module_list_the_same_variables() -> None:
+    assert documented_variables() == set(SETTINGS)
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("WBSYNC_STALL_SECONDS", "0"), ("WBSYNC_PART_SIZE", "0"), ("WBSYNC_PART_SIZE", "1"), ("WBSYNC_RETRIES", "many"),
+    ("WBSYNC_TIMEOUT", "-1"), ("WBSYNC_CONNECTIONS", "0"), ("WBSYNC_PROGRESS_INTERVAL", "nan"),
+    ("WBSYNC_LOCK_INLINE_MAX", "-5"), ("WBSYNC_FSYNC", "yes"), ("WBSYNC_RANGE_THRESHOLD", "lots"),
+    ("WBSYNC_MANIFEST_TIMEOUT", "0"), ("WBSYNC_STATE_DELTA_MAX", "x"),
+])
+def test_a_setting_out_of_its_range_is_exit_2_naming_the_variable(
+        fake_wandb: FakeWandb, project: Path, monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    monkeypatch.setenv(name, value)
+    result = run("sync", check=2)
+    assert name in result.stderr and "Traceback" not in result.stderr, result.stderr
+    if SETTINGS[name].low is not None:
+        assert f"{SETTINGS[name].low:g} to" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("testing", ["", "1"])
+def test_fault_injection_takes_effect_only_with_the_testing_switch_and_says_so(
+        fake_wandb: FakeWandb, project: Path, testing: str) -> None:
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    run("lock")
+    env = {**os.environ, "WBSYNC_KILL_AFTER_RENAMES": "1", "WBSYNC_TESTING": testing}
+    done = subprocess.run([sys.executable, "-m", "wbsync", "sync"], cwd=project, env=env, capture_output=True,
+                          text=True, timeout=120)
+    if testing:
+        assert done.returncode == -signal.SIGKILL
+        assert "WBSYNC_KILL_AFTER_RENAMES='1' is in effect" in done.stderr
+    else:
+        assert done.returncode == 0 and "KILL_AFTER" not in done.stderr, done.stderr

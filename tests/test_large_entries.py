@@ -313,7 +313,7 @@ def test_a_file_of_someone_else_where_the_new_version_puts_one_stops_the_move_wi
 def test_a_version_move_killed_in_its_swap_is_finished_by_the_next_sync_with_its_delta(
         fake_wandb: FakeWandb, project: Path) -> None:
     synced_then_moved(fake_wandb, project)
-    env = {**os.environ, "WBSYNC_KILL_AFTER_RENAMES": "2"}
+    env = {**os.environ, "WBSYNC_KILL_AFTER_RENAMES": "2", "WBSYNC_TESTING": "1"}
     killed = subprocess.run([sys.executable, "-m", "wbsync", "sync"], cwd=project, env=env, capture_output=True,
                             text=True, timeout=120)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
@@ -493,7 +493,7 @@ def test_a_state_delta_amends_only_the_state_file_it_was_written_for(tmp_path: P
 def test_a_moves_journal_whose_state_delta_names_an_unsafe_path_is_refused(
         fake_wandb: FakeWandb, project: Path) -> None:
     synced_then_moved(fake_wandb, project)
-    env = {**os.environ, "WBSYNC_KILL_AFTER_RENAMES": "2"}
+    env = {**os.environ, "WBSYNC_KILL_AFTER_RENAMES": "2", "WBSYNC_TESTING": "1"}
     subprocess.run([sys.executable, "-m", "wbsync", "sync"], cwd=project, env=env, capture_output=True, timeout=120)
     journal = project / ".wbsync/swap.json"
     journal.write_text(journal.read_text().replace('"val/0000.jpg":', '"../../../outside.jpg":', 1))

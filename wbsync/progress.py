@@ -14,12 +14,12 @@ which entries finished, so an interrupted run can say what it completed.
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
 from typing import TYPE_CHECKING, TextIO
 
+from wbsync.core import settings
 from wbsync.core.shown import printable
 from wbsync.core.text import human_size, plural
 
@@ -150,10 +150,7 @@ class Progress(_Ticker):
 
 
 def log_interval() -> float:
-    try:
-        return max(float(os.environ.get("WBSYNC_PROGRESS_INTERVAL", "5")), 0.05)
-    except ValueError:
-        return 5.0
+    return settings.number("WBSYNC_PROGRESS_INTERVAL")
 
 
 class LogProgress(_Ticker):

@@ -5,6 +5,7 @@ It decides nothing; wbsync.sync and friends do. ``main`` is the one place that e
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import click
@@ -24,6 +25,10 @@ class WbsyncGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
+            if any(name.startswith("WBSYNC_") for name in os.environ):  # a start with none loads no settings
+                from wbsync.core import settings
+
+                settings.check_all()
             return super().invoke(ctx)
         except click.UsageError as exc:  # click prints it and exits 2; --json also wants the document
             if ctx.meta.get("wbsync_json"):

@@ -37,10 +37,10 @@ from typing import BinaryIO, Protocol
 
 import urllib3
 
+from wbsync.core import settings
 from wbsync.core.digests import b64, new_hasher
-from wbsync.core.errors import IntegrityError, NotFoundError, RemoteError, UsageError, WbsyncError, local_io_error
+from wbsync.core.errors import IntegrityError, NotFoundError, RemoteError, WbsyncError, local_io_error
 from wbsync.core.models import FileRecord
-from wbsync.core.text import parse_size
 from wbsync.core.workers import DaemonPool
 from wbsync.net import transfer
 from wbsync.net.transfer import LinkRefused, RangeIgnored, Retry, StallRule, WrongSize
@@ -51,28 +51,6 @@ from wbsync.store.partial import PartialBlob
 MiB = 1 << 20
 HASH_READ = 4 * MiB  # the part threads wake the in-order hasher each time this much more is written
 HASH_MAP = 64 * MiB  # the most the hasher maps at once (page cache, no memory of its own)
-
-
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, "").strip() or default
-
-
-def _env_number(name: str, default: float, kind: type = float) -> float:
-    text = _env(name, str(default))
-    try:
-        value = kind(text)
-    except ValueError:
-        raise UsageError(f"environment variable {name}={text!r} is not a number. Unset it or give a "
-                         f"number (default {default}).") from None
-    if value < 0:
-        raise UsageError(f"environment variable {name}={text!r} is negative. Unset it or give a number "
-                         f"of at least 0 (default {default}).")
-    return value
-
-
-def _env_size(name: str, default: int) -> int:
-    text = os.environ.get(name, "").strip()
-    return parse_size(text, f"environment variable {name}") if text else default
 
 
 @dataclass(frozen=True)
@@ -89,16 +67,15 @@ class RetryPolicy:
     def from_env(cls) -> RetryPolicy:
         """WBSYNC_RETRIES / WBSYNC_BACKOFF / WBSYNC_TIMEOUT / WBSYNC_STALL_BYTES /
         WBSYNC_STALL_SECONDS / WBSYNC_LINK_REFRESHES tune the budget (tests shrink it)."""
-        timeout = _env_number("WBSYNC_TIMEOUT", cls.read_timeout)
-        stall = StallRule(int(_env_size("WBSYNC_STALL_BYTES", StallRule.min_bytes)),
-                          _env_number("WBSYNC_STALL_SECONDS", StallRule.window_s))
+        timeout = settings.number("WBSYNC_TIMEOUT")
+        stall = StallRule(settings.size("WBSYNC_STALL_BYTES"), settings.number("WBSYNC_STALL_SECONDS"))
         return cls(
-            attempts=max(1, int(_env_number("WBSYNC_RETRIES", cls.attempts, int))),
-            backoff=_env_number("WBSYNC_BACKOFF", cls.backoff),
+            attempts=settings.count("WBSYNC_RETRIES"),
+            backoff=settings.number("WBSYNC_BACKOFF"),
             read_timeout=timeout,
             connect_timeout=min(timeout, cls.connect_timeout),
             stall=stall,
-            refreshes=int(_env_number("WBSYNC_LINK_REFRESHES", cls.refreshes, int)),
+            refreshes=settings.count("WBSYNC_LINK_REFRESHES"),
         )
 
     def wait(self, attempt: int, retry_after: float | None) -> float:
@@ -140,9 +117,9 @@ class RangePolicy:
     def from_env(cls) -> RangePolicy:
         """WBSYNC_RANGE_THRESHOLD / WBSYNC_PART_SIZE / WBSYNC_CONNECTIONS (sizes take units)."""
         return cls(
-            threshold=max(1, _env_size("WBSYNC_RANGE_THRESHOLD", cls.threshold)),
-            part_size=max(1, _env_size("WBSYNC_PART_SIZE", cls.part_size)),
-            connections=max(1, int(_env_number("WBSYNC_CONNECTIONS", cls.connections, int))),
+            threshold=settings.size("WBSYNC_RANGE_THRESHOLD"),
+            part_size=settings.size("WBSYNC_PART_SIZE"),
+            connections=settings.count("WBSYNC_CONNECTIONS"),
         )
 
 

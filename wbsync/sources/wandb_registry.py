@@ -25,6 +25,7 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO, Callable, TypeVar
 
+from wbsync.core import settings
 from wbsync.core.errors import (
     AuthError,
     IntegrityError,
@@ -223,7 +224,7 @@ def _span(versions: list[str]) -> str:
 
 
 def _manifest_deadline() -> float:
-    return float(os.environ.get("WBSYNC_MANIFEST_TIMEOUT", "120"))
+    return settings.number("WBSYNC_MANIFEST_TIMEOUT")
 
 
 def _with_deadline(fn: Callable[[], T], seconds: float, what: str) -> T:

@@ -48,6 +48,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
+from wbsync.core import settings
 from wbsync.core.digests import CHUNK_SIZE, b64, hash_file, hex_of, new_hasher
 from wbsync.core.errors import IntegrityError
 from wbsync.core.filelock import hold, locked
@@ -57,7 +58,6 @@ BLOB_MODE = 0o444
 # 2000-01-01T00:00:00Z: every verified blob's mtime. Whole seconds, so that archives that keep
 # mtimes at one-second resolution (tar's ustar format) keep it too.
 VERIFIED_MTIME_NS = 946_684_800 * 10**9
-_FSYNC = os.environ.get("WBSYNC_FSYNC", "") not in ("", "0")
 # Temp names: pid + a per-process random prefix + a counter (secrets.token_hex per blob showed
 # up in profiles of 10,000-file syncs).
 _TOKEN = secrets.token_hex(4)
@@ -65,6 +65,17 @@ _COUNTER = itertools.count()
 # Both algorithms name a blob with 32 hex digits: 2 for the folder, 30 for the file.
 _FAN_OUT = re.compile(r"[0-9a-f]{2}")
 _REST = re.compile(r"[0-9a-f]{30}")
+
+
+def _fsync_on() -> bool:
+    """WBSYNC_FSYNC=1, read once per process (each blob asks)."""
+    global _FSYNC
+    if _FSYNC is None:
+        _FSYNC = settings.flag("WBSYNC_FSYNC")
+    return _FSYNC
+
+
+_FSYNC: bool | None = None
 
 
 def default_store_dir() -> Path:
@@ -353,7 +364,7 @@ class BlobWriter:
         # blob whose data never reached the disk with a size of 0, which has() rejects; an fsync
         # per blob cost ~0.5 ms, as much as the download of a 4 KiB file. WBSYNC_FSYNC=1 buys
         # the stronger guarantee for filesystems without that behaviour; `cache verify` re-hashes.
-        if _FSYNC:
+        if _fsync_on():
             os.fsync(f.fileno())
         os.utime(f.fileno(), ns=(time.time_ns(), VERIFIED_MTIME_NS))  # see has()
         try:

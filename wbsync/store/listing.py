@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import xxhash
 
+from wbsync.core import settings
 from wbsync.core.errors import IntegrityError, UsageError
 from wbsync.core.models import FileRecord, RemoteFile
 from wbsync.core.paths import selected
@@ -55,8 +56,7 @@ _ALGORITHMS = {"md5": lambda: hashlib.md5(usedforsecurity=False), "xxh128": xxha
 
 def inline_max() -> int:
     """``WBSYNC_LOCK_INLINE_MAX`` or 1000: above it, an entry's file list leaves the lock."""
-    value = os.environ.get("WBSYNC_LOCK_INLINE_MAX", "")
-    return int(value) if value.isdigit() else INLINE_MAX
+    return settings.count("WBSYNC_LOCK_INLINE_MAX")
 
 
 class ListingMissing(UsageError):
