@@ -15,6 +15,7 @@ import stat
 import subprocess
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -23,8 +24,9 @@ import yaml
 from helpers import run, run_json, tree, write_manifest
 from test_bump_workflow import NEWER, Runner, runner  # noqa: F401 (runner is a fixture)
 from test_lock_and_sync import MODEL, PHI3, publish
-from wbsync.core.models import FileRecord
+from wbsync.core.models import FileRecord, Lock, LockedArtifact
 from wbsync.core.settings import SETTINGS
+from wbsync.repo.lockfile import dumps, loads
 from wbsync.store.blobs import Store, default_store_dir
 from wbsync.store.claims import _offset
 from wbsync.store.partial import PartialBlob
@@ -300,3 +302,41 @@ def test_fault_injection_takes_effect_only_with_the_testing_switch_and_says_so(
         assert "WBSYNC_KILL_AFTER_RENAMES='1' is in effect" in done.stderr
     else:
         assert done.returncode == 0 and "KILL_AFTER" not in done.stderr, done.stderr
+
+
+# -- item 17: a hand-formatted lock costs what the canonical one costs -----------------------------
+
+
+def block_style(canonical: str, sort_keys: bool) -> str:
+    """The lock as a YAML formatter lays it out: each file item over three lines (keys sorted,
+    as yaml.safe_dump writes them, or in wbsync's order)."""
+    out = []
+    for line in canonical.splitlines():
+        if line.startswith("      - {path: "):
+            keys = line[len("      - {"):-1].split(", ")
+            keys = sorted(keys) if sort_keys else keys
+            out += ["      - " + keys[0], *("        " + k for k in keys[1:])]
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+@pytest.mark.parametrize("sort_keys", [False, True], ids=["wbsync-order", "sorted-keys"])
+def test_a_block_style_lock_reads_as_the_canonical_one_in_bounded_memory(sort_keys: bool) -> None:
+    files = tuple(FileRecord(f"train/{i:05d}.jpg", 1000 + i, "1B2M2Y8AsgTpgAmY7PhCfg==") for i in range(3_000))
+    art = LockedArtifact(name="data", entry_digest="sha256:" + "0" * 64, requested="wandb-registry-dataset/images:v0",
+                         resolved="acme-org/wandb-registry-dataset/images:v0", version="v0", type="dataset",
+                         digest="0" * 32, path="data/images", files=files)
+    canonical = dumps(Lock({"data": art}))
+    hand = block_style(canonical, sort_keys)
+
+    def peak(text: str) -> tuple[Lock, int]:
+        tracemalloc.start()
+        try:
+            return loads(text), tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    (fast, fast_peak), (read, hand_peak) = peak(canonical), peak(hand)
+    assert read == fast
+    assert hand_peak < 2 * fast_peak, (hand_peak, fast_peak)  # the YAML tree took 6x: the same bound instead

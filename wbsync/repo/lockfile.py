@@ -199,12 +199,17 @@ def _canonical_artifact(lines: list[str], i: int, end: int, stored_ok: bool) -> 
     elif lines[i] == "    files:":
         i += 1
         match = _FILE_LINE.fullmatch
-        while i < end and (f := match(lines[i])):
-            size = int(f.group(2))
-            if size > MAX_FILE_SIZE:
+        while i < end:
+            if f := match(lines[i]):
+                path, size, algorithm, digest = f.groups()
+                i += 1
+            elif block := _block_file(lines, i, end):  # a hand formatter's block style: as fast
+                (path, size, algorithm, digest), i = block
+            else:
+                break
+            if int(size) > MAX_FILE_SIZE:
                 return None  # not canonical: the schema check names the field
-            files.append(FileRecord(_unquote(f.group(1)), size, f.group(4), f.group(3)))  # type: ignore[arg-type]
-            i += 1
+            files.append(FileRecord(_unquote(path), int(size), digest, algorithm))  # type: ignore[arg-type]
         if not files:
             return None
     else:
@@ -213,6 +218,33 @@ def _canonical_artifact(lines: list[str], i: int, end: int, stored_ok: bool) -> 
 
 
 _GLOBS_LINE = re.compile(rf"    (include|exclude): \[({_STR}(?:, {_STR})*)\]")
+# The same file item in YAML's block style, as formatters (prettier, yamlfmt, yaml.safe_dump)
+# write it: "- key: value" at the list's indentation (4 or 6 spaces), the two other keys 2 further
+# in, in any order (yaml.safe_dump sorts them).
+_BLOCK_FIRST = re.compile(r"(    |      )- (path|size|md5|xxh128): (.*)")
+_BLOCK_REST = re.compile(r" +(path|size|md5|xxh128): (.*)")
+_BLOCK_VALUE = {"path": re.compile(_STR), "size": re.compile(r"0|[1-9][0-9]*"),
+                "md5": re.compile(r'"[A-Za-z0-9+/]{22}=="'), "xxh128": re.compile(r'"[A-Za-z0-9+/]{22}=="')}
+
+
+def _block_file(lines: list[str], i: int, end: int) -> tuple[tuple[str, str, str, str], int] | None:
+    """One block-style file item at ``lines[i]`` (three lines), or None: then the YAML path reads
+    the lock (any other layout is still accepted there, only slower)."""
+    if i + 2 >= end or not (first := _BLOCK_FIRST.fullmatch(lines[i])):
+        return None
+    inner = len(first.group(1)) + 2
+    found = {first.group(2): first.group(3)}
+    for line in lines[i + 1:i + 3]:
+        rest = _BLOCK_REST.fullmatch(line)
+        if not rest or len(line) - len(line.lstrip(" ")) != inner or rest.group(1) in found:
+            return None
+        found[rest.group(1)] = rest.group(2)
+    algorithm = "md5" if "md5" in found else "xxh128"
+    if set(found) != {"path", "size", algorithm} or not all(_BLOCK_VALUE[k].fullmatch(v) for k, v in found.items()):
+        return None
+    return (found["path"], found["size"], algorithm, found[algorithm][1:-1]), i + 3
+
+
 _COUNT_LINE = re.compile(r"    (file_count|bytes): (0|[1-9][0-9]*)")
 
 
