@@ -340,3 +340,34 @@ def test_a_block_style_lock_reads_as_the_canonical_one_in_bounded_memory(sort_ke
     (fast, fast_peak), (read, hand_peak) = peak(canonical), peak(hand)
     assert read == fast
     assert hand_peak < 2 * fast_peak, (hand_peak, fast_peak)  # the YAML tree took 6x: the same bound instead
+
+
+# -- item 3: a source relabels a large entry's digest algorithm ----------------------------------
+
+LARGE = """
+    version: 1
+    artifacts:
+      images:
+        artifact: wandb-registry-dataset/images:production
+        path: data/images
+"""
+
+
+def test_a_listing_that_relabels_an_md5_digest_as_xxh128_is_refused_against_the_lock(
+        fake_wandb: FakeWandb, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WBSYNC_LOCK_INLINE_MAX", "2")
+    files = {f"train/{i}.jpg": b"image %d" % i for i in range(5)}
+    v = fake_wandb.log_artifact("acme", "dataset", "images", files, type="dataset", aliases=["production"])
+    write_manifest(project, LARGE)
+    run("lock")
+    assert '    sizes: "sha256:' in (project / "artifacts.lock").read_text()
+    # What a mirror's listing would give: the same path:digest lines (W&B's artifact digest still
+    # matches), one md5 digest now labelled XXH128, whose 16-byte preimage the mirror would serve.
+    stored = default_store_dir() / "listings" / v.digest
+    header, rest = stored.read_bytes().split(b"\n", 1)
+    stored.write_bytes(header + b"\n" + rest.replace(b"7\n", b"7 x\n", 1))
+    fake_wandb.clear_requests()
+    result = run("sync", "--locked", check=4)
+    assert "other digest algorithms or sizes than the lock binds" in result.stderr, result.stderr
+    assert not (project / "data").exists()
+    assert not [r for r in fake_wandb.requests if "/blobs/" in r.path]  # refused before any byte
