@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         for project in projects:
             assert wbsync(project, env, "lock", "--upgrade").returncode == 0
         assert wbsync(projects[1], env, "sync").returncode == 0  # fills the store: the measured runs fetch nothing
-        killed = wbsync(projects[0], {**env, "WBSYNC_KILL_AFTER_RENAMES": "1"}, "sync")
+        killed = wbsync(projects[0], {**env, "WBSYNC_KILL_AFTER_RENAMES": "1", "WBSYNC_TESTING": "1"}, "sync")
         journal = projects[0] / ".wbsync" / "swap.json"
         state = projects[0] / ".wbsync" / "state.json"
         print(f"{args.files} files of {args.size} B, every one changed, copy mode (killed: exit {killed.returncode})")

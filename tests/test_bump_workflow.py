@@ -38,7 +38,7 @@ NEWER = {"config.json": b'{"layers": 40}\n', "weights/shard-0.bin": MODEL["weigh
 EVAL = {"eval.jsonl": b'{"q": 1}\n'}
 
 GH_STANDIN = '''
-import json, os, sys
+import json, os, subprocess, sys
 args = sys.argv[1:]
 with open(os.environ["GH_STANDIN_LOG"], "a") as log:
     log.write(json.dumps(args) + "\\n")
@@ -49,9 +49,15 @@ def opt(name):
 if args[:2] == ["auth", "setup-git"]:
     sys.exit(0)
 elif args[:2] == ["pr", "list"]:
-    # Only the query the workflow makes is emulated: open PRs of one head, numbers one per line.
-    assert opt("--json") == "number" and opt("--jq") == ".[].number" and opt("--state") == "open", args
-    print("".join(f"{p['number']}\\n" for p in state["prs"] if p["head"] == opt("--head")), end="")
+    # As gh does: --head matches the branch name in this repository and in every fork; the
+    # fields asked for go through the workflow's own --jq expression (gh's gojq; jq here).
+    assert opt("--state") == "open", args
+    fields = opt("--json").split(",")
+    rows = [{"number": p["number"], "isCrossRepository": p.get("cross", False)}
+            for p in state["prs"] if p["head"] == opt("--head")]
+    rows = json.dumps([{k: r[k] for k in fields} for r in rows])
+    done = subprocess.run(["jq", "-r", opt("--jq")], input=rows, capture_output=True, text=True, check=True)
+    print(done.stdout, end="")
 elif args[:2] == ["pr", "create"]:
     number = len(state["prs"]) + 1
     state["prs"].append({"number": number, "head": opt("--head"), "base": opt("--base"),
@@ -166,7 +172,7 @@ def test_a_moved_alias_opens_one_pull_request_and_a_second_move_updates_it(fake_
     [pr] = runner.prs()
     assert (pr["head"], pr["base"], pr["title"]) == (
         "wbsync/bump-phi3", "main", "wbsync: move phi3 to where its alias points now")
-    assert "| phi3 | moved | v0 \\-&gt; v1 |" in pr["body"] and "eval" not in pr["body"]
+    assert "| `phi3` | moved | `v0 -> v1` |" in pr["body"] and "eval" not in pr["body"]
     lock = runner.lock_on("wbsync/bump-phi3")
     assert (lock["phi3"]["version"], lock["eval"]["version"]) == ("v1", "v0")
     assert runner.lock_on("main")["phi3"]["version"] == "v0"  # main changes only by merging
@@ -176,7 +182,7 @@ def test_a_moved_alias_opens_one_pull_request_and_a_second_move_updates_it(fake_
     done = runner.run_bump()
     assert done.returncode == 0, done.stderr
     [pr] = runner.prs()
-    assert "| phi3 | moved | v0 \\-&gt; v2 |" in pr["body"]
+    assert "| `phi3` | moved | `v0 -> v2` |" in pr["body"]
     assert runner.lock_on("wbsync/bump-phi3")["phi3"]["version"] == "v2"
     assert [c[:2] for c in runner.gh_calls()][-2:] == [["pr", "list"], ["pr", "edit"]]
 

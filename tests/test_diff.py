@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from helpers import run, run_json, write_manifest
 from test_lineage import git
 from test_lock_and_sync import MODEL, PHI3, publish
-from wbsync.cli.render_diff import md, plain
+from wbsync.cli.render_diff import md, md_code, plain
 from wbsync.core.models import FileRecord, Lock, LockedArtifact
 from wbsync.repo.lockfile import dumps, read_lock
 from wbsync.testing import FakeWandb
@@ -71,8 +71,8 @@ def test_a_version_move_in_json(fake_wandb: FakeWandb, project: Path) -> None:
 def test_a_version_move_in_markdown(fake_wandb: FakeWandb, project: Path) -> None:
     moved(fake_wandb, project)
     out = run("diff", "--markdown").stdout
-    assert "| phi3 | moved | v0 \\-&gt; v1 | \\+1 files, \\-1, 1 changed | \\+993 B |" in out
-    assert "  - added: weights/shard\\-1\\.bin (1\\.0 kB)" in out
+    assert "| `phi3` | moved | `v0 -> v1` | \\+1 files, \\-1, 1 changed | \\+993 B |" in out
+    assert "  - added: `weights/shard-1.bin` (1\\.0 kB)" in out
     assert "[!CAUTION]" not in out  # nothing to warn about
 
 
@@ -95,7 +95,7 @@ def test_a_changed_destination_is_a_loud_warning_in_every_format(fake_wandb: Fak
     assert run_json("diff")["alerts"] == [
         {"name": "phi3", "kind": "path", "message": "destination changed: models/phi3 -> src"}]
     body = run("diff", "--markdown").stdout
-    assert "> - **phi3**: destination changed\\: models/phi3 \\-&gt; src" in body
+    assert "> - `phi3`: destination changed\\: models/phi3 \\-&gt; src" in body
     assert body.index("[!CAUTION]") < body.index("| entry |")  # warnings come first
 
 
@@ -122,7 +122,7 @@ def test_a_collection_and_registry_swap_warns_about_each_part_and_the_type(fake_
     out = run("diff").stdout
     assert "requested: wandb-registry-model/phi3-finetuned:production -> wandb-registry-dataset/eval-set:production" in out
     body = run("diff", "--markdown").stdout
-    assert body.count("> - **phi3**:") == 3
+    assert body.count("> - `phi3`:") == 3
 
 
 def test_a_resolved_that_does_not_match_its_request_is_flagged(fake_wandb: FakeWandb, project: Path,
@@ -221,23 +221,41 @@ def test_hostile_file_names_stay_inert_in_markdown_and_text(fake_wandb: FakeWand
     new = tmp_path / "new.lock"
     new.write_text(dumps(Lock({"phi3": path_change})))
     body = run("diff", "--lockfile", str(new), str(project / "artifacts.lock"), "--markdown").stdout
-    for bad in ("<!--", "</details>x", "\n> [!NOTE]", "@octocat", "\u202e", "\x1b", "](javascript", "\n# heading", "`"):
+    for bad in ("\n> [!NOTE]", "\u202e", "\x1b", "\n# heading"):
         assert bad not in body, bad
+    prose = re.sub(r"(?<!`)(`+)(?!`).*?(?<!`)\1(?!`)", "", body)  # code spans are inert: GitHub links nothing there
+    for bad in ("<!--", "</details>x", "@octocat", "](javascript", "`"):
+        assert bad not in prose, bad
     table = [line for line in body.splitlines() if line.startswith("| ")]
     assert all(line.count("|") == 6 for line in table), table
-    assert "> - **phi3**: destination changed\\: models/phi3 \\-&gt; models/&lt;\\!\\-\\-x" in body
+    assert "> - `phi3`: destination changed\\: models/phi3 \\-&gt; models/&lt;\\!\\-\\-x" in body
     text = run("diff", "--lockfile", str(new), str(project / "artifacts.lock")).stdout
     assert "\x1b" not in text and "\u202e" not in text and "\\x1b[2Jclear" in text
-    assert "    + x\\n> [!NOTE]\\n| fake | row | (1 B)" in text
+    assert "    + x\\x0a> [!NOTE]\\x0a| fake | row | (1 B)" in text
 
 
 @given(st.text())
 @example("weights|v2.bin `x` <b> @team")  # every character the table and HTML read, for sure
 def test_md_escapes_every_character_markdown_or_html_could_read(text: str) -> None:
     out = md(text)
-    assert not re.search(r"[<>|`@\n\r]", out)
+    assert not re.search(r"[<>|\n\r]", out)
+    rest = re.sub("`[@#]`|&[#a-z0-9]+;", "", out)  # "@" and "#" only as one-character code spans
+    assert not re.search("[@#`]", rest)
     assert all(c.isprintable() for c in out)
-    assert re.fullmatch(r"(?:[^\\&]|\\[^A-Za-z0-9 ]|\\[xuU][0-9a-f]+|\\[nrt]|&[#a-z0-9]+;)*", out), out
+    assert re.fullmatch(r"(?:`[@#]`|[^\\&`]|\\[^A-Za-z0-9 ]|\\[xuU][0-9a-f]+|&[#a-z0-9]+;)*", out), out
+
+
+@given(st.text(min_size=1))
+@example("`x``y` ")
+@example(" a ")
+def test_md_code_fences_any_text_in_one_code_span(text: str) -> None:
+    out = md_code(text, in_table=True)
+    fence = re.match("`+", out).group()
+    inner = out[len(fence):-len(fence)]
+    assert out.endswith(fence) and len(fence) > max((len(r) for r in re.findall("`+", inner)), default=0)
+    assert all(c.isprintable() for c in out) and "|" not in inner.replace("\\|", "")
+    shown = inner[1:-1] if inner[:1] == inner[-1:] == " " and inner.strip() else inner  # CommonMark strips one
+    assert shown == plain(text).replace("|", "\\|")
 
 
 @given(st.text())

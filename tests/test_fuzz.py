@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from helpers import run, write_manifest
 from wbsync.core.errors import LockfileError, ManifestError, UnsafePathError, WbsyncError
-from wbsync.core.models import FileRecord, Lock, LockedArtifact
+from wbsync.core.models import MAX_FILE_SIZE, FileRecord, Lock, LockedArtifact
 from wbsync.core.paths import check_paths
 from wbsync.repo.lockfile import dumps, loads
 from wbsync.repo.manifest import load_manifest, parse_manifest
@@ -245,7 +245,7 @@ b64_digests = st.binary(min_size=16, max_size=16).map(lambda b: base64.b64encode
 file_records = st.builds(
     FileRecord,
     path=st.text(min_size=1, max_size=20),
-    size=st.integers(0, 2**63),
+    size=st.integers(0, MAX_FILE_SIZE),  # what a lock may hold (larger sizes are refused, exit 2 or 4)
     digest=b64_digests,
     algorithm=st.sampled_from(["md5", "xxh128"]),
 )

@@ -92,18 +92,18 @@ def test_a_version_move_of_a_large_entry_changes_a_handful_of_lock_lines(fake_wa
     after = (project / "artifacts.lock").read_text().splitlines()
     changed = [line for line in difflib.unified_diff(before, after, lineterm="", n=0)
                if line[:1] in "+-" and line[:3] not in ("+++", "---")]
-    assert len(changed) == 10  # resolved, version, digest, file_count, bytes: old and new
+    assert len(changed) == 12  # resolved, version, digest, file_count, bytes, sizes: old and new
     assert any(line.startswith("+    file_count: 101") for line in changed)
 
 
-def test_a_lock_version_1_keeps_working_and_lock_rewrites_it_as_version_2(fake_wandb: FakeWandb,
+def test_a_lock_version_1_keeps_working_and_lock_rewrites_it_as_version_3(fake_wandb: FakeWandb,
                                                                            project: Path) -> None:
     publish(fake_wandb, dataset(5))
     write_manifest(project, DATA)
     run("lock")
     v2 = (project / "artifacts.lock").read_text()
-    assert "lock_version: 2\n" in v2 and '"train/0000.jpg"' in v2  # 5 files: inline
-    (project / "artifacts.lock").write_text(v2.replace("lock_version: 2\n", "lock_version: 1\n"))
+    assert "lock_version: 3\n" in v2 and '"train/0000.jpg"' in v2  # 5 files: inline
+    (project / "artifacts.lock").write_text(v2.replace("lock_version: 3\n", "lock_version: 1\n"))
     run("lock", "--check")
     run("sync", "--locked")
     assert len(tree(project / "data/images")) == 5
@@ -117,7 +117,7 @@ def test_a_version_1_lock_cannot_hold_a_stored_entry(fake_wandb: FakeWandb, proj
     write_manifest(project, DATA)
     run("lock")
     lock = project / "artifacts.lock"
-    lock.write_text(lock.read_text().replace("lock_version: 2\n", "lock_version: 1\n"))
+    lock.write_text(lock.read_text().replace("lock_version: 3\n", "lock_version: 1\n"))
     result = run("verify", check=2)
     assert "artifacts.lock" in result.stderr and "files" in result.stderr
 
@@ -127,8 +127,27 @@ def test_a_lock_from_a_newer_wbsync_says_to_upgrade(fake_wandb: FakeWandb, proje
     write_manifest(project, DATA)
     run("lock")
     lock = project / "artifacts.lock"
-    lock.write_text(lock.read_text().replace("lock_version: 2\n", "lock_version: 3\n"))
+    lock.write_text(lock.read_text().replace("lock_version: 3\n", "lock_version: 4\n"))
     assert "newer wbsync" in run("verify", check=2).stderr
+
+
+def test_a_version_2_lock_with_a_stored_entry_keeps_working_and_lock_binds_its_sizes(
+        fake_wandb: FakeWandb, project: Path) -> None:
+    publish(fake_wandb, dataset())
+    write_manifest(project, DATA)
+    run("lock")
+    lock = project / "artifacts.lock"
+    v3 = lock.read_text()
+    assert "lock_version: 3\n" in v3 and "    sizes: \"sha256:" in v3
+    v2 = "".join(line for line in v3.splitlines(keepends=True) if not line.startswith("    sizes: "))
+    lock.write_text(v2.replace("lock_version: 3\n", "lock_version: 2\n"))
+    run("lock", "--check")
+    run("sync", "--locked")
+    run("verify")
+    run("lock")  # the pin is kept as it was (sizes are optional in version 3)...
+    assert lock.read_text() == v2.replace("lock_version: 2\n", "lock_version: 3\n")
+    run("lock", "--upgrade")  # ...and bound once the entry is resolved again
+    assert lock.read_text() == v3
 
 
 def test_verify_works_offline_from_the_stored_listing(fake_wandb: FakeWandb, project: Path,
@@ -176,6 +195,10 @@ def test_a_listing_whose_sizes_were_edited_is_refused(fake_wandb: FakeWandb, pro
     stored = listings() / v.digest
     header, rest = stored.read_bytes().split(b"\n", 1)
     stored.write_bytes(header + b"\n" + rest.replace(b"7\n", b"8\n", 1))
+    assert "other digest algorithms or sizes than the lock binds" in run("verify", check=4).stderr
+    lock = project / "artifacts.lock"  # a version 2 lock binds no sizes: the count and bytes still catch it
+    lock.write_text("".join(line for line in lock.read_text().splitlines(keepends=True)
+                            if not line.startswith("    sizes: ")).replace("lock_version: 3\n", "lock_version: 2\n"))
     assert "bytes" in run("verify", check=4).stderr
 
 
@@ -313,7 +336,7 @@ def test_a_file_of_someone_else_where_the_new_version_puts_one_stops_the_move_wi
 def test_a_version_move_killed_in_its_swap_is_finished_by_the_next_sync_with_its_delta(
         fake_wandb: FakeWandb, project: Path) -> None:
     synced_then_moved(fake_wandb, project)
-    env = {**os.environ, "WBSYNC_KILL_AFTER_RENAMES": "2"}
+    env = {**os.environ, "WBSYNC_KILL_AFTER_RENAMES": "2", "WBSYNC_TESTING": "1"}
     killed = subprocess.run([sys.executable, "-m", "wbsync", "sync"], cwd=project, env=env, capture_output=True,
                             text=True, timeout=120)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
@@ -493,7 +516,7 @@ def test_a_state_delta_amends_only_the_state_file_it_was_written_for(tmp_path: P
 def test_a_moves_journal_whose_state_delta_names_an_unsafe_path_is_refused(
         fake_wandb: FakeWandb, project: Path) -> None:
     synced_then_moved(fake_wandb, project)
-    env = {**os.environ, "WBSYNC_KILL_AFTER_RENAMES": "2"}
+    env = {**os.environ, "WBSYNC_KILL_AFTER_RENAMES": "2", "WBSYNC_TESTING": "1"}
     subprocess.run([sys.executable, "-m", "wbsync", "sync"], cwd=project, env=env, capture_output=True, timeout=120)
     journal = project / ".wbsync/swap.json"
     journal.write_text(journal.read_text().replace('"val/0000.jpg":', '"../../../outside.jpg":', 1))

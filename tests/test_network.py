@@ -289,11 +289,9 @@ def test_a_resumed_part_done_file_damaged_since_the_kill_is_caught_and_fetched_a
     with part_file.open("r+b") as f:  # a part the journal calls done, changed on disk
         f.seek(2 * PART + 5)
         f.write(b"tampered")
-    result = run("sync", check=4)
-    assert "digest" in result.stderr
-    assert not (project / "models").exists()  # nothing placed from the damaged bytes
+    result = run("sync")  # our own disk's damage: discarded and fetched again in the same run
+    assert "corrupt" not in result.stderr and "report it" not in result.stderr, result.stderr
     assert not part_file.exists() and not journal.exists()  # discarded, not resumed again
-    run("sync")
     assert synced(project) == {"big.bin": BIG}
 
 

@@ -66,7 +66,8 @@ _CLI_BASE = {
 _READ_AND_PLAN = {
     "wbsync.core", "wbsync.core.atomic", "wbsync.core.digests", "wbsync.core.errors", "wbsync.core.filelock",
     "wbsync.core.models", "wbsync.core.paths", "wbsync.core.placed", "wbsync.core.references",
-    "wbsync.core.reserved", "wbsync.core.safeio", "wbsync.core.schemas", "wbsync.decide", "wbsync.decide.agreement",
+    "wbsync.core.reserved", "wbsync.core.safeio", "wbsync.core.schemas", "wbsync.core.settings", "wbsync.decide",
+    "wbsync.decide.agreement",
     "wbsync.decide.plan", "wbsync.decide.resolve", "wbsync.net", "wbsync.net.batches", "wbsync.repo", "wbsync.repo.lockfile", "wbsync.repo.manifest",
     "wbsync.repo.project", "wbsync.repo.projectfile", "wbsync.sources", "wbsync.sources.listings", "wbsync.store", "wbsync.store.blobs", "wbsync.store.trust",
     "wbsync.store.listing", "wbsync.store.rehash", "wbsync.sync", "wbsync.tree", "wbsync.tree.fingerprint",

@@ -63,7 +63,7 @@ def prefetch(project: Path) -> None:
 
 
 def killed_sync(project: Path, after_renames: int) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "WBSYNC_KILL_AFTER_RENAMES": str(after_renames)}
+    env = {**os.environ, "WBSYNC_KILL_AFTER_RENAMES": str(after_renames), "WBSYNC_TESTING": "1"}
     return subprocess.run([sys.executable, "-m", "wbsync", "sync"], cwd=project, env=env, capture_output=True,
                           text=True, timeout=120)
 

@@ -14,12 +14,13 @@ which entries finished, so an interrupted run can say what it completed.
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
 from typing import TYPE_CHECKING, TextIO
 
+from wbsync.core import settings
+from wbsync.core.shown import printable
 from wbsync.core.text import human_size, plural
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ class Progress(_Ticker):
             self.place_done += files
 
     def tick(self) -> None:
-        self.stream.write("\r\033[K" + self.line())
+        self.stream.write("\r\033[K" + printable(self.line()))  # entry names are the manifest's
         self.stream.flush()
 
     def close(self) -> None:
@@ -149,10 +150,7 @@ class Progress(_Ticker):
 
 
 def log_interval() -> float:
-    try:
-        return max(float(os.environ.get("WBSYNC_PROGRESS_INTERVAL", "5")), 0.05)
-    except ValueError:
-        return 5.0
+    return settings.number("WBSYNC_PROGRESS_INTERVAL")
 
 
 class LogProgress(_Ticker):
@@ -163,7 +161,7 @@ class LogProgress(_Ticker):
         self._fetching = False
 
     def _say(self, text: str) -> None:
-        self.stream.write(f"wbsync: {text}\n")
+        self.stream.write(f"wbsync: {printable(text)}\n")  # names and paths from a manifest or lock
         self.stream.flush()
 
     def start(self, files: int, nbytes: int) -> None:

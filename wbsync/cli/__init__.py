@@ -5,6 +5,7 @@ It decides nothing; wbsync.sync and friends do. ``main`` is the one place that e
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import click
@@ -25,6 +26,10 @@ class WbsyncGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
+            if any(name.startswith("WBSYNC_") for name in os.environ):  # a start with none loads no settings
+                from wbsync.core import settings
+
+                settings.check_all()
             with printing():  # what a command waits for, said on stderr (the Python API stays silent)
                 return super().invoke(ctx)
         except click.UsageError as exc:  # click prints it and exits 2; --json also wants the document
@@ -32,19 +37,20 @@ class WbsyncGroup(click.Group):
                 _report("", exc.exit_code, ctx, exc.format_message())
             raise
         except WbsyncError as exc:
-            ctx.exit(_report(exc.message, exc.exit_code, ctx))
+            ctx.exit(_report(exc.message, exc.exit_code, ctx, laid_out=exc.laid_out))
         except OSError as exc:  # a local write no layer named (they turn theirs into LocalIOError)
             ctx.exit(_report(local_io_error(exc).message, 2, ctx))
         except KeyboardInterrupt:
             ctx.exit(_report("interrupted; nothing half-written got a final name", 130, ctx))
 
 
-def _report(message: str, code: int, ctx: click.Context, json_message: str | None = None) -> int:
+def _report(message: str, code: int, ctx: click.Context, json_message: str | None = None,
+            laid_out: bool = False) -> int:
     from wbsync.cli.style import bad, colour
     from wbsync.core.shown import json_text, printable, redact
 
     if message:
-        shown = printable(redact(message), keep_newlines=True)
+        shown = printable(redact(message), keep_newlines=laid_out)
         click.echo(f"wbsync: {bad('error:')} {shown}", err=True, color=colour())
     if ctx.meta.get("wbsync_json") and code != 1:
         doc = {"error": {"exit_code": code, "message": message if json_message is None else json_message}}

@@ -65,9 +65,10 @@ class Ctx:
         """Warnings go to stderr (also with --json, whose document carries them too); -q drops them."""
         if not self.quiet:
             from wbsync.cli.style import colour
+            from wbsync.core.shown import styled_line
 
             for line in lines:
-                click.echo(line, err=True, color=colour())
+                click.echo(styled_line(line), err=True, color=colour())
 
 
 def common(fn: Callable[..., Any]) -> Callable[..., Any]:

@@ -11,10 +11,12 @@ visible.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from wbsync.cli import style
 from wbsync.core.models import FileRecord, LockedArtifact
+from wbsync.core.shown import printable
 from wbsync.core.text import human_size
 from wbsync.repo.lockdiff import EntryDiff, FileChanges, LockDiff
 
@@ -24,26 +26,18 @@ MD_LIMIT = 60_000  # characters: GitHub refuses pull-request bodies over 65,536
 
 
 def plain(text: str) -> str:
-    """``text`` with control, format and separator characters escaped (``\\n``, ``\\u202e``):
-    str.isprintable() is False for them all (categories C* and Z* but the space), so terminal
-    escapes, right-to-left overrides and zero-width characters show as escapes."""
-    if text.isprintable():
-        return text
-    out = []
-    for ch in text:
-        if ch.isprintable() or ch == " ":
-            out.append(ch)
-        elif ch in "\n\r\t":
-            out.append({"\n": "\\n", "\r": "\\r", "\t": "\\t"}[ch])
-        else:
-            code = ord(ch)
-            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
-    return "".join(out)
+    """``text`` under the one escaping rule of every channel (wbsync.core.shown.printable)."""
+    return printable(text)
 
 
-_MD_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "&#124;", "`": "&#96;", "@": "&#64;",
+_MD_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;", "|": "&#124;", "`": "&#96;",
                 '"': "&quot;", "'": "&#39;"}
-_MD_BACKSLASHED = set("\\*_[](){}#+-.!~=:^$%")
+# GitHub decodes entities and backslash escapes before its mention (@user) and reference (#12,
+# org/repo#12) filters run, so "&#64;" and "\#" still mention and link. Those filters skip code
+# spans: "@" and "#" become one-character spans, which cuts the pattern. Names and paths from
+# others go whole into code spans (md_code); md() is for wbsync's sentences that quote them.
+_MD_UNLINKED = {"@": "`@`", "#": "`#`"}
+_MD_BACKSLASHED = set("\\*_[](){}+-.!~=:^$%")
 
 
 def md(text: str) -> str:
@@ -52,11 +46,28 @@ def md(text: str) -> str:
     for ch in plain(text):
         if ch in _MD_ENTITIES:
             out.append(_MD_ENTITIES[ch])
+        elif ch in _MD_UNLINKED:
+            out.append(_MD_UNLINKED[ch])
         elif ch in _MD_BACKSLASHED:
             out.append("\\" + ch)
         else:
             out.append(ch)
     return "".join(out)
+
+
+def md_code(text: str, in_table: bool = False) -> str:
+    """A name or path from others as a Markdown code span: shown as itself (escaped by the one
+    rule first), never a mention, a reference, a link or markup. CommonMark: the fence is a run
+    of backticks longer than the longest run inside; a space pads content that starts or ends
+    with a backtick (or with a space at both ends, which the span would strip). In a GFM table
+    cell (``in_table``) a "|" ends the cell even inside a span, so it is written "\\|" (GitHub
+    shows "|")."""
+    body = printable(text).replace("|", "\\|") if in_table else printable(text)
+    if not body:
+        return md(text)
+    fence = "`" * (max((len(run) for run in re.findall("`+", body)), default=0) + 1)
+    pad = " " if body[0] == "`" or body[-1] == "`" or (body[0] == body[-1] == " " and body.strip()) else ""
+    return f"{fence}{pad}{body}{pad}{fence}"
 
 
 def signed_size(n: int) -> str:
@@ -180,17 +191,18 @@ def diff_markdown(d: LockDiff, lockfile: str, base: str) -> str:
 
 
 def _markdown(d: LockDiff, lockfile: str, base: str, per_kind: int) -> str:
-    out = [f"### wbsync: {md(lockfile)} against {md(base)}", ""]
+    out = [f"### wbsync: {md_code(lockfile)} against {md_code(base)}", ""]
     if not d.differs:
         return "\n".join(out + [f"No differences ({len(d.entries)} entries).", ""])
     if d.alerts:
         out += ["> [!CAUTION]", "> **Check these before merging:**"]
-        out += [f"> - **{md(name)}**: {md(alert.message)}" for name, alert in d.alerts]
+        out += [f"> - {md_code(name)}: {md(alert.message)}" for name, alert in d.alerts]
         out.append("")
     out += ["| entry | change | version | files | size |", "| --- | --- | --- | --- | --- |"]
     for e in d.changed:
         size = signed_size(e.files.bytes_delta)
-        out.append(f"| {md(e.name)} | {verb(e)} | {md(versions(e))} | {md(counts(e.files))} | {md(size)} |")
+        out.append(f"| {md_code(e.name, True)} | {verb(e)} | {md_code(versions(e), True)} | {md(counts(e.files))} "
+                   f"| {md(size)} |")
     out.append("")
     for e in d.changed:
         out += _md_details(e, per_kind)
@@ -202,17 +214,19 @@ def _markdown(d: LockDiff, lockfile: str, base: str, per_kind: int) -> str:
 def _md_details(e: EntryDiff, per_kind: int) -> list[str]:
     pin = e.new or e.old
     assert pin is not None
-    lines = [f"- **{md(e.name)}**: {md(pin.resolved)} -> {md(pin.path)}/"]
+    lines = [f"- {md_code(e.name)}: {md_code(pin.resolved)} -> {md_code(pin.path + '/')}"]
     if e.old and e.new and e.old.resolved != e.new.resolved:
-        lines[0] = f"- **{md(e.name)}**: {md(e.old.resolved)} -> {md(e.new.resolved)}, at {md(e.new.path)}/"
+        lines[0] = (f"- {md_code(e.name)}: {md_code(e.old.resolved)} -> {md_code(e.new.resolved)}, "
+                    f"at {md_code(e.new.path + '/')}")
     lines += [f"  - {md(n)}" for n in e.notes]
     if per_kind == 0 or not e.files.any:
         return lines + [""]
     lines += ["", "  <details><summary>files</summary>", ""]
-    lines += _md_listed("added", e.files.added, per_kind, lambda f: f"{md(f.path)} ({md(human_size(f.size))})")
-    lines += _md_listed("removed", e.files.removed, per_kind, lambda f: f"{md(f.path)} ({md(human_size(f.size))})")
+    lines += _md_listed("added", e.files.added, per_kind, lambda f: f"{md_code(f.path)} ({md(human_size(f.size))})")
+    lines += _md_listed("removed", e.files.removed, per_kind,
+                        lambda f: f"{md_code(f.path)} ({md(human_size(f.size))})")
     lines += _md_listed("changed", e.files.changed, per_kind,
-                        lambda p: f"{md(p[1].path)} ({md(human_size(p[0].size))} \\-> {md(human_size(p[1].size))})")
+                        lambda p: f"{md_code(p[1].path)} ({md(human_size(p[0].size))} \\-> {md(human_size(p[1].size))})")
     return lines + ["", "  </details>", ""]
 
 

@@ -12,6 +12,10 @@ class WbsyncError(Exception):
     """Base of every error wbsync reports to a user."""
 
     exit_code: int = 1
+    # True for a message laid out on several lines whose every value from others was escaped
+    # where it was put in (wbsync.core.shown.printable); any other message is shown on one line,
+    # a newline in it escaped like every other control character.
+    laid_out: bool = False
 
     def __init__(self, message: str) -> None:
         from wbsync.core.shown import redact  # every message, wherever it ends up: no URL credentials

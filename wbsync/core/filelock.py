@@ -30,7 +30,7 @@ def hold(fd: int, *, shared: bool = False, wait: bool = True) -> bool:
 @contextmanager
 def locked(path: Path, *, shared: bool = False) -> Iterator[None]:
     """Hold a lock on ``path`` (created if missing), waiting for it as long as needed."""
-    fd = open_regular(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_regular(path, os.O_RDWR | os.O_CREAT, 0o600)  # no other user may open it to lock it
     try:
         hold(fd, shared=shared)
         yield

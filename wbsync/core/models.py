@@ -13,6 +13,16 @@ from typing import Any, Literal, Protocol, Union
 
 REGISTRY_PREFIX = "wandb-registry-"
 Algorithm = Literal["md5", "xxh128"]
+
+# The largest file size wbsync accepts from a server, a mirror or a lock: 2^53 - 1 (8 PiB), the
+# largest integer JSON readers (W&B's own manifests included) keep exact. A size above it is
+# a lie, and taken as true it would overflow a sparse file's length or a progress total.
+MAX_FILE_SIZE = 2**53 - 1
+
+
+def valid_size(size: object) -> bool:
+    """A file size as a listing may declare it: an integer (not a bool), 0 to MAX_FILE_SIZE."""
+    return isinstance(size, int) and not isinstance(size, bool) and 0 <= size <= MAX_FILE_SIZE
 ALGORITHMS: tuple[Algorithm, ...] = ("md5", "xxh128")
 
 

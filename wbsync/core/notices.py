@@ -8,21 +8,17 @@ nothing."""
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-_DEFAULT_AFTER = 3.0
-
 
 def notice_after() -> float:
-    try:
-        return max(float(os.environ.get("WBSYNC_WAIT_NOTICE", _DEFAULT_AFTER)), 0.0)
-    except ValueError:
-        return _DEFAULT_AFTER
+    from wbsync.core import settings  # only a command that waits on a server gets here
+
+    return settings.number("WBSYNC_WAIT_NOTICE")
 
 
 _printing = 0  # commands running inside printing(): the CLI's one, or more in a test process

@@ -8,11 +8,14 @@ publisher, a server's error). Two rules hold for every line wbsync prints:
   keep their signature, is dropped (``https://bucket/blob?X-Amz-Signature=...`` is shown as
   ``https://bucket/blob?...``). Applied to every error message, text line and ``--json``
   document.
-* ``printable``: no character that a terminal acts on passes raw: C0 controls (ESC, BEL,
-  CR, newline...), DEL, C1 controls (0x80-0x9F) and the bidirectional overrides and isolates
-  (U+202A-U+202E, U+2066-U+2069) are shown as ``\\x1b``, ``\\u202e``... so a file name cannot
-  erase or reorder wbsync's own lines (a fake "All files match"). ``--json`` output keeps
-  them as JSON escapes (``json_text``).
+* ``printable``: the one escaping rule of every channel (text, warnings, notes, progress,
+  porcelain, errors, the Markdown of ``wbsync diff``): every character ``str.isprintable()``
+  refuses passes only as an escape: C0 controls (ESC, BEL, CR, newline...), DEL, C1 controls
+  (0x80-0x9F), the bidirectional overrides and isolates (U+202A-U+202E, U+2066-U+2069), the
+  other format characters (zero-width ones) and the separators but the space (U+2028, NBSP)
+  are shown as ``\\x1b``, ``\\u202e``... so a file name cannot erase or reorder wbsync's own
+  lines (a fake "All files match"), nor start a line of its own (a GitHub Actions ``::error::``
+  workflow command). ``--json`` output keeps them as JSON escapes (``json_text``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,6 @@ _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@'\"<>]+@")
 # A URL's query string: from "?" to the end of the URL (whitespace, a quote or a bracket);
 # also after urllib3's "url: /path" (its errors name the path without the host).
 _QUERY = re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://[^\s?'\"<>]*|\burl: /[^\s?'\"<>]*)\?[^\s'\"<>)\]]*")
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 # The colour codes wbsync's own styles produce (click.style in wbsync.cli.style: reset, bold, red,
 # green, yellow, cyan), and no other: not "conceal", not cursor moves, not line erases.
 _OWN_SGR = re.compile(r"\x1b\[(?:0|1|31|32|33|36)m")
@@ -52,17 +54,20 @@ def redact(text: str) -> str:
     return _QUERY.sub(r"\1?...", _USERINFO.sub(r"\1***@", text))
 
 
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def printable(text: str, keep_newlines: bool = False) -> str:
-    """``text`` with every control character escaped; ``keep_newlines`` for messages that are
-    laid out on several lines on purpose (the other controls are escaped still)."""
+    """``text`` with every character that is not printable escaped (see the module doc);
+    ``keep_newlines`` only for text whose every value was escaped already, laid out on several
+    lines on purpose (an error marked ``laid_out``); the other characters are escaped still."""
+    if text.isprintable():
+        return text
     if keep_newlines:
-        return "\n".join(_CONTROL.sub(_escape, line) for line in text.split("\n"))
-    return _CONTROL.sub(_escape, text)
+        return "\n".join(printable(line) for line in text.split("\n"))
+    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
 
 
 def styled_line(line: str) -> str:

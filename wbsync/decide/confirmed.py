@@ -23,6 +23,7 @@ import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
+from wbsync.core import settings
 from wbsync.core.models import Entry, LockedArtifact
 
 _KEY = "confirm.key"
@@ -31,7 +32,7 @@ _RECORDS = "confirmed"
 
 def state_dir() -> Path:
     """WBSYNC_STATE_DIR, else $XDG_STATE_HOME/wbsync, else ~/.local/state/wbsync."""
-    override = os.environ.get("WBSYNC_STATE_DIR")
+    override = settings.text("WBSYNC_STATE_DIR")
     if override:
         return Path(override).expanduser().absolute()
     xdg = os.environ.get("XDG_STATE_HOME")

@@ -135,7 +135,8 @@ def to_locked(entry: Entry, res: Resolved) -> LockedArtifact:
     if count > limit:
         # Too many to review in the lock: it keeps the digest, and the list goes to the store.
         listing.write_listing(res.files, res.digest, f"{entry.name} ({res.resolved})")
-        files = StoredFiles(entry.name, res.resolved, res.digest, entry.include, entry.exclude, count, total)
+        files = StoredFiles(entry.name, res.resolved, res.digest, entry.include, entry.exclude, count, total,
+                            listing.sizes_digest(res.digest))
     else:
         files = tuple(sorted(kept, key=lambda r: r.path))
     return LockedArtifact(

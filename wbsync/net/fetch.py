@@ -22,8 +22,11 @@ Many processes sharing a store fetch each blob once: a blob is fetched only unde
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import random
+import shutil
 import threading
 import time
 from collections import defaultdict
@@ -34,42 +37,20 @@ from typing import BinaryIO, Protocol
 
 import urllib3
 
+from wbsync.core import settings
 from wbsync.core.digests import b64, new_hasher
-from wbsync.core.errors import IntegrityError, NotFoundError, RemoteError, UsageError, WbsyncError, local_io_error
+from wbsync.core.errors import IntegrityError, NotFoundError, RemoteError, WbsyncError, local_io_error
 from wbsync.core.models import FileRecord
-from wbsync.core.text import parse_size
 from wbsync.core.workers import DaemonPool
 from wbsync.net import transfer
-from wbsync.net.transfer import LinkRefused, RangeIgnored, Retry, StallRule
-from wbsync.store.blobs import Store
+from wbsync.net.transfer import LinkRefused, RangeIgnored, Retry, StallRule, WrongSize
+from wbsync.store.blobs import Store, blob_hex
 from wbsync.store.claims import Claims
 from wbsync.store.partial import PartialBlob
 
 MiB = 1 << 20
 HASH_READ = 4 * MiB  # the part threads wake the in-order hasher each time this much more is written
 HASH_MAP = 64 * MiB  # the most the hasher maps at once (page cache, no memory of its own)
-
-
-def _env(name: str, default: str) -> str:
-    return os.environ.get(name, "").strip() or default
-
-
-def _env_number(name: str, default: float, kind: type = float) -> float:
-    text = _env(name, str(default))
-    try:
-        value = kind(text)
-    except ValueError:
-        raise UsageError(f"environment variable {name}={text!r} is not a number. Unset it or give a "
-                         f"number (default {default}).") from None
-    if value < 0:
-        raise UsageError(f"environment variable {name}={text!r} is negative. Unset it or give a number "
-                         f"of at least 0 (default {default}).")
-    return value
-
-
-def _env_size(name: str, default: int) -> int:
-    text = os.environ.get(name, "").strip()
-    return parse_size(text, f"environment variable {name}") if text else default
 
 
 @dataclass(frozen=True)
@@ -86,16 +67,15 @@ class RetryPolicy:
     def from_env(cls) -> RetryPolicy:
         """WBSYNC_RETRIES / WBSYNC_BACKOFF / WBSYNC_TIMEOUT / WBSYNC_STALL_BYTES /
         WBSYNC_STALL_SECONDS / WBSYNC_LINK_REFRESHES tune the budget (tests shrink it)."""
-        timeout = _env_number("WBSYNC_TIMEOUT", cls.read_timeout)
-        stall = StallRule(int(_env_size("WBSYNC_STALL_BYTES", StallRule.min_bytes)),
-                          _env_number("WBSYNC_STALL_SECONDS", StallRule.window_s))
+        timeout = settings.number("WBSYNC_TIMEOUT")
+        stall = StallRule(settings.size("WBSYNC_STALL_BYTES"), settings.number("WBSYNC_STALL_SECONDS"))
         return cls(
-            attempts=max(1, int(_env_number("WBSYNC_RETRIES", cls.attempts, int))),
-            backoff=_env_number("WBSYNC_BACKOFF", cls.backoff),
+            attempts=settings.count("WBSYNC_RETRIES"),
+            backoff=settings.number("WBSYNC_BACKOFF"),
             read_timeout=timeout,
             connect_timeout=min(timeout, cls.connect_timeout),
             stall=stall,
-            refreshes=int(_env_number("WBSYNC_LINK_REFRESHES", cls.refreshes, int)),
+            refreshes=settings.count("WBSYNC_LINK_REFRESHES"),
         )
 
     def wait(self, attempt: int, retry_after: float | None) -> float:
@@ -137,9 +117,9 @@ class RangePolicy:
     def from_env(cls) -> RangePolicy:
         """WBSYNC_RANGE_THRESHOLD / WBSYNC_PART_SIZE / WBSYNC_CONNECTIONS (sizes take units)."""
         return cls(
-            threshold=max(1, _env_size("WBSYNC_RANGE_THRESHOLD", cls.threshold)),
-            part_size=max(1, _env_size("WBSYNC_PART_SIZE", cls.part_size)),
-            connections=max(1, int(_env_number("WBSYNC_CONNECTIONS", cls.connections, int))),
+            threshold=settings.size("WBSYNC_RANGE_THRESHOLD"),
+            part_size=settings.size("WBSYNC_PART_SIZE"),
+            connections=settings.count("WBSYNC_CONNECTIONS"),
         )
 
 
@@ -155,6 +135,8 @@ Progress = Callable[[int], None]  # called with a byte count as bytes arrive
 Opener = Callable[[str, int], BinaryIO]
 #: Fresh links for some files of one artifact: (entry name, artifact paths) -> path -> URL.
 Renew = Callable[[str, list[str]], dict[str, str]]
+
+ROOM_CHECK_MIN = 1 << 20  # bytes: smaller files are not checked against the filesystem's free space
 
 
 class LinkBook:
@@ -268,15 +250,21 @@ class Fetcher:
         if self.store.has(job.record):
             self.links.finished(job)
             return True
+        held = True
         if not self.claims.try_claim(job.record):
             if not wait:
                 return False
-            if not self.claims.claim(job.record, self._cancel):
+            outcome = self.claims.claim(job.record, self._cancel, patience_s=self.policy.stall.window_s)
+            if outcome == "cancelled":
                 raise RemoteError(f"{job.artifact}: cancelled while waiting for {job.record.path!r}.")
+            held = outcome == "claimed"
         try:
             if not self.store.has(job.record):  # another process may have fetched it meanwhile
-                if job.record.size >= self.ranges.threshold and self.links.url(job).startswith(("http://",
-                                                                                                  "https://")):
+                self._check_room(job)
+                # Passed by a stalled holder: one stream into a temp file of our own, never the
+                # holder's part-done file (it may wake up and write into it again).
+                if held and job.record.size >= self.ranges.threshold and self.links.url(job).startswith(
+                        ("http://", "https://")):
                     self._fetch_ranged(job)
                 else:
                     self._fetch_into_store(job)
@@ -286,6 +274,25 @@ class Fetcher:
             self.claims.release(job.record)
         self.links.finished(job)
         return True
+
+    def _check_room(self, job: FetchJob) -> None:
+        """Refuse, before the first byte, a file the store's filesystem cannot hold: a listing
+        that declares 1 TB would otherwise leave a 1 TB sparse part-done file and fail late.
+        Bytes this blob already holds in tmp/ (a part-done file of an earlier run) count as room.
+        Files under ROOM_CHECK_MIN skip it: a million small files need no statvfs each, and a
+        small file that meets a full disk fails cleanly on its write."""
+        if job.record.size < ROOM_CHECK_MIN:
+            return
+        self.store.tmp_dir.mkdir(parents=True, exist_ok=True)
+        usage = shutil.disk_usage(self.store.tmp_dir)
+        held = 0
+        for path in self.store.tmp_dir.glob(f"{job.record.algorithm}-{blob_hex(job.record)}*"):
+            with contextlib.suppress(OSError):
+                held += path.lstat().st_blocks * 512
+        needed = job.record.size
+        if needed > usage.total or needed > usage.free + held:
+            raise self._local(OSError(errno.ENOSPC, f"the file is {needed:,} bytes, the filesystem has "
+                                                    f"{usage.free + held:,} free of {usage.total:,}"), job)
 
     def _local(self, exc: OSError, job: FetchJob) -> WbsyncError:
         return local_io_error(exc, f"the content store at {self.store.root} (receiving {job.record.path!r} "
@@ -308,7 +315,8 @@ class Fetcher:
     def _stream(self, job: FetchJob, url: str, writer: Writer, sink: _WriterSink) -> None:
         if not url.startswith(("http://", "https://")):
             return self._stream_opened(job, url, writer)
-        transfer.get(self.http, url, writer.offset, None, sink, self.policy.stall, self._cancel, self.progress)
+        transfer.get(self.http, url, writer.offset, None, sink, self.policy.stall, self._cancel, self.progress,
+                     job.record.size)
 
     def _attempts(self, job: FetchJob, attempt: Callable[[str], None], got: Callable[[], int],
                   cancel: threading.Event | None = None) -> None:
@@ -339,6 +347,9 @@ class Fetcher:
                         "`wbsync sync` again; files already verified are kept."
                     ) from None
                 time.sleep(self.policy.wait(failures - 1, exc.retry_after))
+            except WrongSize as exc:
+                raise _SizeRefused(f"{job.artifact}: downloading {job.record.path!r}: {exc}. Nothing was kept; "
+                                   "the listing or the server is wrong: report it to the artifact's publisher.") from None
             except transfer.Failed as exc:
                 raise RemoteError(f"{job.artifact}: downloading {job.record.path!r}: {exc} "
                                   "Check that the version still exists (`wbsync outdated`).") from None
@@ -374,8 +385,9 @@ class Fetcher:
     def _fetch_ranged(self, job: FetchJob) -> None:
         part = PartialBlob.open(self.store, job.record, self.ranges.part_size)
         state = _Parts(part)
-        if part.done:
-            self.progress(sum(part.span(i)[1] - part.span(i)[0] for i in part.done))
+        resumed = sum(part.span(i)[1] - part.span(i)[0] for i in part.done)
+        if resumed:
+            self.progress(resumed)
         pool = self._parts_pool()
         futures = [pool.submit(self._fetch_part, job, state, i) for i in range(part.parts) if i not in part.done]
         try:
@@ -388,6 +400,14 @@ class Fetcher:
         except IntegrityError as exc:
             _stop(state, futures)
             part.discard()
+            if isinstance(exc, _SizeRefused):
+                raise
+            if resumed:
+                # Parts of an earlier run were kept on this disk, where anything may have damaged
+                # them: fetch the whole file again, once, before blaming the server. (The new
+                # part-done file starts empty, so this cannot loop.)
+                self.progress(-(resumed + sum(state.written.values())))
+                return self._fetch_ranged(job)
             raise _corrupt(job, exc) from None
         except BaseException:
             _stop(state, futures)
@@ -426,7 +446,8 @@ class Fetcher:
         def attempt(url: str) -> None:
             offset = start + state.written[index]
             if offset < end:
-                transfer.get(self.http, url, offset, end, sink, self.policy.stall, state.cancel, self.progress)
+                transfer.get(self.http, url, offset, end, sink, self.policy.stall, state.cancel, self.progress,
+                             part.record.size)
             if start + state.written[index] != end:
                 raise Retry(f"part {index} ended after {state.written[index]} of {end - start} bytes")
 
@@ -491,6 +512,10 @@ class _WriterSink:
 def _stop(state: _Parts, futures: list[Future[None]]) -> None:
     state.cancel.set()
     wait(futures)
+
+
+class _SizeRefused(IntegrityError):
+    """The server's own answer gives another size than the listing: no refetch can help."""
 
 
 def _corrupt(job: FetchJob, exc: IntegrityError) -> IntegrityError:

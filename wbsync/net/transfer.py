@@ -50,6 +50,11 @@ class Failed(Exception):
     """A permanent failure (404, a redirect loop): retrying cannot help."""
 
 
+class WrongSize(Exception):
+    """The server's answer gives the file another total size than the listing declared: the
+    listing or the server lies, and no byte of this answer may be kept."""
+
+
 class RangeIgnored(Exception):
     """The server answered a range request with the whole file (200): it does not do ranges."""
 
@@ -138,13 +143,16 @@ class Connections:
 
 
 def get(http: Connections, url: str, start: int, end: int | None, sink: Sink,
-        stall: StallRule, cancel: Event, received: Callable[[int], None]) -> None:
-    """GET ``url`` bytes ``[start, end)`` (``end`` None: to the end of the file) into ``sink``."""
+        stall: StallRule, cancel: Event, received: Callable[[int], None], size: int | None = None) -> None:
+    """GET ``url`` bytes ``[start, end)`` (``end`` None: to the end of the file) into ``sink``;
+    ``size``: the file's declared size, which the answer's own total must agree with."""
     ranged = start > 0 or end is not None
     headers = {"Range": f"bytes={start}-{'' if end is None else end - 1}"} if ranged else {}
     resp = _follow(http, url, headers)
     finished = False
     try:
+        if size is not None and resp.status in (200, 206, 416):
+            _check_total(resp, size)
         if resp.status == 200 and ranged:
             sink.restart()
         elif resp.status not in (200, 206):
@@ -188,6 +196,23 @@ def _follow(http: Connections, url: str, headers: dict[str, str]) -> urllib3.Bas
         if urlsplit(url).scheme not in ("http", "https"):
             raise Failed(f"the link redirected to {shown(url)}, which is not an http(s) link.")
     raise Failed(f"the link redirected more than {MAX_REDIRECTS} times (last: {shown(url)}).")
+
+
+def _check_total(resp: urllib3.BaseHTTPResponse, size: int) -> None:
+    """Raise ``WrongSize`` when the answer's headers give the whole file another size: the
+    ``Content-Range`` total of a 206 or a 416 (a range past the real end), the ``Content-Length``
+    of a plain 200 (not one the server compressed on the way). Checked on the first answer,
+    before any byte is written."""
+    if resp.status in (206, 416):
+        total = resp.headers.get("Content-Range", "").rpartition("/")[2].strip()
+        source = "Content-Range"
+    elif not resp.headers.get("Content-Encoding"):
+        total, source = (resp.headers.get("Content-Length") or "").strip(), "Content-Length"
+    else:
+        return
+    if total.isdigit() and int(total) != size:
+        resp.drain_conn()
+        raise WrongSize(f"the server's {source} gives the file {int(total):,} bytes; its listing declared {size:,}")
 
 
 def _refuse(resp: urllib3.BaseHTTPResponse, url: str) -> None:

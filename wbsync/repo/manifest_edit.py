@@ -163,8 +163,10 @@ def _checked(text: str, old: dict[str, Entry], entry: NewEntry, file: str, root:
             or (new.reference.registry, new.reference.collection, new.reference.selector)
             != (expected.registry, expected.collection, expected.selector)
             or (new.path, new.type, new.include, new.exclude) != (entry.path, entry.type, entry.include, entry.exclude)):
-        raise UsageError(f"{file}: could not add the entry without changing what the file means, so it was "
-                         f"left as it was. Add it by hand under artifacts:\n{_block(entry, '  ', '    ', chr(10))}")
+        error = UsageError(f"{file}: could not add the entry without changing what the file means, so it was "
+                           f"left as it was. Add it by hand under artifacts:\n{_block(entry, '  ', '    ', chr(10))}")
+        error.laid_out = True  # a YAML block: its values are quoted, newlines included
+        raise error
     return text
 
 

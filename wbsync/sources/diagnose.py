@@ -23,6 +23,7 @@ import socket
 import ssl
 from urllib.parse import urlsplit, urlunsplit
 
+from wbsync.core import settings
 from wbsync.core.errors import RemoteError, UsageError
 from wbsync.net.netenv import Proxy, proxy_for, tls_context
 
@@ -40,10 +41,7 @@ _DEFAULT_TIMEOUT = 10.0
 
 def connect_timeout() -> float:
     """Seconds to wait for a connection: WBSYNC_TIMEOUT, at most 10 (the downloads' rule)."""
-    try:
-        return min(float(os.environ.get("WBSYNC_TIMEOUT", _DEFAULT_TIMEOUT)), _DEFAULT_TIMEOUT)
-    except ValueError:
-        return _DEFAULT_TIMEOUT
+    return min(settings.number("WBSYNC_TIMEOUT"), _DEFAULT_TIMEOUT)
 
 
 def public_url(url: str) -> str:

@@ -27,6 +27,7 @@ from wbsync.core import pip_install
 from wbsync.core.atomic import write_atomic
 from wbsync.core.errors import IntegrityError, NotFoundError, RemoteError, UsageError, VanishedError
 from wbsync.core.models import (
+    MAX_FILE_SIZE,
     REGISTRY_PREFIX,
     Algorithm,
     Entry,
@@ -35,6 +36,7 @@ from wbsync.core.models import (
     RemoteFile,
     Resolved,
     VersionStatus,
+    valid_size,
 )
 from wbsync.store.blobs import blob_hex
 from wbsync.store.listing import iter_files
@@ -127,8 +129,8 @@ def _remote_file(path: Any, entry: Any, bad: Any) -> RemoteFile:
         raise bad(f"the entry for {path!r} has no digest")
     ref = entry.get("ref")
     size = entry.get("size", 0 if ref else None)
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0 or (ref is not None and not isinstance(ref, str)):
-        raise bad(f"the entry for {path!r} has no valid size")
+    if not valid_size(size) or (ref is not None and not isinstance(ref, str)):
+        raise bad(f"the entry for {path!r} has no valid size (0 to {MAX_FILE_SIZE:,} bytes)")
     extra = entry["extra"] if isinstance(entry.get("extra"), dict) else {}
     algorithm: Algorithm = "xxh128" if str(extra.get("alg", "")).upper() == "XXH128" else "md5"
     return RemoteFile(FileRecord(path=str(path), size=size, digest=entry["digest"], algorithm=algorithm), ref=ref)

@@ -25,6 +25,7 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from typing import Any, BinaryIO, Callable, TypeVar
 
+from wbsync.core import settings
 from wbsync.core.errors import (
     AuthError,
     IntegrityError,
@@ -35,6 +36,7 @@ from wbsync.core.errors import (
     WbsyncError,
 )
 from wbsync.core.models import (
+    MAX_FILE_SIZE,
     Algorithm,
     Entry,
     FileRecord,
@@ -44,6 +46,7 @@ from wbsync.core.models import (
     Resolved,
     VersionState,
     VersionStatus,
+    valid_size,
 )
 from wbsync.core.notices import waiting
 from wbsync.core.shown import split_credentials
@@ -250,7 +253,7 @@ def _span(versions: list[str]) -> str:
 
 
 def _manifest_deadline() -> float:
-    return float(os.environ.get("WBSYNC_MANIFEST_TIMEOUT", "120"))
+    return settings.number("WBSYNC_MANIFEST_TIMEOUT")
 
 
 def _with_deadline(fn: Callable[[], T], seconds: float, what: str) -> T:
@@ -360,7 +363,12 @@ def _remote_file(entry: Any, name: str, key: str) -> RemoteFile:
     algorithm: Algorithm = "xxh128" if extra and str(extra.get("alg", "")).upper() == "XXH128" else "md5"
     if entry.size is None and entry.ref is None:
         raise IntegrityError(f"{name}: file {path!r} has no size in the W&B manifest; wbsync cannot verify it.")
-    record = FileRecord(path=path, size=int(entry.size or 0), digest=entry.digest, algorithm=algorithm)
+    size = entry.size or 0
+    if not valid_size(size):
+        raise IntegrityError(f"{name}: the W&B manifest declares file {path!r} as {size!r} "
+                             f"bytes; wbsync accepts 0 to {MAX_FILE_SIZE:,} (2^53 - 1). Nothing was written: report "
+                             "the version to its publisher.")
+    record = FileRecord(path=path, size=size, digest=entry.digest, algorithm=algorithm)
     return RemoteFile(record, ref=entry.ref)
 
 

@@ -49,6 +49,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO
 
+from wbsync.core import settings
 from wbsync.core.atomic import write_atomic
 from wbsync.core.digests import CHUNK_SIZE, b64, hash_file, hex_of, new_hasher
 from wbsync.core.errors import IntegrityError
@@ -66,7 +67,6 @@ _CACHEDIR_TAG_TEXT = ("Signature: 8a477f597d28d172789f06886806bc55\n"
 # mtimes at one-second resolution (tar's ustar format) keep it too.
 VERIFIED_MTIME_NS = 946_684_800 * 10**9
 _REHASHED: set[str] = set()  # blobs of a shared store (or someone else's) re-hashed by this process
-_FSYNC = os.environ.get("WBSYNC_FSYNC", "") not in ("", "0")
 # Temp names: pid + a per-process random prefix + a counter (secrets.token_hex per blob showed
 # up in profiles of 10,000-file syncs).
 _TOKEN = secrets.token_hex(4)
@@ -74,6 +74,17 @@ _COUNTER = itertools.count()
 # Both algorithms name a blob with 32 hex digits: 2 for the folder, 30 for the file.
 _FAN_OUT = re.compile(r"[0-9a-f]{2}")
 _REST = re.compile(r"[0-9a-f]{30}")
+
+
+def _fsync_on() -> bool:
+    """WBSYNC_FSYNC=1, read once per process (each blob asks)."""
+    global _FSYNC
+    if _FSYNC is None:
+        _FSYNC = settings.flag("WBSYNC_FSYNC")
+    return _FSYNC
+
+
+_FSYNC: bool | None = None
 
 
 def default_store_dir() -> Path:
@@ -243,7 +254,8 @@ class Store:
     def try_exclusive(self) -> Iterator[bool]:
         """``exclusive()`` if nobody holds ``shared()`` right now; yields whether it got it.
         For the prune after a sync, which must not make that sync wait for another one."""
-        fd = open_regular(self._locks_dir() / "store", os.O_RDWR | os.O_CREAT, 0o644)
+        # 0600: no other user may open it to lock it.
+        fd = open_regular(self._locks_dir() / "store", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             yield hold(fd, wait=False)
         finally:
@@ -461,7 +473,7 @@ class BlobWriter:
         # blob whose data never reached the disk with a size of 0, which has() rejects; an fsync
         # per blob cost ~0.5 ms, as much as the download of a 4 KiB file. WBSYNC_FSYNC=1 buys
         # the stronger guarantee for filesystems without that behaviour; `cache verify` re-hashes.
-        if _FSYNC:
+        if _fsync_on():
             os.fsync(f.fileno())
         os.utime(f.fileno(), ns=(time.time_ns(), VERIFIED_MTIME_NS))  # see has()
         try:

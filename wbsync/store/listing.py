@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import xxhash
 
+from wbsync.core import settings
 from wbsync.core.errors import IntegrityError, UsageError
 from wbsync.core.models import FileRecord, RemoteFile
 from wbsync.core.paths import selected
@@ -55,8 +56,7 @@ _ALGORITHMS = {"md5": lambda: hashlib.md5(usedforsecurity=False), "xxh128": xxha
 
 def inline_max() -> int:
     """``WBSYNC_LOCK_INLINE_MAX`` or 1000: above it, an entry's file list leaves the lock."""
-    value = os.environ.get("WBSYNC_LOCK_INLINE_MAX", "")
-    return int(value) if value.isdigit() else INLINE_MAX
+    return settings.count("WBSYNC_LOCK_INLINE_MAX")
 
 
 class ListingMissing(UsageError):
@@ -75,6 +75,10 @@ class StoredFiles:
     exclude: tuple[str, ...]
     count: int
     bytes: int
+    # "sha256:<hex>" of the listing's digest algorithm and sizes block (lock version 3): W&B's
+    # artifact digest covers only the path:digest lines, so without it a mirror could relabel a
+    # file's md5 as XXH128 (invertible on 16-byte inputs) or change its size. "" in older locks.
+    sizes: str = ""
 
     def __len__(self) -> int:
         return self.count
@@ -124,6 +128,26 @@ def has_listing(digest: str, folder: Path | None = None) -> bool:
 
 
 # -- writing ------------------------------------------------------------------------------------
+
+
+def sizes_digest(digest: str, folder: Path | None = None) -> str:
+    """The lock's binding of a stored listing's algorithm and sizes (StoredFiles.sizes)."""
+    path = listing_path(folder or default_listing_dir(), digest)
+    with open(path, "rb") as fh:
+        line = fh.readline(200)
+        parts = line.rstrip(b"\n").split(b" ")
+        if len(parts) != 5 or not parts[4].isdigit():
+            raise IntegrityError(f"the stored file list {path} is not a wbsync listing; delete it and run again.")
+        return _sizes_hash(fh, parts[2], int(parts[4]))
+
+
+def _sizes_hash(fh: BinaryIO, algorithm: bytes, length: int) -> str:
+    """sha256 over "<algorithm>\n" and the sizes block, read from ``fh``'s position."""
+    hasher = hashlib.sha256(algorithm + b"\n")
+    while length > 0 and (chunk := fh.read(min(1 << 20, length))):
+        hasher.update(chunk)
+        length -= len(chunk)
+    return f"sha256:{hasher.hexdigest()}"
 
 
 def write_listing(files: Iterable[RemoteFile], digest: str, what: str, folder: Path | None = None) -> Path:
@@ -251,9 +275,14 @@ def _header(fh: BinaryIO, path: Path, files: StoredFiles) -> _Header:
 
 
 def _verify(fh: BinaryIO, path: Path, header: _Header, files: StoredFiles) -> None:
-    identity = _identity(path, header.algorithm)
+    identity = (*_identity(path, header.algorithm), files.sizes)
     if identity in _VERIFIED:
         return
+    if files.sizes:
+        fh.seek(header.sizes_at)
+        if _sizes_hash(fh, header.algorithm.encode(), header.text_at - header.sizes_at) != files.sizes:
+            raise _bad(path, files, "gives its files other digest algorithms or sizes than the lock binds "
+                                    f"({files.sizes}; a source that relabels an md5 digest as XXH128 does this)")
     hasher = _ALGORITHMS[header.algorithm]()
     fh.seek(header.text_at)
     while chunk := fh.read(1 << 20):

@@ -66,7 +66,8 @@ class PartialBlob:
             # was truncated to 0 when it is closed, and closing 2,100 MiB that way took 1 s, and
             # the journal's fsync after it 2 s more (one file on `cloud`: 12.0 s instead of 16.1).
             blob.path.unlink(missing_ok=True)
-        blob._fd = open_regular(blob.path, flags, 0o600)  # a symlink a cache archive kept: refused  # writable until commit: a resume reopens it
+        # Writable until commit (a resume reopens it); a symlink a cache archive kept is refused.
+        blob._fd = open_regular(blob.path, flags, 0o600)
         os.ftruncate(blob._fd, record.size)  # sparse: parts land anywhere
         return blob
 

@@ -23,6 +23,7 @@ import os
 import stat
 from pathlib import Path
 
+from wbsync.core import settings
 from wbsync.core.errors import UsageError
 
 MARKER = "SHARED"
@@ -34,7 +35,7 @@ class UntrustedStoreError(UsageError):
 
 
 def shared_on_purpose(root: Path) -> bool:
-    if os.environ.get("WBSYNC_SHARED_STORE", "") == "1":
+    if settings.flag("WBSYNC_SHARED_STORE"):
         return True
     try:
         marker, folder = os.lstat(root / MARKER), os.lstat(root)

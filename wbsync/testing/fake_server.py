@@ -11,6 +11,7 @@ each test builds; every request is recorded and faults can be injected.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterable, Mapping
 from types import TracebackType
@@ -229,6 +230,18 @@ class FakeWandb:
         was created (W&B's TTL); None removes the TTL."""
         with self._state.lock:
             self._state.world.portfolio(org, registry, collection).versions[version_index].artifact.ttl_seconds = seconds
+
+    def declare_size(self, org: str, registry: str, collection: str, version_index: int, path: str,
+                     size: Any) -> None:
+        """A lying server: the manifest of ``v{version_index}`` declares ``path`` as ``size`` bytes
+        while the bytes served stay as logged. W&B's artifact digest covers only the path:digest
+        lines, so the version's digest does not change."""
+        with self._state.lock:
+            artifact = self._state.world.portfolio(org, registry, collection).versions[version_index].artifact
+            artifact.contents[path]["size"] = size
+            manifest = json.loads(artifact.manifest)
+            manifest["contents"][path]["size"] = size
+            artifact.manifest = json.dumps(manifest, indent=2).encode()
 
     def file_url(self, artifact_id: str, path: str) -> str:
         """The directUrl the server hands out for file ``path`` of a logged artifact."""

@@ -35,6 +35,15 @@ class RegistryError(Exception):
     """The registry file cannot be read or is not valid: the message names the file and where."""
 
 
+# Bounds on a registry file, so that a hostile or mistaken one is refused (exit 2, naming it)
+# instead of ending in MemoryError or RecursionError: the YAML text, its nesting (the format
+# needs 6 levels), and the bytes the server would hold for the files it declares (each file's
+# content is made and kept in memory, to be hashed and served).
+MAX_FILE_BYTES = 4 << 20
+MAX_DEPTH = 32
+MAX_TOTAL_CONTENT = 1 << 30
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m wbsync.testing.server",
@@ -192,9 +201,13 @@ def read_registry(path: Path) -> dict[str, Any]:
     from wbsync.core.schemas import validator
 
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = _read_bounded(path)
+        _check_events(path, yaml.parse(text, Loader=yaml.SafeLoader))
+        doc = yaml.safe_load(text)
     except OSError as exc:
         raise RegistryError(f"{path}: cannot read the registry file: {exc.strerror}.") from None
+    except UnicodeDecodeError:
+        raise RegistryError(f"{path}: not UTF-8 text.") from None
     except yaml.YAMLError as exc:
         raise RegistryError(f"{path}: not valid YAML: {exc}") from None
     errors = sorted(validator("fake-registry").iter_errors(doc), key=lambda e: list(e.absolute_path))
@@ -205,7 +218,49 @@ def read_registry(path: Path) -> dict[str, Any]:
         where = ".".join(str(p) for p in error.absolute_path) or "the document"
         raise RegistryError(f"{path}: {where}: {error.message}. The format is described by "
                             "fake-registry.schema.json (wbsync/schema/ in the package).")
+    total = sum(len(v.encode()) if isinstance(v, str) else v["size"] for registry in doc["registries"].values()
+                for body in registry.values() for version in body["versions"] for v in version["files"].values())
+    if total > MAX_TOTAL_CONTENT:
+        raise RegistryError(f"{path}: the files it declares hold {total:,} bytes in all; the fake server keeps "
+                            f"every file in memory and serves at most {MAX_TOTAL_CONTENT:,}. Declare fewer or "
+                            "smaller files.")
     return dict(doc)
+
+
+def _read_bounded(path: Path) -> str:
+    """The file's text: a regular file of at most MAX_FILE_BYTES (not /dev/zero, not a FIFO)."""
+    import os
+    import stat
+
+    with open(path, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise RegistryError(f"{path}: not a regular file; give a YAML file.")
+        data = fh.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise RegistryError(f"{path}: larger than {MAX_FILE_BYTES:,} bytes; a registry file is a short "
+                            "description (file contents are given by size, not spelled out).")
+    return data.decode("utf-8")
+
+
+def _check_events(path: Path, events: Any) -> None:
+    """Refuse YAML aliases (an alias bomb expands a few lines into gigabytes) and nesting deeper
+    than MAX_DEPTH, from the parser's event stream, before anything is built from it."""
+    import yaml
+
+    depth = 0
+    for event in events:
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            line = event.start_mark.line + 1
+            raise RegistryError(f"{path}: line {line}: YAML anchors and aliases (&name, *name) are not accepted; "
+                                "write the value out.")
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise RegistryError(f"{path}: line {event.start_mark.line + 1}: nested deeper than {MAX_DEPTH} "
+                                    "levels; the format needs 6.")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def _fail(message: str) -> NoReturn:

@@ -112,6 +112,8 @@ _SHOWN = 20  # conflicts named in the message; a whole folder of them would bury
 class ConflictError(UsageError):
     """Files wbsync did not place stand where the lock wants files (exit 2, nothing changed)."""
 
+    laid_out = True  # one line per conflict; each path escaped in describe()
+
 
 @dataclass(frozen=True)
 class Conflict:
@@ -123,12 +125,15 @@ class Conflict:
         return self.kind in ("file", "symlink")
 
     def describe(self) -> str:
+        from wbsync.core.shown import printable  # only when a conflict is reported
+
+        dest = printable(str(self.dest))
         return {
-            "file": f"{self.dest}: wbsync did not place this file and its bytes differ from the locked ones",
-            "symlink": f"{self.dest}: a symlink wbsync did not place",
-            "folder": f"{self.dest}: a folder is in the way",
-            "other": f"{self.dest}: something that is not a regular file (a pipe, a socket, a device)",
-            "blocked": f"{self.dest}: a file stands where a folder of this path should be",
+            "file": f"{dest}: wbsync did not place this file and its bytes differ from the locked ones",
+            "symlink": f"{dest}: a symlink wbsync did not place",
+            "folder": f"{dest}: a folder is in the way",
+            "other": f"{dest}: something that is not a regular file (a pipe, a socket, a device)",
+            "blocked": f"{dest}: a file stands where a folder of this path should be",
         }[self.kind]
 
 

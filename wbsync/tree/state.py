@@ -26,6 +26,7 @@ from pathlib import Path
 from stat import S_ISDIR, S_ISLNK, S_ISREG
 from typing import Any, Iterator, Mapping
 
+from wbsync.core import settings
 from wbsync.core.atomic import write_atomic
 from wbsync.core.errors import UsageError, local_io_error
 from wbsync.core.placed import Delta, EntryState, Observed, PlacedFile, Stat, State
@@ -46,8 +47,7 @@ def delta_path(root: str | os.PathLike[str]) -> Path:
 
 
 def delta_max() -> int:
-    value = os.environ.get("WBSYNC_STATE_DELTA_MAX", "")
-    return int(value) if value.isdigit() else DELTA_MAX
+    return settings.count("WBSYNC_STATE_DELTA_MAX")
 
 
 def load_state(root: str | os.PathLike[str]) -> State:

@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from wbsync.core import settings
 from wbsync.core.errors import LocalIOError, UsageError, local_io_error
 from wbsync.core.placed import untouched
 from wbsync.core.safeio import STATE_LIMIT, open_regular, read_regular
@@ -165,7 +166,7 @@ def _write_journal(root: Path, pieces: Iterable[bytes]) -> None:
 
 def carry_out(root: Path, doc: dict[str, Any]) -> None:
     """Rename, remove, record the state, delete the journal; safe to repeat after a kill."""
-    kill_after = int(os.environ.get("WBSYNC_KILL_AFTER_RENAMES", "0") or 0)
+    kill_after = settings.count("WBSYNC_KILL_AFTER_RENAMES")  # fault injection: only with WBSYNC_TESTING=1
     done = 0
     prefix = f"{root}{os.sep}"
     for temp, dest, same_inode in doc["renames"]:

@@ -47,9 +47,11 @@ def outdated(ctx: Ctx, names: tuple[str, ...], collection: str, alias: str, porc
     if (collection or alias) and not selected:
         lines = [render.nothing_follows(manifest.file, collection, alias)]
     if porcelain and not ctx.as_json:
+        from wbsync.core.shown import printable, styled_line
+
         for line in lines:
-            click.echo(line, err=True)
-        click.echo("".join(f"{kind} {name}\n" for kind, name in render.outdated_porcelain(report)), nl=False)
+            click.echo(styled_line(line), err=True)
+        click.echo("".join(f"{kind} {printable(name)}\n" for kind, name in render.outdated_porcelain(report)), nl=False)
     else:
         ctx.emit(lines, render.outdated_json(report), "outdated")
     if report.moved or not report.ok:  # as `npm outdated`: a script can act on "something moved"
