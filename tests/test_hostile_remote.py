@@ -27,8 +27,8 @@ from test_lock_and_sync import MODEL, PHI3, publish
 from wbsync.core.models import FileRecord, Lock, LockedArtifact
 from wbsync.core.settings import SETTINGS
 from wbsync.repo.lockfile import dumps, loads
-from wbsync.store.blobs import Store, default_store_dir
-from wbsync.store.claims import _offset
+from wbsync.store.blobs import Store, blob_hex, default_store_dir
+from wbsync.store.claims import _offset_hex
 from wbsync.store.partial import PartialBlob
 from wbsync.testing import FakeWandb
 
@@ -127,7 +127,8 @@ def test_a_claim_held_by_a_stopped_process_is_waited_for_boundedly_then_fetched_
     record = FileRecord(shard["path"], shard["size"], shard["md5"], "md5")
     store = Store(default_store_dir())
     store.locks_dir.mkdir(parents=True, exist_ok=True)
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(store.locks_dir / "claims"), str(_offset(record))],
+    offset = str(_offset_hex(blob_hex(record)))
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(store.locks_dir / "claims"), offset],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
