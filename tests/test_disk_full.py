@@ -21,6 +21,7 @@ from helpers import run, run_json, tree, write_manifest
 from test_fault_matrix import store_problems
 from test_lock_and_sync import PHI3, publish
 from wbsync.testing import FakeWandb
+from wbsync.testing.faults import Fault
 
 MiB = 1 << 20
 DEST = "models/phi3"
@@ -234,19 +235,26 @@ def test_a_state_file_that_cannot_be_written_fails_cleanly(
 
 def test_after_a_full_disk_stops_a_large_download_an_explicit_prune_frees_its_part_done_file(
         fake_wandb: FakeWandb, project: Path, small_fs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The advice of the disk-full message works: the part-done file of a download in ranges is
-    counted by `cache info` as the space it takes, and `cache prune` removes it and says so."""
+    """The advice of the disk-full message works: a part-done file an earlier sync left (its last
+    part refused by the server) plus a full disk stop the next sync before its first byte; `cache
+    info` counts the part-done file as the space it takes, and `cache prune` removes it."""
     store = small_fs / "store"
+    resize(small_fs, "4m")  # room for the 3 MiB file: the first sync gets all parts but the last
     monkeypatch.setenv("WBSYNC_CACHE_DIR", str(store))
     monkeypatch.setenv("WBSYNC_RANGE_THRESHOLD", "1M")
     monkeypatch.setenv("WBSYNC_PART_SIZE", "256K")
+    monkeypatch.setenv("WBSYNC_RETRIES", "1")
     publish(fake_wandb, {"weights.bin": bytes(range(256)) * (3 * MiB // 256)})  # 3 MiB, in ranges
     write_manifest(project, PHI3)
-    assert_clean_disk_full(run("sync", check=2).stderr, store)
+    fake_wandb.inject(Fault("file", "status", times=None, status=500, match=f"bytes={3 * MiB - 256 * 1024}-"))
+    run("sync", check=3)
+    fake_wandb.clear_faults()
     part_done = [p for p in (store / "tmp").iterdir() if p.name.endswith(".ranged")]
     assert len(part_done) == 1
     used = part_done[0].stat().st_blocks * 512
     assert used > MiB
+    fill(small_fs / "filler.bin")  # the disk is full now
+    assert_clean_disk_full(run("sync", check=2).stderr, store)
     info = run_json("cache", "info")
     assert info["tmp_files"] >= 1 and info["tmp_bytes"] >= used
     doc = run_json("cache", "prune")

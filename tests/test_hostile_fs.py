@@ -228,8 +228,8 @@ def ranged_name(name: str = "weights/shard-0.bin") -> str:
 @pytest.mark.parametrize("special", ["symlink", "fifo"])
 def test_a_part_done_file_that_is_a_link_or_fifo_is_never_written_through(
         fake_wandb: FakeWandb, project: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, special: str) -> None:
-    monkeypatch.setenv("WBSYNC_RANGE_THRESHOLD", "1000")  # the 6,000-byte file takes the ranged path
-    monkeypatch.setenv("WBSYNC_PART_SIZE", "1000")
+    monkeypatch.setenv("WBSYNC_RANGE_THRESHOLD", "1024")  # the 6,000-byte file takes the ranged path
+    monkeypatch.setenv("WBSYNC_PART_SIZE", "1024")
     publish(fake_wandb)
     write_manifest(project, PHI3)
     victim = tmp_path / "victim.txt"
@@ -238,7 +238,7 @@ def test_a_part_done_file_that_is_a_link_or_fifo_is_never_written_through(
     tmp.mkdir(parents=True)
     part = tmp / ranged_name()
     digest = hash_bytes(MODEL["weights/shard-0.bin"], "md5")
-    (tmp / f"{part.name}.json").write_text(json.dumps({"size": 6000, "digest": digest, "part_size": 1000,
+    (tmp / f"{part.name}.json").write_text(json.dumps({"size": 6000, "digest": digest, "part_size": 1024,
                                                        "done": [0]}))
     if special == "symlink":
         part.symlink_to(victim)

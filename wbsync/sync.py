@@ -300,9 +300,17 @@ def check_writable(root: Path, plan: Plan) -> None:
 def _nearest_existing(root: Path, path: Path) -> Path:
     """The nearest folder at or above ``path``: a file in the way (an earlier version's, which the
     sync removes) is not the folder that decides."""
-    while path != root and not path.is_dir():
+    while path != root and not _is_dir(path):
         path = path.parent
     return path
+
+
+def _is_dir(path: Path) -> bool:
+    """A name too long for the filesystem is no folder: the destination check names it (exit 4)."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def _unwritable_message(root: Path, entry: EntryPlan, folder: Path) -> str:

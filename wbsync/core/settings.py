@@ -34,8 +34,19 @@ class Setting:
     testing: bool = False  # fault injection: only with WBSYNC_TESTING=1
 
     def allowed(self) -> str:
-        unit = {"seconds": " seconds", "size": " bytes (units: 64KiB, 16MiB, 1GB)"}.get(self.kind, "")
-        return f"{self.low:g} to {self.high:g}{unit}"
+        return f"{self.shown(self.low)} to {self.shown(self.high)}"
+
+    def shown(self, value: float | str | None) -> str:
+        """A bound or the default, in the variable's own unit (sizes as 64KiB, not 65536)."""
+        if self.kind == "size" and isinstance(value, (int, float)):
+            from wbsync.core.text import human_size
+
+            return f"{human_size(int(value))} ({int(value):,} bytes)"
+        if self.kind == "seconds" and isinstance(value, (int, float)):
+            return f"{value:g} seconds"
+        if self.kind in ("count", "flag") and isinstance(value, (int, float)):
+            return f"{int(value):,}"
+        return str(value)
 
 
 _MiB = 1 << 20
@@ -83,7 +94,7 @@ def _raw(name: str) -> str | None:
 
 def _refuse(setting: Setting, text: str, problem: str) -> UsageError:
     return UsageError(f"environment variable {setting.name}={text!r} {problem}: it takes {setting.allowed()} "
-                      f"(default {setting.default:g}). Unset it or give a value in that range.")
+                      f"(default {setting.shown(setting.default)}). Unset it or give a value in that range.")
 
 
 def check_all() -> None:
