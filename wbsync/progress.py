@@ -20,6 +20,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, TextIO
 
+from wbsync.core.shown import printable, redact
 from wbsync.core.text import human_size, plural
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ class Progress(_Ticker):
             self.place_done += files
 
     def tick(self) -> None:
-        self.stream.write("\r\033[K" + self.line())
+        self.stream.write("\r\033[K" + _shown(self.line()))
         self.stream.flush()
 
     def close(self) -> None:
@@ -163,7 +164,7 @@ class LogProgress(_Ticker):
         self._fetching = False
 
     def _say(self, text: str) -> None:
-        self.stream.write(f"wbsync: {text}\n")
+        self.stream.write(f"wbsync: {_shown(text)}\n")
         self.stream.flush()
 
     def start(self, files: int, nbytes: int) -> None:
@@ -188,6 +189,11 @@ class LogProgress(_Ticker):
         share = self.done_bytes * 100 // self.total_bytes if self.total_bytes else 100  # 99% until done
         self._say(f"fetched {human_size(self.done_bytes)} of {human_size(self.total_bytes)} ({share}%) "
                   f"in {plural(self.total_files, 'file')}, {human_size(int(self.rate()))}/s")
+
+
+def _shown(text: str) -> str:
+    """A progress line as every printed line: names from others escaped, URLs' credentials redacted."""
+    return printable(redact(text))
 
 
 def _work(plan: EntryPlan) -> str:
