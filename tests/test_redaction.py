@@ -71,3 +71,32 @@ def test_a_warning_never_shows_the_signature_of_a_path_only_link(
     result = run("sync")
     assert "warning:" in result.stderr and "url: /blobs/ab12.bin?..." in result.stderr, result.stderr
     assert SECRET not in result.stderr + result.stdout
+
+
+def test_an_error_raised_to_python_code_never_shows_the_user_info_of_a_link_without_a_query() -> None:
+    from wbsync.errors import RemoteError
+
+    error = RemoteError("cannot reach W&B at https://api:5ecretkey@bucket.example/graphql: refused")
+    assert str(error) == "cannot reach W&B at https://***@bucket.example/graphql: refused"
+
+
+def test_a_key_written_into_wandb_base_url_is_used_as_the_key_and_shown_nowhere(
+        fake_wandb: FakeWandb, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In this process (the subprocess test in test_hostile.py guards the same promise end to end)."""
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    key = fake_wandb.api_key
+    monkeypatch.delenv("WANDB_API_KEY")
+    monkeypatch.setenv("WANDB_BASE_URL", fake_wandb.url.replace("://", f"://api:{key}@"))
+    result = run("lock", "-v")
+    assert key not in result.stdout + result.stderr
+    assert (project / "artifacts.lock").exists()
+
+
+def test_the_json_document_is_sorted_and_indented_by_two(fake_wandb: FakeWandb, project: Path) -> None:
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    for args, code in ((("sync", "--json"), 0), (("verify", "--json", "-v"), 0)):
+        out = run(*args, check=code).stdout
+        assert out == json.dumps(json.loads(out), indent=2, sort_keys=True) + "\n"
+        assert out.startswith('{\n  "')
