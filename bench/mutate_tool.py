@@ -73,7 +73,7 @@ SHARDS = (
 
 # The sanity mutant: the CLI's exit code for a wbsync error (here: None, so exit 0).
 SANITY_MODULE = "wbsync/cli/__init__.py"
-SANITY_DIFF = "+            ctx.exit(_report(exc.message, None, ctx))"
+SANITY_LINE = "ctx.exit(_report(exc.message, None, ctx))"  # a line the mutant adds (its diff's "+")
 SANITY_TEST = "tests/test_mutation_tool.py::test_a_bad_manifest_exits_2_in_a_fresh_process"
 SITECUSTOMIZE = '''import os
 # A CLI subprocess of a test: mutmut records stats in the test process only; run the original.
@@ -132,12 +132,13 @@ def sanity() -> str | None:
     where = prepare("sanity", (SANITY_MODULE,), (SANITY_TEST.split("::")[0],))
     mutmut(where, "run", "--max-children", "1", "wbsync.cli.nothing*", check=False)  # generate mutants only
     chosen = None
-    for name in statuses(where):
-        if SANITY_DIFF in mutmut(where, "show", name, check=False).stdout:
+    for name in sorted(statuses(where), key=lambda n: "invoke" not in n):  # where the line is: first
+        shown = mutmut(where, "show", name, check=False).stdout.splitlines()
+        if any(line.startswith("+") and line[1:].strip() == SANITY_LINE for line in shown):
             chosen = name
             break
     if chosen is None:
-        return f"no mutant of {SANITY_MODULE} holds {SANITY_DIFF!r} (update SANITY_DIFF)"
+        return f"no mutant of {SANITY_MODULE} adds {SANITY_LINE!r} (update SANITY_LINE)"
     test = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", SANITY_TEST]
     for mutant, should_pass in (("", True), (chosen, False)):
         env = env_for(where) | {"MUTANT_UNDER_TEST": mutant}
