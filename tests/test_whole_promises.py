@@ -9,9 +9,12 @@ import base64
 import hashlib
 import json
 import os
+import shutil
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from helpers import run, run_json, tree, write_manifest
 from test_lock_and_sync import MODEL, PHI3, publish
@@ -146,3 +149,59 @@ def test_a_file_link_answered_with_another_error_fails_the_sync_with_exit_3_and_
     assert not (project / DEST).exists()
     answered = [r for r in fake_wandb.requests if r.status == status]
     assert len(answered) == 1, "a final answer is neither retried nor renewed"
+
+
+def store_tmp() -> Path:
+    from wbsync.store.blobs import Store, default_store_dir
+
+    tmp = Store(default_store_dir()).tmp_dir
+    tmp.mkdir(parents=True, exist_ok=True)
+    return tmp
+
+
+def aged(path: Path, seconds: float) -> Path:
+    path.write_bytes(b"x" * 100)
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+    return path
+
+
+def test_a_prune_keeps_part_done_files_younger_than_a_week_and_drops_older_ones(project: Path) -> None:
+    """A large download resumes for a week: six days idle is still resumable, eight is not."""
+    tmp = store_tmp()
+    young = [aged(tmp / name, 6 * 24 * 3600) for name in ("md5-aa.ranged", "md5-aa.ranged.json")]
+    old = [aged(tmp / name, 8 * 24 * 3600) for name in ("md5-bb.ranged", "md5-bb.ranged.json")]
+    assert run_json("cache", "prune")["tmp_files"] == 2
+    assert all(p.exists() for p in young) and not any(p.exists() for p in old)
+
+
+def test_a_prune_keeps_a_temp_file_written_in_the_last_minute_and_drops_an_older_one(project: Path) -> None:
+    """A temp file a running sync is writing this instant is never swept; one of a killed sync is."""
+    tmp = store_tmp()
+    fresh = aged(tmp / "0123456789abcdef.1.token.part", 5)
+    killed = aged(tmp / "fedcba9876543210.1.token.part", 10 * 60)
+    assert run_json("cache", "prune")["tmp_files"] == 1
+    assert fresh.exists() and not killed.exists()
+
+
+def test_a_prune_keeps_every_blob_and_listing_of_a_large_entry_locked(
+        fake_wandb: FakeWandb, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An entry above the inline limit keeps its file list in the store (a stored listing): the
+    lock names the listing, and the listing the blobs. A prune keeps both; a sync from the
+    store alone then needs no file request."""
+    monkeypatch.setenv("WBSYNC_LOCK_INLINE_MAX", "2")  # MODEL's 3 files: above it
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    run("sync")
+    assert "files" not in yaml.safe_load((project / "artifacts.lock").read_text())["artifacts"]["phi3"]
+    listings = [p for p in (store_tmp().parent / "listings").iterdir()]
+    assert listings
+    for listing in listings:  # past the grace a listing gets while its sync registers its lock
+        os.utime(listing, (time.time() - 2 * 3600,) * 2)
+    doc = run_json("cache", "prune")
+    assert doc["removed"]["blobs"] == 0 and all(p.exists() for p in listings), doc
+    shutil.rmtree(project / DEST)
+    (project / ".wbsync" / "state.json").unlink()
+    fake_wandb.inject(Fault("file", "status", status=500, times=None))
+    run("sync", "--frozen")
+    assert tree(project / DEST) == MODEL
