@@ -205,3 +205,39 @@ def test_a_prune_keeps_every_blob_and_listing_of_a_large_entry_locked(
     fake_wandb.inject(Fault("file", "status", status=500, times=None))
     run("sync", "--frozen")
     assert tree(project / DEST) == MODEL
+
+
+@pytest.mark.parametrize("limit, inline", [(3, True), (2, False)])
+def test_an_entry_at_the_inline_limit_keeps_its_files_in_the_lock_and_one_above_it_does_not(
+        fake_wandb: FakeWandb, project: Path, monkeypatch: pytest.MonkeyPatch, limit: int, inline: bool) -> None:
+    monkeypatch.setenv("WBSYNC_LOCK_INLINE_MAX", str(limit))  # MODEL has 3 files
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    run("sync")
+    entry = yaml.safe_load((project / "artifacts.lock").read_text())["artifacts"]["phi3"]
+    assert ("files" in entry) is inline, entry
+    assert tree(project / DEST) == MODEL
+    run("verify")
+
+
+def shard_ranges(srv: FakeWandb) -> list[str | None]:
+    """The Range header of each GET of shard-0.bin (its link names the file's path)."""
+    return sorted((r.headers.get("range") for r in srv.requests if r.method == "GET" and "shard-0" in r.path),
+                  key=str)
+
+
+@pytest.mark.parametrize("threshold, ranges", [
+    (6000, ["bytes=0-2047", "bytes=2048-4095", "bytes=4096-5999"]),  # at the threshold: parts of 2048
+    (6001, [None]),  # below it: one plain GET
+])
+def test_a_file_at_the_ranged_download_threshold_is_fetched_in_parts_of_the_part_size_and_one_below_in_one_get(
+        fake_wandb: FakeWandb, project: Path, monkeypatch: pytest.MonkeyPatch, threshold: int,
+        ranges: list[str | None]) -> None:
+    monkeypatch.setenv("WBSYNC_RANGE_THRESHOLD", str(threshold))  # MODEL's shard-0.bin: 6000 bytes
+    monkeypatch.setenv("WBSYNC_PART_SIZE", "2048")
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    run("lock")
+    run("sync")
+    assert tree(project / DEST) == MODEL
+    assert shard_ranges(fake_wandb) == ranges, [(r.path, r.headers.get("range")) for r in fake_wandb.requests]
