@@ -68,13 +68,16 @@ def test_a_conflict_leaves_the_lock_unwritten_the_tree_and_the_state_unchanged_a
     publish(fake_wandb)
     write_manifest(project, PHI3)
     run("sync")
-    publish(fake_wandb, {**MODEL, "tokenizer.json": b"{}"})  # v1 adds a file where the user put one
+    publish(fake_wandb, {**MODEL, "tokenizer.json": b"{}", "vocab.txt": b"a\n"})  # v1 adds what the user has
     (project / DEST / "tokenizer.json").write_text("my tokenizer")
+    (project / DEST / "vocab.txt").write_text("my vocabulary")
     write_manifest(project, PHI3.replace(":production", ":v1"))
     lock, state = (project / "artifacts.lock").read_bytes(), (project / ".wbsync/state.json").read_bytes()
     before = tree(project / DEST)
     result = run("sync", check=2)
-    assert f"{DEST}/tokenizer.json" in result.stderr and "Traceback" not in result.stderr
+    assert "Traceback" not in result.stderr
+    named = [line.split(":")[0] for line in result.stderr.splitlines() if line.startswith(f"  {DEST}/")]
+    assert named == [f"  {DEST}/tokenizer.json", f"  {DEST}/vocab.txt"], result.stderr  # a line each
     assert (project / "artifacts.lock").read_bytes() == lock
     assert tree(project / DEST) == before
     assert (project / ".wbsync/state.json").read_bytes() == state
@@ -116,10 +119,10 @@ def test_escaping_keeps_wbsyncs_own_colours_and_escapes_any_other_sgr_sequence(
     publish(fake_wandb)
     write_manifest(project, PHI3)
     run("sync")
-    (project / DEST / "a\x1b[8mhidden\x1b[5m.txt").write_text("x")
+    (project / DEST / "a\x1b[8mhidden\x1b[5m\n\u202e.txt").write_text("x")
     monkeypatch.setenv("FORCE_COLOR", "1")
     out = run("verify", check=1).stdout
-    assert "a\\x1b[8mhidden\\x1b[5m.txt" in out, out
+    assert "a\\x1b[8mhidden\\x1b[5m\\x0a\\u202e.txt" in out, out  # a newline and a bidi override too
     assert "\x1b[8m" not in out and "\x1b[5m" not in out
     assert "\x1b[33m" in out or "\x1b[31m" in out, out  # wbsync's own label colours stay
 
