@@ -14,9 +14,9 @@ docs/mutation.md ("Mutation testing by a tool") explains the choices. In short:
   a killed or stopped run resumes where it was. A copy made from another commit is rebuilt.
 * mutmut records which tests reach each mutated function (its "stats" run) and runs only those
   per mutant: coverage-based selection. One worker, ``nice -n 19`` (a shared 2-core machine).
-* CLI subprocesses (``python -m wbsync`` in tests) import the mutated tree: ``PYTHONPATH``
-  starts with the copy's ``mutants/``, and the active mutant's name is inherited through the
-  environment (``MUTANT_UNDER_TEST``). A ``sitecustomize`` there turns mutmut's stats mode off
+* CLI subprocesses (``python -m wbsync`` in tests) import the mutated tree: a ``sitecustomize``
+  on ``PYTHONPATH`` puts the copy's ``mutants/`` first in every process, and the active mutant's name is inherited through the
+  environment (``MUTANT_UNDER_TEST``). The same ``sitecustomize`` turns mutmut's stats mode off
   in subprocesses (mutmut records hits only in the test process). The sanity check proves it
   before any shard runs: a mutant that changes the CLI's exit code must fail a subprocess test.
 * Timeouts, crashes, "no tests" (no test reaches the line) and suspicious results count as
@@ -78,6 +78,14 @@ SANITY_MODULE = "wbsync/cli/__init__.py"
 SANITY_LINE = "ctx.exit(_report(exc.message, None, ctx))"  # a line the mutant adds (its diff's "+")
 SANITY_TEST = "tests/test_mutation_tool.py::test_a_bad_manifest_exits_2_in_a_fresh_process"
 SITECUSTOMIZE = '''import os
+import sys
+
+# Every process started with the shard's PYTHONPATH: the mutated tree first, once mutmut made it.
+# (Not on PYTHONPATH itself: a folder that does not exist yet when mutmut starts is cached as
+# "no importer" for that path, and mutmut's own sys.path entry for it would then find nothing.)
+_MUTANTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "mutants")
+if os.path.isdir(os.path.join(_MUTANTS, "wbsync")) and _MUTANTS not in sys.path:
+    sys.path.insert(0, _MUTANTS)
 # A CLI subprocess of a test: mutmut records stats in the test process only; run the original.
 if os.environ.get("MUTANT_UNDER_TEST") == "stats":
     os.environ["MUTANT_UNDER_TEST"] = ""
@@ -115,7 +123,7 @@ def prepare(name: str, modules: tuple[str, ...], tests: tuple[str, ...]) -> Path
 
 def env_for(where: Path) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(where / "mutants"), str(where / ".mutate-site")])
+    env["PYTHONPATH"] = str(where / ".mutate-site")  # its sitecustomize puts mutants/ first
     return env
 
 
@@ -156,8 +164,9 @@ def run_shard(shard: Shard) -> dict[str, str]:
     started = time.monotonic()
     ran = mutmut(where, "run", "--max-children", "1", check=False)
     (where / "mutmut.log").write_text(ran.stdout + ran.stderr)
-    if "failed to collect stats" in ran.stdout + ran.stderr:  # a test failed unmutated: nothing was measured
-        raise SystemExit(f"{shard.name}: mutmut's first run of the tests failed; see {where / 'mutmut.log'}")
+    # Its first run of the tests failed, or reached no mutated function: nothing was measured.
+    if any(why in ran.stdout for why in ("failed to collect stats", "Stopping early")):
+        raise SystemExit(f"{shard.name}: mutmut measured nothing; see {where / 'mutmut.log'}")
     found = statuses(where)
     print(f"{shard.name}: {score(found)} in {time.monotonic() - started:.0f} s", flush=True)
     return found
