@@ -38,6 +38,7 @@ from pathlib import Path
 from bench.mutant_list import MUTANTS, Mutant, Patch
 
 REPO = Path(__file__).resolve().parent.parent
+TOOL_SECTION = "## Mutation testing by a tool"
 COPIED = ("wbsync", "tests", "schema", "bench", "examples", "docs", "README.md", "pyproject.toml")
 TIMEOUT_S = 600  # per mutant: a planted bug that makes a test hang ends as "timed out"
 
@@ -287,7 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(outcomes)
     print("\n" + table + f"\n{len(outcomes)} mutants in {seconds:.0f} s")
     if args.markdown:
-        args.markdown.write_text(document(table, len(selected) == len(MUTANTS), seconds, jobs))
+        # The tool's section (bench/mutate_tool.py) is written by hand: kept as it is.
+        kept = args.markdown.read_text().partition(TOOL_SECTION)[1:] if args.markdown.exists() else ("", "")
+        args.markdown.write_text(document(table, len(selected) == len(MUTANTS), seconds, jobs)
+                                 + ("\n" + "".join(kept) if kept[0] else ""))
     return 0 if all(o.caught for o in outcomes) else 1
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -47,3 +48,13 @@ def run_process(cwd: Path, *args: str, drop_env: tuple[str, ...] = (), timeout: 
     env = {k: v for k, v in os.environ.items() if k not in drop_env}
     return subprocess.run([sys.executable, "-m", "wbsync", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def popen_interruptible(cwd: Path, *args: str) -> "subprocess.Popen[str]":
+    """Start `python -m wbsync ARGS` so that Ctrl-C (SIGINT) reaches it as a KeyboardInterrupt
+    whatever this process inherited: a shell's background job (`cmd &`, `nohup`) starts with
+    SIGINT ignored, an ignored signal stays ignored across exec, and Python then installs no
+    handler, so the child would never see the Ctrl-C a test sends."""
+    return subprocess.Popen([sys.executable, "-m", "wbsync", *args], cwd=cwd, env=os.environ.copy(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))

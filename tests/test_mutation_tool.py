@@ -52,3 +52,14 @@ def test_a_patch_that_does_not_apply_fails_loudly_and_changes_nothing(mutants: M
     assert (tmp_path / "m.py").read_text() == CODE
     mutants.apply(tmp_path, (Patch("m.py", "    return y\n", "    return None\n"),))
     assert (tmp_path / "m.py").read_text() == CODE.replace("return y", "return None")
+
+
+def test_a_bad_manifest_exits_2_in_a_fresh_process(tmp_path: Path) -> None:
+    """The subprocess test of bench/mutate_tool.py's sanity check: with the CLI's exit code
+    mutated (``python -m bench.mutate_tool --sanity-only``) it must fail, or the tool's CLI
+    subprocesses do not run the mutated tree."""
+    from helpers import run_process
+
+    (tmp_path / "artifacts.yaml").write_text("version: 1\nartifacts:\n  x: {artifact: 'no colon', path: x}\n")
+    proc = run_process(tmp_path, "lock")
+    assert proc.returncode == 2 and "artifacts.yaml" in proc.stderr, proc.stderr

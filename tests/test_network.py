@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run, tree, write_manifest
+from helpers import popen_interruptible, run, tree, write_manifest
 from test_lock_and_sync import PHI3, publish
 from wbsync.testing import FakeWandb, Fault, LinkPolicy, NetworkProfile
 
@@ -358,8 +358,7 @@ def test_ctrl_c_stops_a_sync_at_once_even_while_a_server_holds_a_download(
     write_manifest(project, PHI3)
     run("lock")
     fake_wandb.inject(Fault("file", "hang", times=None, match="shard-0.bin"))
-    proc = subprocess.Popen([sys.executable, "-m", "wbsync", "sync"], cwd=project, env=os.environ.copy(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = popen_interruptible(project, "sync")
     assert proc.stderr is not None
     seen, deadline = "", time.monotonic() + 60
     while "fetching" not in seen and time.monotonic() < deadline:

@@ -3,16 +3,13 @@ progress every few seconds, nothing for a no-op; an interrupted run says what it
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from helpers import run, tree, write_manifest
+from helpers import popen_interruptible, run, tree, write_manifest
 from test_disk_full import big_model, small_fs  # noqa: F401 (a fixture)
 from test_lock_and_sync import MODEL, PHI3, publish
 from wbsync.testing import FakeWandb, Fault
@@ -72,8 +69,7 @@ def test_an_interrupted_sync_says_what_it_finished(two_entries: Path, fake_wandb
     # eval's file is slow, so the run is interrupted while fetching (a download thread finishes
     # its request before the process exits).
     fake_wandb.inject(Fault("file", "slow", times=None, delay=3.0, match="eval.jsonl"))
-    proc = subprocess.Popen([sys.executable, "-m", "wbsync", "sync"], cwd=two_entries, env=os.environ.copy(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = popen_interruptible(two_entries, "sync")
     deadline = time.monotonic() + 60
     seen = ""
     assert proc.stderr is not None
@@ -134,9 +130,7 @@ def test_an_interrupted_add_says_the_manifest_was_left_as_it_was(fake_wandb: Fak
     before = (project / "artifacts.yaml").read_text()
     fake_wandb.log_artifact("acme", "dataset", "eval-set", EVAL, type="dataset")
     fake_wandb.inject(Fault("graphql", "slow", times=None, delay=3.0, match="ArtifactMembershipByName"))
-    proc = subprocess.Popen([sys.executable, "-m", "wbsync", "add", "wandb-registry-dataset/eval-set:v0",
-                             "--path", "data/eval"], cwd=project, env=os.environ.copy(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = popen_interruptible(project, "add", "wandb-registry-dataset/eval-set:v0", "--path", "data/eval")
     deadline = time.monotonic() + 60
     while (project / "artifacts.yaml").read_text() == before and time.monotonic() < deadline:
         time.sleep(0.05)  # the entry is written first, then locked

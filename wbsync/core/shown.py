@@ -6,8 +6,9 @@ publisher, a server's error). Two rules hold for every line wbsync prints:
 * ``redact``: a URL never shows its credentials. User info (``https://api:KEY@host``, as some
   put it in WANDB_BASE_URL) becomes ``https://***@host``; a query string, where signed links
   keep their signature, is dropped (``https://bucket/blob?X-Amz-Signature=...`` is shown as
-  ``https://bucket/blob?...``). Applied to every error message, text line and ``--json``
-  document.
+  ``https://bucket/blob?...``). urllib3 names a link by its path alone (``... with url:
+  /blob?X-Amz-Signature=...``): that query is dropped too. Applied to every error message,
+  text line, warning, progress line and ``--json`` document.
 * ``printable``: the one escaping rule of every channel (text, warnings, notes, progress,
   porcelain, errors, the Markdown of ``wbsync diff``): every character ``str.isprintable()``
   refuses passes only as an escape: C0 controls (ESC, BEL, CR, newline...), DEL, C1 controls
@@ -49,7 +50,7 @@ def split_credentials(url: str) -> tuple[str, str | None]:
 
 def redact(text: str) -> str:
     """``text`` with the credentials of every URL in it removed (see the module doc)."""
-    if "://" not in text:
+    if "?" not in text and "@" not in text:  # both rules need one; urllib3's "url: /p?..." has no "://"
         return text
     return _QUERY.sub(r"\1?...", _USERINFO.sub(r"\1***@", text))
 
