@@ -76,7 +76,7 @@ def _env_size(name: str, default: int) -> int:
 class RetryPolicy:
     attempts: int = 6
     backoff: float = 0.5  # first wait, doubled each attempt, with full jitter
-    max_wait: float = 30.0
+    max_wait: float = 30.0  # the longest wait between attempts, a server's Retry-After included
     connect_timeout: float = 10.0
     read_timeout: float = 60.0  # silence on a connection (no byte at all) longer than this: retry
     stall: StallRule = field(default_factory=StallRule)
@@ -85,13 +85,14 @@ class RetryPolicy:
     @classmethod
     def from_env(cls) -> RetryPolicy:
         """WBSYNC_RETRIES / WBSYNC_BACKOFF / WBSYNC_TIMEOUT / WBSYNC_STALL_BYTES /
-        WBSYNC_STALL_SECONDS / WBSYNC_LINK_REFRESHES tune the budget (tests shrink it)."""
+        WBSYNC_STALL_SECONDS / WBSYNC_LINK_REFRESHES / WBSYNC_MAX_WAIT tune the budget (tests shrink it)."""
         timeout = _env_number("WBSYNC_TIMEOUT", cls.read_timeout)
         stall = StallRule(int(_env_size("WBSYNC_STALL_BYTES", StallRule.min_bytes)),
                           _env_number("WBSYNC_STALL_SECONDS", StallRule.window_s))
         return cls(
             attempts=max(1, int(_env_number("WBSYNC_RETRIES", cls.attempts, int))),
             backoff=_env_number("WBSYNC_BACKOFF", cls.backoff),
+            max_wait=_env_number("WBSYNC_MAX_WAIT", cls.max_wait),
             read_timeout=timeout,
             connect_timeout=min(timeout, cls.connect_timeout),
             stall=stall,
