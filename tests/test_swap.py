@@ -250,3 +250,26 @@ def test_a_read_only_folder_while_finishing_the_swap_exits_2_and_the_next_sync_f
     run("sync")
     assert trees(project) == (EVAL1, MODEL1)
     assert not (project / ".wbsync/swap.json").exists()
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="needs unprivileged user and mount namespaces (unshare -rm)")
+def test_a_rename_that_fails_in_the_swap_itself_exits_2_keeps_the_journal_and_the_next_sync_finishes_it(
+        fake_wandb: FakeWandb, project: Path) -> None:
+    """EBUSY for real, in a sync's own swap (not a finish): phi3's config.json is a mount point
+    (bind-mounted onto itself in the sync's mount namespace), so staging beside it works and the
+    rename onto it fails after eval's files are swapped. The journal stays; the next sync
+    (outside the namespace, where the mount is gone) finishes the swap."""
+    two_entries_upgraded(fake_wandb, project)
+    config = project / "models/phi3/config.json"
+    script = f'mount --bind "{config}" "{config}" && exec "{sys.executable}" -m wbsync sync'
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=project, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "models/phi3/config.json" in proc.stderr and "journaled" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert config.read_bytes() == MODEL["config.json"]  # the old file, whole, under its final name
+    assert (project / ".wbsync/swap.json").exists()
+    run("sync")
+    assert trees(project) == (EVAL1, MODEL1)
+    assert not (project / ".wbsync/swap.json").exists()
+    run("verify")
