@@ -373,7 +373,7 @@ def test_ctrl_c_stops_a_sync_at_once_even_while_a_server_holds_a_download(
     started = time.monotonic()
     _, err = proc.communicate(timeout=90)
     assert proc.returncode == 130, seen + err
-    assert time.monotonic() - started < 10, "Ctrl-C waited for the hung download"  # < 1 s measured
+    assert time.monotonic() - started < 10, "Ctrl-C waited for the hung download"  # 0.2 s measured
     assert "hang" in [r.fault for r in blob_gets(fake_wandb) if "shard-0.bin" in r.path]  # it was held
     assert "Traceback" not in err
     assert not (project / "models").exists()
