@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -227,9 +228,12 @@ def test_a_rename_that_fails_while_finishing_the_swap_exits_2_and_the_next_sync_
 
 
 def _unshare_works() -> bool:
+    """Whether this user may bind-mount read-only in a mount namespace of its own (GitHub's Ubuntu
+    24.04 runners may refuse unprivileged user namespaces through AppArmor)."""
     if shutil.which("unshare") is None:
         return False
-    probe = subprocess.run(["unshare", "-rm", "true"], capture_output=True)
+    with tempfile.TemporaryDirectory() as folder:
+        probe = subprocess.run(["unshare", "-rm", "mount", "--bind", "-o", "ro", folder, folder], capture_output=True)
     return probe.returncode == 0
 
 
