@@ -58,15 +58,30 @@ def test_a_host_that_does_not_answer_fails_within_the_connect_timeout(manifest: 
             sock.connect_ex(("127.0.0.1", port))
             waiting.append(sock)
         monkeypatch.setenv("WBSYNC_TIMEOUT", "1")
-        err = _lock_fails(monkeypatch, f"http://127.0.0.1:{port}", seconds=6.0)
+        err = _lock_fails(monkeypatch, f"http://127.0.0.1:{port}", seconds=12.0)  # 1.0 s measured; SDK: 20 s
         for sock in waiting:
             sock.close()
     assert "did not answer within 1 s" in err and "firewall" in err
 
 
+# A name no DNS query can carry (276 characters; a query holds at most 253): the resolver refuses it
+# itself, at once, with "Name or service not known", so the test never reaches a real DNS server.
+# A merely unregistered name such as ``no-such-host.invalid`` is sent to the system's resolver:
+# glibc does not special-case ``.invalid``, and with no network it answers "Temporary failure".
+UNRESOLVABLE = "no-such-host." + ".".join(["x" * 63] * 4) + ".invalid"
+
+
+def test_the_unresolvable_test_name_is_refused_without_asking_a_dns_server() -> None:
+    """Guards the test below: offline, a name that went to DNS fails with EAI_AGAIN, not EAI_NONAME."""
+    assert len(UNRESOLVABLE) > 253
+    with pytest.raises(socket.gaierror) as caught:
+        socket.getaddrinfo(UNRESOLVABLE, 80)
+    assert caught.value.errno == socket.EAI_NONAME
+
+
 def test_a_host_name_that_does_not_resolve_is_a_dns_error(manifest: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    err = _lock_fails(monkeypatch, "http://no-such-host.invalid")
-    assert "no-such-host.invalid" in err and "DNS" in err and "spelling" in err
+    err = _lock_fails(monkeypatch, f"http://{UNRESOLVABLE}")
+    assert UNRESOLVABLE in err and "DNS" in err and "spelling" in err
 
 
 def test_https_to_a_plain_http_port_is_a_tls_error(manifest: Path, fake_wandb: FakeWandb,

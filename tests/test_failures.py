@@ -103,6 +103,33 @@ def test_a_429_retry_after_is_honoured(fake_wandb: FakeWandb, project: Path) -> 
     assert tree(project / "models/phi3") == MODEL
 
 
+def _retry_gap(srv: FakeWandb, project: Path, retry_after: float) -> float:
+    """Seconds, by the server's own log, between a refusal carrying ``retry_after`` and the retry."""
+    publish(srv)
+    write_manifest(project, PHI3)
+    run("lock")
+    srv.inject(Fault("file", "status", status=503, times=1, retry_after=retry_after, match="config.json"))
+    run("sync")
+    refused, retried = [r for r in srv.requests if r.method == "GET" and r.path.endswith("/config.json")]
+    assert refused.status == 503 and retried.status == 200
+    assert tree(project / "models/phi3") == MODEL
+    return retried.at - refused.at
+
+
+def test_a_retry_after_above_the_cap_waits_the_cap_not_the_header(fake_wandb: FakeWandb, project: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WBSYNC_MAX_WAIT", "0.3")
+    gap = _retry_gap(fake_wandb, project, retry_after=20)
+    assert 0.3 <= gap < 3.0  # the cap (backoff alone is 0.01 s), 10x margin, far below the header's 20 s
+
+
+def test_a_retry_after_below_the_cap_waits_the_header_not_the_cap(fake_wandb: FakeWandb, project: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WBSYNC_MAX_WAIT", "5")
+    gap = _retry_gap(fake_wandb, project, retry_after=0.3)
+    assert 0.3 <= gap < 3.0  # the header, not the cap's 5 s
+
+
 def test_a_connection_reset_mid_body_resumes_and_completes(fake_wandb: FakeWandb, project: Path) -> None:
     publish(fake_wandb)
     write_manifest(project, PHI3)

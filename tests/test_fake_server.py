@@ -360,7 +360,8 @@ def test_small_gets_over_one_keep_alive_connection_are_fast(fake_wandb):
         connection.request("GET", parts.path)
         assert len(connection.getresponse().read()) == 4096
     connection.close()
-    assert time.perf_counter() - started < 3  # ~0.4 s measured on 2 cores
+    assert time.perf_counter() - started < 5  # ~0.44 s measured on 2 cores: 10x margin
+    assert len([r for r in fake_wandb.requests if r.path == parts.path]) == 2000  # each one answered
 
 
 # -- runs and lineage -------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Placing store blobs into project folders: safe paths, link modes, atomic replacement, cleanup."""
 
 import fcntl
+import errno
 import os
 import pwd
 import shutil
@@ -194,6 +195,39 @@ def test_explicit_reflink_clones_or_says_clearly_that_it_cannot(blob, root):
     with pytest.raises(UsageError, match="'auto'"):
         place(blob, dest, "reflink")
     assert not dest.exists() and temp_files(root) == []
+
+
+def test_reflink_asks_the_filesystem_to_clone_and_reports_its_answer(blob, root):
+    """A second guard of the reflink path where no filesystem here can clone (the cow_fs test
+    needs mkfs.xfs or mkfs.btrfs): the clone request itself reaches the filesystem. A wrong
+    ioctl number, or none, is answered ENOTTY by every filesystem; a real FICLONE is answered by
+    the filesystem's own clone code (EOPNOTSUPP on ext4 and tmpfs), or clones."""
+    dest = root / "f.bin"
+    if can_reflink(root):
+        assert place(blob, dest, "reflink") == "reflink"
+        return
+    with pytest.raises(UsageError) as caught:
+        place(blob, dest, "reflink")
+    assert str(root) in caught.value.message and os.strerror(errno.ENOTTY) not in caught.value.message
+    assert not dest.exists() and temp_files(root) == []
+
+
+def test_reflink_across_filesystems_is_refused_by_the_kernels_clone_check_and_auto_copies(blob):
+    """FICLONE between two mounts fails with EXDEV in the kernel's clone ioctl before any
+    filesystem is asked: a behaviour only the real FICLONE request shows, on any filesystem."""
+    other = Path("/dev/shm")
+    if not other.is_dir() or os.stat(other).st_dev == os.stat(blob).st_dev:
+        pytest.skip("needs /dev/shm on another filesystem than the temp folder")
+    folder = Path(tempfile.mkdtemp(dir=other))
+    try:
+        with pytest.raises(UsageError) as caught:
+            place(blob, folder / "f.bin", "reflink")
+        assert os.strerror(errno.EXDEV) in caught.value.message and "'auto'" in caught.value.message
+        assert temp_files(folder) == []
+        assert place(blob, folder / "f.bin", "auto") == "copy"
+        assert (folder / "f.bin").read_bytes() == blob.read_bytes()
+    finally:
+        shutil.rmtree(folder)
 
 
 def test_hardlink_shares_the_blobs_inode_and_its_read_only_mode(blob, root):

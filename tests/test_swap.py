@@ -8,10 +8,13 @@ trials (bench/crash_trials.py) add kills at random moments.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -168,3 +171,109 @@ def test_a_file_edited_after_a_killed_swap_chose_to_remove_it_is_kept(fake_wandb
     assert readme.read_bytes() == b"# phi3, with my notes\n"
     assert final(project / "models/phi3") == {**dropped, "config.json": b'{"layers": 64}\n',
                                               "README.md": b"# phi3, with my notes\n"}
+
+
+def _pending(project: Path) -> list[tuple[str, str]]:
+    """The journal's renames whose staged file is still there: (staged, destination)."""
+    doc = json.loads((project / ".wbsync/swap.json").read_text())
+    return [(temp, dest) for temp, dest, _same in doc["renames"] if (project / temp).exists()]
+
+
+def test_a_folder_at_a_final_name_stops_finishing_the_swap_with_exit_2_and_the_journal_kept(
+        fake_wandb: FakeWandb, project: Path) -> None:
+    """A rename of a journaled swap that fails for real (EISDIR: the user made a folder where a
+    staged file goes) exits 2 naming the path and the fix, puts nothing wrong under a final name,
+    and keeps the journal, so the sync after the fix finishes the swap."""
+    two_entries_upgraded(fake_wandb, project)
+    assert killed_sync(project, after_renames=1).returncode == -signal.SIGKILL
+    _staged, dest = _pending(project)[-1]  # one of phi3's files, after eval's
+    (project / dest).unlink()
+    (project / dest).mkdir()
+    (project / dest / "mine.txt").write_bytes(b"mine")
+    result = run("sync", check=2)
+    assert dest in result.stderr and "Move it aside" in result.stderr and "wbsync sync" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (project / ".wbsync/swap.json").exists()
+    assert tree(project / dest) == {"mine.txt": b"mine"}  # the user's folder, untouched
+    shutil.rmtree(project / dest)
+    run("sync")
+    assert trees(project) == (EVAL1, MODEL1)
+    assert not (project / ".wbsync/swap.json").exists()
+    run("verify")
+
+
+def test_a_rename_that_fails_while_finishing_the_swap_exits_2_and_the_next_sync_finishes_it(
+        fake_wandb: FakeWandb, project: Path) -> None:
+    """Any other failed rename (here ENOTDIR: a folder in place of a staged file) exits 2 with
+    the path and "the swap is journaled", leaves the destination as it was and keeps the journal."""
+    two_entries_upgraded(fake_wandb, project)
+    killed_sync(project, after_renames=1)
+    staged, dest = _pending(project)[-1]
+    before = (project / dest).read_bytes()
+    content = (project / staged).read_bytes()
+    (project / staged).unlink()
+    (project / staged).mkdir()
+    (project / staged / "x").write_bytes(b"x")
+    result = run("sync", check=2)
+    assert dest in result.stderr and "journaled" in result.stderr and "Traceback" not in result.stderr
+    assert (project / dest).read_bytes() == before  # the old file, whole, under its final name
+    assert (project / ".wbsync/swap.json").exists()
+    assert dest in run("verify", check=2).stderr  # verify finishes a swap first, through the same path
+    assert (project / ".wbsync/swap.json").exists()
+    shutil.rmtree(project / staged)
+    (project / staged).write_bytes(content)
+    run("sync")
+    assert trees(project) == (EVAL1, MODEL1)
+    assert not (project / ".wbsync/swap.json").exists()
+
+
+def _unshare_works() -> bool:
+    """Whether this user may bind-mount read-only in a mount namespace of its own (GitHub's Ubuntu
+    24.04 runners may refuse unprivileged user namespaces through AppArmor)."""
+    if shutil.which("unshare") is None:
+        return False
+    with tempfile.TemporaryDirectory() as folder:
+        probe = subprocess.run(["unshare", "-rm", "mount", "--bind", "-o", "ro", folder, folder], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="needs unprivileged user and mount namespaces (unshare -rm)")
+def test_a_read_only_folder_while_finishing_the_swap_exits_2_and_the_next_sync_finishes_it(
+        fake_wandb: FakeWandb, project: Path) -> None:
+    """EROFS for real: the sync that finishes the swap runs with phi3's folder bind-mounted
+    read-only in its own mount namespace."""
+    two_entries_upgraded(fake_wandb, project)
+    killed_sync(project, after_renames=1)
+    folder = project / "models/phi3"
+    script = f'mount --bind -o ro "{folder}" "{folder}" && exec "{sys.executable}" -m wbsync sync'
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=project, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "models/phi3/" in proc.stderr and "journaled" in proc.stderr and "Traceback" not in proc.stderr
+    assert final(folder) == MODEL and (project / ".wbsync/swap.json").exists()
+    run("sync")
+    assert trees(project) == (EVAL1, MODEL1)
+    assert not (project / ".wbsync/swap.json").exists()
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="needs unprivileged user and mount namespaces (unshare -rm)")
+def test_a_rename_that_fails_in_the_swap_itself_exits_2_keeps_the_journal_and_the_next_sync_finishes_it(
+        fake_wandb: FakeWandb, project: Path) -> None:
+    """EBUSY for real, in a sync's own swap (not a finish): phi3's config.json is a mount point
+    (bind-mounted onto itself in the sync's mount namespace), so staging beside it works and the
+    rename onto it fails after eval's files are swapped. The journal stays; the next sync
+    (outside the namespace, where the mount is gone) finishes the swap."""
+    two_entries_upgraded(fake_wandb, project)
+    config = project / "models/phi3/config.json"
+    script = f'mount --bind "{config}" "{config}" && exec "{sys.executable}" -m wbsync sync'
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=project, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "models/phi3/config.json" in proc.stderr and "journaled" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert config.read_bytes() == MODEL["config.json"]  # the old file, whole, under its final name
+    assert (project / ".wbsync/swap.json").exists()
+    run("sync")
+    assert trees(project) == (EVAL1, MODEL1)
+    assert not (project / ".wbsync/swap.json").exists()
+    run("verify")

@@ -246,3 +246,22 @@ def test_a_file_at_the_ranged_download_threshold_is_fetched_in_parts_of_the_part
     run("sync")
     assert tree(project / DEST) == MODEL
     assert shard_ranges(fake_wandb) == ranges, [(r.path, r.headers.get("range")) for r in fake_wandb.requests]
+
+
+def test_sync_with_link_reflink_where_the_filesystem_cannot_clone_exits_2_and_places_nothing(
+        fake_wandb: FakeWandb, project: Path) -> None:
+    """The reflink path's decision through the CLI, on the test's own filesystem (ext4 or tmpfs
+    in CI: no clone): `--link reflink` refuses with exit 2, naming the folder and `auto`, with
+    no tree and no state; `--link auto` then copies."""
+    from test_place import can_reflink
+
+    publish(fake_wandb)
+    write_manifest(project, PHI3)
+    run("lock")
+    if can_reflink(project):
+        pytest.skip("this filesystem can clone files: tests/test_place.py's cow_fs test covers it")
+    err = run("sync", "--link", "reflink", check=2).stderr
+    assert "cannot reflink" in err and "'auto'" in err and "models/phi3" in err and "Traceback" not in err
+    assert not (project / "models").exists() and not (project / ".wbsync/state.json").exists()
+    run("sync", "--link", "auto")
+    assert tree(project / "models/phi3") == MODEL

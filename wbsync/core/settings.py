@@ -61,6 +61,7 @@ SETTINGS: dict[str, Setting] = {s.name: s for s in (
     Setting("WBSYNC_SOURCE", "text", ""),
     Setting("WBSYNC_RETRIES", "count", 6, 1, 100),
     Setting("WBSYNC_BACKOFF", "seconds", 0.5, 0, 600),
+    Setting("WBSYNC_MAX_WAIT", "seconds", 30.0, 0.01, 3600),
     Setting("WBSYNC_TIMEOUT", "seconds", 60.0, 0.1, 3600),
     Setting("WBSYNC_STALL_BYTES", "size", 64 << 10, 1, 1 << 30),
     Setting("WBSYNC_STALL_SECONDS", "seconds", 30.0, 0.1, 3600),

@@ -57,7 +57,7 @@ HASH_MAP = 64 * MiB  # the most the hasher maps at once (page cache, no memory o
 class RetryPolicy:
     attempts: int = 6
     backoff: float = 0.5  # first wait, doubled each attempt, with full jitter
-    max_wait: float = 30.0
+    max_wait: float = 30.0  # the longest wait between attempts, a server's Retry-After included
     connect_timeout: float = 10.0
     read_timeout: float = 60.0  # silence on a connection (no byte at all) longer than this: retry
     stall: StallRule = field(default_factory=StallRule)
@@ -66,12 +66,13 @@ class RetryPolicy:
     @classmethod
     def from_env(cls) -> RetryPolicy:
         """WBSYNC_RETRIES / WBSYNC_BACKOFF / WBSYNC_TIMEOUT / WBSYNC_STALL_BYTES /
-        WBSYNC_STALL_SECONDS / WBSYNC_LINK_REFRESHES tune the budget (tests shrink it)."""
+        WBSYNC_STALL_SECONDS / WBSYNC_LINK_REFRESHES / WBSYNC_MAX_WAIT tune the budget (tests shrink it)."""
         timeout = settings.number("WBSYNC_TIMEOUT")
         stall = StallRule(settings.size("WBSYNC_STALL_BYTES"), settings.number("WBSYNC_STALL_SECONDS"))
         return cls(
             attempts=settings.count("WBSYNC_RETRIES"),
             backoff=settings.number("WBSYNC_BACKOFF"),
+            max_wait=settings.number("WBSYNC_MAX_WAIT"),
             read_timeout=timeout,
             connect_timeout=min(timeout, cls.connect_timeout),
             stall=stall,
