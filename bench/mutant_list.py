@@ -64,8 +64,8 @@ MUTANTS: tuple[Mutant, ...] = (
         FAIL + "test_persistent_server_errors_exit_3_naming_the_artifact_and_file_and_change_nothing",
         "tests/test_fault_matrix.py::test_one_failing_entry_leaves_every_entry_as_it_was"),
     Mutant("delete-unlocked-files", "a sync deletes files in an entry's folder that the lock does not list",
-           (Patch("wbsync/sync.py", "        _swap(run.root, stager, placing, staged, removals.removes, recorded)\n",
-                  "        _swap(run.root, stager, placing, staged, removals.removes, recorded)\n"
+           (Patch("wbsync/sync.py", "        recorded = _swap(run.root, stager, placing, staged, removals.removes, record)\n",
+                  "        recorded = _swap(run.root, stager, placing, staged, removals.removes, record)\n"
                   "        for entry_ in entries:\n"
                   "            folder_ = run.root / entry_.artifact.path\n"
                   "            locked_ = {f.path for f in entry_.artifact.files}\n"

@@ -277,3 +277,26 @@ def test_a_rename_that_fails_in_the_swap_itself_exits_2_keeps_the_journal_and_th
     assert trees(project) == (EVAL1, MODEL1)
     assert not (project / ".wbsync/swap.json").exists()
     run("verify")
+
+
+def test_a_sync_stopped_while_it_builds_the_state_takes_its_staged_files_back(
+        fake_wandb: FakeWandb, project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C (or any failure) after every file was staged but before the journal is written:
+    the old tree stays whole and no staged temp file is left beside it. Building the state of a
+    large sync takes a while, so this window is real; the failure is injected into wbsync's own
+    state builder, the one thing no outside fault can reach at that moment."""
+    two_entries_upgraded(fake_wandb, project)
+    before = trees(project)
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patched:
+        patched.setattr(sys.modules["wbsync.sync"], "state_after", interrupted)  # the module, not wbsync.sync()
+        result = run("sync", check=130)
+    assert "Traceback" not in result.stderr
+    assert trees(project) == before
+    assert [k for k in [*tree(project / "data/eval"), *tree(project / "models/phi3")] if ".wbsync-" in k] == []
+    assert not (project / ".wbsync/swap.json").exists()
+    run("sync")
+    assert trees(project) == (EVAL1, MODEL1)

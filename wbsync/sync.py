@@ -388,11 +388,12 @@ def apply(run: _Run, plan: Plan, result: SyncResult, *, before: State, moved: mo
         stager = Stager(run.root, run.store, run.link_mode, run.jobs, run.on_placed)
         staged = stager.stage_all(placing)
         # Journal and swap, recording the state:
-        if moved is not None:  # a version move: the state gets a delta, not a rewrite
-            recorded: State | Delta = moved.delta([stat for _temp, _same_inode, stat in staged])
-        else:
-            recorded = state_after(before, entries, placing, staged, settled.adopted, prune_state)
-        _swap(run.root, stager, placing, staged, removals.removes, recorded)
+        def record() -> State | Delta:
+            if moved is not None:  # a version move: the state gets a delta, not a rewrite
+                return moved.delta([stat for _temp, _same_inode, stat in staged])
+            return state_after(before, entries, placing, staged, settled.adopted, prune_state)
+
+        recorded = _swap(run.root, stager, placing, staged, removals.removes, record)
         for entry in changing:
             run.on_entry("done", entry)
     result.placed = len(staged)
@@ -411,13 +412,16 @@ def _fetch(run: _Run, entries: list[EntryPlan], result: SyncResult) -> None:
 
 
 def _swap(root: Path, stager: Stager, placing: list[FileAction], staged: list[StagedFile],
-          removes: list[tuple[str, Stat]], recorded: State | Delta) -> None:
-    """Journal every rename and removal with the state to record, then carry the journal out;
-    a sync stopped before the journal is written takes its staged files back."""
+          removes: list[tuple[str, Stat]], record: Callable[[], State | Delta]) -> State | Delta:
+    """Build the state to record, journal it with every rename and removal, then carry the
+    journal out; a sync stopped before the journal is written (a failure building the state
+    included) takes its staged files back. Returns the state recorded."""
     renames = [(temp, a.dest, same_inode) for a, (temp, same_inode, _stat) in zip(placing, staged)]
     try:
+        recorded = record()
         journal = swap.journal(root, renames, removes, recorded)
     except BaseException:
         stager.unstage(staged)
         raise
     swap.carry_out(root, journal)
+    return recorded
