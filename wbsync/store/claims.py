@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Literal
 
 from wbsync.core.models import FileRecord
+from wbsync.core.safeio import open_regular
 from wbsync.core.shown import printable
 from wbsync.store.blobs import Store, blob_hex
 
@@ -133,7 +134,7 @@ class Claims:
 
 def _open(path: Path) -> int:
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        fd = open_regular(path, os.O_RDWR | os.O_CREAT, 0o600)  # no link followed, no FIFO opened
     except OSError:
         return _NO_FILE  # another user's claims file: fetch without claims (they only save bandwidth)
     try:

@@ -229,17 +229,15 @@ def read_registry(path: Path) -> dict[str, Any]:
 
 def _read_bounded(path: Path) -> str:
     """The file's text: a regular file of at most MAX_FILE_BYTES (not /dev/zero, not a FIFO)."""
-    import os
-    import stat
+    from wbsync.core.safeio import NotRegularFile, TooLarge, read_regular
 
-    with open(path, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise RegistryError(f"{path}: not a regular file; give a YAML file.")
-        data = fh.read(MAX_FILE_BYTES + 1)
-    if len(data) > MAX_FILE_BYTES:
+    try:
+        data = read_regular(path, MAX_FILE_BYTES, follow=True)
+    except NotRegularFile:
+        raise RegistryError(f"{path}: not a regular file; give a YAML file.") from None
+    except TooLarge:
         raise RegistryError(f"{path}: larger than {MAX_FILE_BYTES:,} bytes; a registry file is a short "
-                            "description (file contents are given by size, not spelled out).")
+                            "description (file contents are given by size, not spelled out).") from None
     return data.decode("utf-8")
 
 
