@@ -393,6 +393,9 @@ class Fetcher:
         futures = [pool.submit(self._fetch_part, job, state, i) for i in range(part.parts) if i not in part.done]
         try:
             digest = self._hash_in_order(state)
+            # The hash can end before the last part's thread has journaled it: let it, so that
+            # no journal is written after commit (or discard) removed it.
+            wait(futures)
             part.commit(digest)
         except RangeIgnored:
             _stop(state, futures)
