@@ -244,6 +244,7 @@ def test_after_a_full_disk_stops_a_large_download_an_explicit_prune_frees_its_pa
     monkeypatch.setenv("WBSYNC_RANGE_THRESHOLD", "1M")
     monkeypatch.setenv("WBSYNC_PART_SIZE", "256K")
     monkeypatch.setenv("WBSYNC_RETRIES", "1")
+    monkeypatch.setenv("WBSYNC_CONNECTIONS", "1")  # parts in order: every part but the last has landed
     publish(fake_wandb, {"weights.bin": bytes(range(256)) * (3 * MiB // 256)})  # 3 MiB, in ranges
     write_manifest(project, PHI3)
     fake_wandb.inject(Fault("file", "status", times=None, status=500, match=f"bytes={3 * MiB - 256 * 1024}-"))
